@@ -1,0 +1,214 @@
+"""The warehouse interface shared by the DuckDB and PostgreSQL backends."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from warehouse.records import QuarantinedRecord, RawRecord, canonical_json
+
+RAW_SCHEMA = "raw"
+RAW_COLUMNS = (
+    "source", "account", "entity", "record_id", "payload", "payload_hash",
+    "updated_at", "extracted_at", "run_id",
+)
+
+
+@dataclass(frozen=True)
+class LandResult:
+    inserted: int
+    duplicates: int
+
+
+def utcnow() -> datetime:
+    """Naive UTC now; raw timestamps are stored as UTC without a zone."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def raw_rows(records: Sequence[RawRecord], run_id: str, extracted_at: datetime) -> list[tuple]:
+    """Rows for a raw table, deduplicated within the batch by the landing key."""
+    seen: set[tuple[str, str, str]] = set()
+    rows = []
+    for r in records:
+        key = (r.account, r.record_id, r.hash)
+        if key in seen:
+            continue
+        seen.add(key)
+        rows.append((r.source, r.account, r.entity, r.record_id, canonical_json(r.payload),
+                     r.hash, r.updated_at, extracted_at, run_id))
+    return rows
+
+
+class Warehouse(ABC):
+    """Raw landing, cursors, quarantine and reads, over one database."""
+
+    kind: str
+
+    @abstractmethod
+    @contextmanager
+    def connect(self) -> Iterator[Any]:
+        """A DB-API connection; the transaction commits when the block exits cleanly."""
+
+    @abstractmethod
+    def _json_type(self) -> str: ...
+
+    @abstractmethod
+    def _insert_raw(self, conn: Any, table: str, rows: list[tuple]) -> int:
+        """Insert rows, skipping existing landing keys; return the number inserted."""
+
+    # -- schema -------------------------------------------------------------------------
+
+    def ensure_raw_table(self, conn: Any, table: str) -> None:
+        conn.cursor().execute(
+            f"""create table if not exists {RAW_SCHEMA}.{table} (
+                source varchar not null, account varchar not null, entity varchar not null,
+                record_id varchar not null, payload {self._json_type()} not null,
+                payload_hash varchar not null, updated_at timestamp,
+                extracted_at timestamp not null,
+                run_id varchar not null, primary key (account, record_id, payload_hash))"""
+        )
+
+    def ensure_bookkeeping(self, conn: Any) -> None:
+        cur = conn.cursor()
+        cur.execute(f"create schema if not exists {RAW_SCHEMA}")
+        cur.execute(
+            f"""create table if not exists {RAW_SCHEMA}._cursors (
+                source varchar not null, account varchar not null, entity varchar not null,
+                cursor varchar, updated_at timestamp not null,
+                primary key (source, account, entity))"""
+        )
+        cur.execute(
+            f"""create table if not exists {RAW_SCHEMA}._quarantine (
+                source varchar not null, account varchar not null, entity varchar not null,
+                record_id varchar, payload {self._json_type()}, reason varchar not null,
+                failed_fields varchar, run_id varchar not null,
+                quarantined_at timestamp not null)"""
+        )
+
+    # -- landing ------------------------------------------------------------------------
+
+    def land(self, records: Sequence[RawRecord], run_id: str) -> LandResult:
+        """Land records idempotently: a (account, record_id, payload) seen before adds nothing."""
+        if not records:
+            return LandResult(0, 0)
+        by_table: dict[str, list[RawRecord]] = {}
+        for r in records:
+            by_table.setdefault(r.table, []).append(r)
+        inserted = 0
+        with self.connect() as conn:
+            self.ensure_bookkeeping(conn)
+            for table, batch in by_table.items():
+                self.ensure_raw_table(conn, table)
+                inserted += self._insert_raw(conn, table, raw_rows(batch, run_id, utcnow()))
+        return LandResult(inserted=inserted, duplicates=len(records) - inserted)
+
+    def quarantine(self, items: Sequence[QuarantinedRecord], run_id: str) -> int:
+        """Keep rejected records with their reason; they are never silently dropped."""
+        if not items:
+            return 0
+        now = utcnow()
+        rows = [
+            (q.record.source, q.record.account, q.record.entity, q.record.record_id,
+             canonical_json(q.record.payload), q.reason, ",".join(q.failed_fields), run_id, now)
+            for q in items
+        ]
+        with self.connect() as conn:
+            self.ensure_bookkeeping(conn)
+            cur = conn.cursor()
+            cur.executemany(
+                f"insert into {RAW_SCHEMA}._quarantine values ({self._marks(9)})", rows
+            )
+        return len(rows)
+
+    # -- cursors ------------------------------------------------------------------------
+
+    def get_cursor(self, source: str, account: str, entity: str) -> str | None:
+        with self.connect() as conn:
+            self.ensure_bookkeeping(conn)
+            cur = conn.cursor()
+            p = self._param
+            cur.execute(
+                f"select cursor from {RAW_SCHEMA}._cursors "
+                f"where source = {p} and account = {p} and entity = {p}",
+                (source, account, entity),
+            )
+            rows = cur.fetchall()
+        return rows[0][0] if rows else None
+
+    def set_cursor(self, source: str, account: str, entity: str, value: str | None) -> None:
+        with self.connect() as conn:
+            self.ensure_bookkeeping(conn)
+            cur = conn.cursor()
+            p = self._param
+            cur.execute(
+                f"delete from {RAW_SCHEMA}._cursors "
+                f"where source = {p} and account = {p} and entity = {p}",
+                (source, account, entity),
+            )
+            cur.execute(
+                f"insert into {RAW_SCHEMA}._cursors values ({p}, {p}, {p}, {p}, {p})",
+                (source, account, entity, value, utcnow()),
+            )
+
+    # -- reads --------------------------------------------------------------------------
+
+    _param = "%s"
+
+    def _marks(self, n: int) -> str:
+        return ", ".join([self._param] * n)
+
+    def query_df(self, sql: str) -> pd.DataFrame:
+        with self.connect() as conn:
+            cur = conn.cursor()
+            cur.execute(sql)
+            cols = [d[0] for d in cur.description]
+            return pd.DataFrame(cur.fetchall(), columns=cols)
+
+    def scalar(self, sql: str) -> Any:
+        with self.connect() as conn:
+            cur = conn.cursor()
+            cur.execute(sql)
+            rows = cur.fetchall()
+        return rows[0][0] if rows else None
+
+    def count_rows(self, table: str) -> int:
+        return int(self.scalar(f"select count(*) from {table}"))
+
+    @abstractmethod
+    def list_tables(self, schema: str) -> list[str]: ...
+
+    def table_counts(self, schema: str) -> dict[str, int]:
+        return {t: self.count_rows(f"{schema}.{t}") for t in self.list_tables(schema)}
+
+    def replace_table(self, schema: str, table: str, df: pd.DataFrame, ddl: str) -> None:
+        """Atomically replace a small derived table with the rows of `df` (ddl: column list)."""
+        with self.connect() as conn:
+            cur = conn.cursor()
+            cur.execute(f"create schema if not exists {schema}")
+            cur.execute(f"drop table if exists {schema}.{table}")
+            cur.execute(f"create table {schema}.{table} ({ddl})")
+            if len(df):
+                cur.executemany(
+                    f"insert into {schema}.{table} values ({self._marks(len(df.columns))})",
+                    [tuple(None if pd.isna(v) else v for v in row)
+                     for row in df.itertuples(index=False)],
+                )
+
+    def publish(self) -> str | None:
+        """Make the freshly built marts visible to BI users; returns where they are."""
+        return None
+
+    def describe(self) -> str:
+        return self.kind
+
+
+def json_loads(value: Any) -> Any:
+    """Payload columns come back as str (DuckDB) or already parsed (psycopg2 jsonb)."""
+    return json.loads(value) if isinstance(value, str | bytes) else value

@@ -1,0 +1,132 @@
+"""DuckDB backend: the embedded default.
+
+The working file takes one writer at a time (see `locking.writer_lock`); BI users read the
+published copy, which `publish()` swaps in atomically after each successful build.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from warehouse.base import RAW_SCHEMA, Warehouse
+from warehouse.locking import writer_lock
+
+PUBLISHED_SCHEMAS = ("marts",)
+
+
+class _Conn:
+    """Give a DuckDB connection the DB-API shape the shared code expects (one transaction)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        return self.con
+
+
+class DuckDBWarehouse(Warehouse):
+    kind = "duckdb"
+    _param = "?"
+
+    def __init__(self, path: str | Path, published_path: str | Path | None = None) -> None:
+        self.path = Path(path)
+        self.published_path = Path(published_path) if published_path else (
+            self.path.with_name("voronka.duckdb")
+        )
+
+    def _json_type(self) -> str:
+        return "json"
+
+    @contextmanager
+    def writer(self) -> Iterator[None]:
+        """Hold the file's writer lock across several steps (e.g. around `dbt build`)."""
+        with writer_lock(self.path):
+            yield
+
+    @contextmanager
+    def connect(self) -> Iterator[Any]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with writer_lock(self.path):
+            con = duckdb.connect(str(self.path))
+            try:
+                con.begin()
+                yield _Conn(con)
+                con.commit()
+            except BaseException:
+                con.rollback()
+                raise
+            finally:
+                con.close()
+
+    def _insert_raw(self, conn: Any, table: str, rows: list[tuple]) -> int:
+        con = conn.cursor()
+        frame = pd.DataFrame(rows, columns=[
+            "source", "account", "entity", "record_id", "payload", "payload_hash",
+            "updated_at", "extracted_at", "run_id",
+        ])
+        frame["updated_at"] = pd.to_datetime(frame["updated_at"])
+        target = f"{RAW_SCHEMA}.{table}"
+        before = con.execute(f"select count(*) from {target}").fetchall()[0][0]
+        con.register("_landing_batch", frame)
+        con.execute(
+            f"""insert into {target}
+                select source, account, entity, record_id, payload::json, payload_hash,
+                       updated_at::timestamp, extracted_at::timestamp, run_id
+                from _landing_batch
+                on conflict do nothing"""
+        )
+        con.unregister("_landing_batch")
+        return con.execute(f"select count(*) from {target}").fetchall()[0][0] - before
+
+    def list_tables(self, schema: str) -> list[str]:
+        if not self.path.exists():
+            return []
+        with self.connect() as conn:
+            rows = conn.cursor().execute(
+                "select table_name from information_schema.tables "
+                "where table_schema = ? and table_name not like '\\_%' escape '\\' "
+                "order by table_name",
+                [schema],
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def publish(self) -> str:
+        """Copy the mart schemas to a new file and rename it over the published one.
+
+        A BI user holding the old file open keeps reading the old snapshot; the next open
+        sees the new one. The rename is atomic, so nobody ever sees a half-written file.
+        """
+        tmp = self.published_path.with_name(f".{self.published_path.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        with self.connect() as conn:
+            con = conn.cursor()
+            con.commit()  # ATTACH cannot run inside our transaction
+            con.execute(f"attach '{tmp}' as published")
+            try:
+                for schema in PUBLISHED_SCHEMAS:
+                    con.execute(f"create schema if not exists published.{schema}")
+                    tables = con.execute(
+                        "select table_name from information_schema.tables "
+                        "where table_catalog = current_database() and table_schema = ?",
+                        [schema],
+                    ).fetchall()
+                    for (table,) in tables:
+                        con.execute(
+                            f"create table published.{schema}.{table} as "
+                            f"select * from {schema}.{table}"
+                        )
+            finally:
+                con.execute("detach published")
+                con.begin()
+        os.replace(tmp, self.published_path)
+        return str(self.published_path)
+
+    def describe(self) -> str:
+        return f"duckdb:{self.path}"
