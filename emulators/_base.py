@@ -286,9 +286,10 @@ def _make_handler(emulator: EmulatorServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Type", response.content_type)
             for name, value in response.headers.items():
                 self.send_header(name, value)
-            self.send_header("Content-Length", str(len(response.body)))
+            if response.status not in (204, 304):
+                self.send_header("Content-Length", str(len(response.body)))
             self.end_headers()
-            if response.body and self.command != "HEAD":
+            if response.body and self.command != "HEAD" and response.status not in (204, 304):
                 self.wfile.write(response.body)
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
