@@ -85,6 +85,16 @@ class DuckDBWarehouse(Warehouse):
         con.unregister("_landing_batch")
         return con.execute(f"select count(*) from {target}").fetchall()[0][0] - before
 
+    def replace_table(self, schema: str, table: str, df: pd.DataFrame, ddl: str) -> None:
+        """Bulk variant: DuckDB inserts a registered DataFrame far faster than executemany."""
+        with self.connect() as conn:
+            con = conn.cursor()
+            con.execute(f"create schema if not exists {schema}")
+            con.execute(f"create or replace table {schema}.{table} ({ddl})")
+            con.register("_replacement", df)
+            con.execute(f"insert into {schema}.{table} select * from _replacement")
+            con.unregister("_replacement")
+
     def list_tables(self, schema: str) -> list[str]:
         if not self.path.exists():
             return []

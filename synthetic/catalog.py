@@ -1,0 +1,197 @@
+"""Static facts of the synthetic business: ids, names, products, campaigns, channel mapping.
+
+Everything here is constant; the randomness lives in ``synthetic.business``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+ACCOUNT_ID = 31990211
+SUBDOMAIN = "voronka-demo"
+
+WON_STATUS_ID = 142
+LOST_STATUS_ID = 143
+
+# -- channel mapping used by the marts: (utm_source, utm_medium) -> channel --------------------
+CHANNELS = ("yandex_direct", "vk_ads", "organic", "referral", "direct", "other")
+
+
+def channel_for(utm_source: str | None, utm_medium: str | None) -> str:
+    """The marts' channel rule. No UTM at all -> direct; unknown pairs -> other."""
+    if utm_source is None and utm_medium is None:
+        return "direct"
+    if (utm_source, utm_medium) == ("yandex", "cpc"):
+        return "yandex_direct"
+    if (utm_source, utm_medium) == ("vk", "cpc"):
+        return "vk_ads"
+    if utm_medium == "organic":
+        return "organic"
+    if utm_medium == "referral":
+        return "referral"
+    return "other"
+
+
+# -- amoCRM custom field ids --------------------------------------------------------------------
+FIELD_PHONE = 551201
+FIELD_EMAIL = 551203
+ENUM_PHONE_MOB = 880311
+ENUM_PHONE_WORK = 880305
+ENUM_EMAIL_WORK = 880317
+ENUM_EMAIL_PRIV = 880319
+FIELD_UTM = {"UTM_SOURCE": 1204417, "UTM_MEDIUM": 1204419, "UTM_CAMPAIGN": 1204421}
+TAG_REPEAT = {"id": 40211, "name": "повторная покупка", "color": None}
+
+# -- pipelines ----------------------------------------------------------------------------------
+MAIN_PIPELINE_ID = 7310455
+REPEAT_PIPELINE_ID = 7310511
+
+# (id, name, sort, type, color, is_editable)
+MAIN_STATUSES = [
+    (61880209, "Неразобранное", 10, 1, "#c1c1c1", False),
+    (61880213, "Квалификация", 20, 0, "#99ccff", True),
+    (61880217, "Предложение отправлено", 30, 0, "#ffff99", True),
+    (61880221, "Счёт выставлен", 40, 0, "#ffcc66", True),
+    (WON_STATUS_ID, "Успешно реализовано", 10000, 0, "#CCFF66", False),
+    (LOST_STATUS_ID, "Закрыто и не реализовано", 11000, 0, "#D5D8DB", False),
+]
+REPEAT_STATUSES = [
+    (61880301, "Неразобранное", 10, 1, "#c1c1c1", False),
+    (61880305, "Предложение отправлено", 20, 0, "#ffff99", True),
+    (WON_STATUS_ID, "Успешно реализовано", 10000, 0, "#CCFF66", False),
+    (LOST_STATUS_ID, "Закрыто и не реализовано", 11000, 0, "#D5D8DB", False),
+]
+# open stages in order (first = the "incoming" status, type 1)
+MAIN_OPEN = [s[0] for s in MAIN_STATUSES if s[0] not in (WON_STATUS_ID, LOST_STATUS_ID)]
+REPEAT_OPEN = [s[0] for s in REPEAT_STATUSES if s[0] not in (WON_STATUS_ID, LOST_STATUS_ID)]
+
+# -- loss reasons -------------------------------------------------------------------------------
+LOSS_NOT_TARGET = 5120301
+LOSS_NO_ANSWER = 5120305
+LOSS_EXPENSIVE = 5120309
+LOSS_COMPETITOR = 5120313
+LOSS_POSTPONED = 5120317
+LOSS_REASONS = [
+    (LOSS_NOT_TARGET, "Не целевой", 1),
+    (LOSS_NO_ANSWER, "Не дозвонились", 2),
+    (LOSS_EXPENSIVE, "Дорого", 3),
+    (LOSS_COMPETITOR, "Выбрал конкурента", 4),
+    (LOSS_POSTPONED, "Отложил покупку", 5),
+]
+# loss reasons (with weights) by the open stage the lead was lost from (index in the open list)
+LOSS_BY_STAGE = {
+    0: [(LOSS_NOT_TARGET, 5), (LOSS_NO_ANSWER, 5)],
+    1: [(LOSS_NOT_TARGET, 3), (LOSS_NO_ANSWER, 3), (LOSS_POSTPONED, 2), (LOSS_EXPENSIVE, 1)],
+    2: [(LOSS_EXPENSIVE, 5), (LOSS_COMPETITOR, 3), (LOSS_POSTPONED, 2)],
+    3: [(LOSS_COMPETITOR, 4), (LOSS_EXPENSIVE, 3), (LOSS_POSTPONED, 2)],
+}
+
+
+# -- managers -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Manager:
+    id: int
+    name: str
+    email: str
+    skill: float  # multiplies the win probability
+    weight: float  # share of incoming leads
+    joined: date | None = None
+    left: date | None = None
+    is_admin: bool = False
+
+    def active_on(self, d: date) -> bool:
+        return (self.joined is None or d >= self.joined) and (self.left is None or d <= self.left)
+
+
+MANAGERS = [
+    Manager(8812031, "Анна Смирнова", "anna.smirnova@voronka-demo.ru", 1.25, 0.6, is_admin=True),
+    Manager(8812044, "Дмитрий Кузнецов", "d.kuznetsov@voronka-demo.ru", 1.0, 1.0),
+    Manager(8812057, "Елена Попова", "e.popova@voronka-demo.ru", 1.12, 1.0),
+    Manager(8812063, "Игорь Васильев", "i.vasiliev@voronka-demo.ru", 0.72, 1.0,
+            left=date(2025, 8, 31)),
+    Manager(8812078, "Ольга Соколова", "o.sokolova@voronka-demo.ru", 0.95, 1.0),
+    Manager(8812085, "Павел Морозов", "p.morozov@voronka-demo.ru", 0.85, 1.0,
+            joined=date(2025, 6, 2)),
+    Manager(8812091, "Мария Волкова", "m.volkova@voronka-demo.ru", 1.05, 0.9,
+            joined=date(2025, 10, 1)),
+]
+
+
+# -- products -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Product:
+    code: str
+    name: str
+    price: int  # RUB, list price before the price rise
+    cycle_days: int  # typical repurchase cycle
+    repeat_p: float  # base probability of a repeat purchase after an order
+    win_factor: float  # multiplies the win probability (expensive products close less often)
+
+
+PRODUCTS = [
+    Product("start", "Онлайн-курс «Старт»", 9_900, 120, 0.42, 1.0),
+    Product("pro", "Курс «Профи»", 34_900, 240, 0.30, 0.7),
+    Product("consult", "Консультация эксперта", 4_500, 60, 0.50, 1.15),
+]
+PRODUCT_BY_CODE = {p.code: p for p in PRODUCTS}
+PRICE_RISE_DATE = date(2025, 9, 1)
+PRICE_RISE = 1.1
+# next product after an order of product X: weights over PRODUCTS order
+NEXT_PRODUCT = {"start": (6, 3, 1), "pro": (1, 6, 3), "consult": (3, 2, 5)}
+
+
+# -- Yandex Direct campaigns ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Campaign:
+    id: int
+    name: str
+    budget: float  # RUB/day without VAT at growth 1.0
+    cpc: float  # average cost per click
+    ctr: float  # clicks / impressions
+    cpl: float  # cost per lead (drives lead volume)
+
+
+CAMPAIGNS = [
+    Campaign(70012345, "Поиск_Бренд", 450.0, 18.0, 0.09, 1500.0),
+    Campaign(70012346, "Поиск_Курсы_Общие", 1300.0, 42.0, 0.05, 3600.0),
+    Campaign(70012347, "РСЯ_Ретаргетинг", 700.0, 11.0, 0.012, 2600.0),
+    Campaign(70012348, "РСЯ_Интересы", 1000.0, 7.5, 0.006, 5200.0),
+]
+
+# -- people -------------------------------------------------------------------------------------
+MALE_FIRST = [
+    "Александр", "Алексей", "Андрей", "Артём", "Борис", "Вадим", "Виктор", "Владимир", "Глеб",
+    "Денис", "Евгений", "Егор", "Иван", "Кирилл", "Константин", "Максим", "Михаил", "Никита",
+    "Николай", "Олег", "Роман", "Сергей", "Станислав", "Тимур", "Фёдор", "Юрий", "Ярослав",
+]
+FEMALE_FIRST = [
+    "Алина", "Анастасия", "Анна", "Валерия", "Вера", "Дарья", "Екатерина", "Елена", "Жанна",
+    "Ирина", "Ксения", "Лариса", "Любовь", "Марина", "Мария", "Надежда", "Наталья", "Ольга",
+    "Полина", "Светлана", "София", "Татьяна", "Ульяна", "Юлия", "Яна",
+]
+SURNAMES = [
+    "Иванов", "Смирнов", "Кузнецов", "Попов", "Васильев", "Петров", "Соколов", "Михайлов",
+    "Новиков", "Фёдоров", "Морозов", "Волков", "Алексеев", "Лебедев", "Семёнов", "Егоров",
+    "Павлов", "Козлов", "Степанов", "Николаев", "Орлов", "Андреев", "Макаров", "Никитин",
+    "Захаров", "Зайцев", "Соловьёв", "Борисов", "Яковлев", "Григорьев", "Романов", "Воробьёв",
+    "Сергеев", "Кузьмин", "Фролов", "Александров", "Дмитриев", "Королёв", "Гусев", "Киселёв",
+    "Ильин", "Максимов", "Поляков", "Сорокин", "Виноградов", "Ковалёв", "Белов", "Медведев",
+    "Антонов", "Тарасов", "Жуков", "Баранов", "Филиппов", "Комаров", "Давыдов", "Беляев",
+]
+EMAIL_DOMAINS = [
+    ("gmail.com", 5), ("yandex.ru", 6), ("mail.ru", 5), ("bk.ru", 1), ("inbox.ru", 1),
+    ("list.ru", 1), ("outlook.com", 1), ("ya.ru", 1),
+]
+JUNK_PHONES = ["позвонить после 18", "12", "нет", "call me", "-", "+7 916", "123"]
+
+_TRANSLIT = {
+    "а": "a", "б": "b", "в": "v", "г": "g", "д": "d", "е": "e", "ё": "e", "ж": "zh", "з": "z",
+    "и": "i", "й": "y", "к": "k", "л": "l", "м": "m", "н": "n", "о": "o", "п": "p", "р": "r",
+    "с": "s", "т": "t", "у": "u", "ф": "f", "х": "kh", "ц": "ts", "ч": "ch", "ш": "sh",
+    "щ": "shch", "ъ": "", "ы": "y", "ь": "", "э": "e", "ю": "yu", "я": "ya",
+}
+
+
+def translit(text: str) -> str:
+    return "".join(_TRANSLIT.get(ch, ch) for ch in text.lower())
