@@ -1,0 +1,1 @@
+"""Dagster definitions for voronka; the front door is `orchestration.definitions.defs`."""

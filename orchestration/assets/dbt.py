@@ -1,0 +1,88 @@
+"""dbt models as Dagster assets (dagster-dbt); dbt tests become asset checks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from orchestration.resources import WarehouseResource
+from voronka import settings
+
+DBT_PROJECT = DbtProject(
+    project_dir=settings.DBT_PROJECT_DIR,
+    profiles_dir=settings.DBT_PROJECT_DIR,
+)
+
+
+def ensure_manifest(project: DbtProject = DBT_PROJECT) -> Path:
+    """Parse the dbt project once if no manifest exists yet (a fresh clone has none)."""
+    if not project.manifest_path.exists():
+        dbt = Path(sys.executable).with_name("dbt")
+        subprocess.run(
+            [str(dbt), "parse", "--quiet", "--project-dir", str(project.project_dir),
+             "--profiles-dir", str(project.profiles_dir)],
+            check=True, cwd=project.project_dir,
+        )
+    return project.manifest_path
+
+
+class VoronkaDbtTranslator(DagsterDbtTranslator):
+    """Asset keys follow the warehouse: raw/<table> for sources, <schema>/<model> for models."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return dg.AssetKey(["raw", dbt_resource_props["name"]])
+        schema = dbt_resource_props.get("config", {}).get("schema") or "main"
+        return dg.AssetKey([schema, dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return dbt_resource_props.get("config", {}).get("schema") or "dbt"
+
+
+def dbt_vars() -> dict[str, str]:
+    """The as-of date pins the marts to the data, never to the wall clock."""
+    as_of = settings.as_of_date()
+    return {"as_of_date": as_of.isoformat()} if as_of else {}
+
+
+def mart_model_names(manifest_path: Path) -> list[str]:
+    manifest = json.loads(manifest_path.read_text())
+    return sorted(
+        node["name"] for node in manifest["nodes"].values()
+        if node["resource_type"] == "model" and node["config"].get("schema") == "marts"
+    )
+
+
+ensure_manifest()
+MART_MODELS = mart_model_names(DBT_PROJECT.manifest_path)
+
+
+@dbt_assets(
+    manifest=DBT_PROJECT.manifest_path,
+    project=DBT_PROJECT,
+    dagster_dbt_translator=VoronkaDbtTranslator(),
+)
+def voronka_dbt_models(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
+) -> Iterator[Any]:
+    """`dbt build` (models, seeds and tests) under the warehouse writer lock."""
+    warehouse.export_for_dbt()
+    args = ["build"]
+    variables = dbt_vars()
+    if variables:
+        args += ["--vars", json.dumps(variables)]
+    with warehouse.open().writer():
+        yield from dbt.cli(args, context=context).stream()
+
+
+def dbt_resource() -> DbtCliResource:
+    target = settings.WarehouseSettings.from_env().kind
+    return DbtCliResource(project_dir=DBT_PROJECT, profiles_dir=str(DBT_PROJECT.profiles_dir),
+                          target=target)

@@ -1,0 +1,114 @@
+"""`voronka` command line: demo, emulators, query."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from voronka.demo import run_demo
+
+    return run_demo(seed=args.seed, scale=args.scale, fresh=args.fresh)
+
+
+def _cmd_emulators(args: argparse.Namespace) -> int:
+    """Serve the demo business on fixed ports until Ctrl-C (for `dagster dev`)."""
+    import time
+
+    from voronka.demo import demo_environment, running_emulators
+
+    with running_emulators(seed=args.seed, scale=args.scale, amocrm_port=args.amocrm_port,
+                           direct_port=args.direct_port) as servers:
+        env = demo_environment(servers.business, servers.amocrm.base_url, servers.direct.base_url)
+        print("Emulators are up. Point voronka at them with:")
+        for name, value in env.items():
+            print(f"  export {name}={value}")
+        sys.stdout.flush()
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            return 0
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    """Emulators plus `dagster dev`: materialising in the UI does what the demo does."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from voronka.demo import demo_environment, ensure_dagster_home, reset_demo_state, running_emulators
+
+    reset_demo_state(fresh=False)
+    ensure_dagster_home()
+    with running_emulators(seed=args.seed, scale=args.scale, amocrm_port=args.amocrm_port,
+                           direct_port=args.direct_port) as servers:
+        os.environ.update(
+            demo_environment(servers.business, servers.amocrm.base_url, servers.direct.base_url)
+        )
+        dagster = Path(sys.executable).with_name("dagster")
+        try:
+            return subprocess.call([str(dagster), "dev", "-m", "orchestration.definitions",
+                                    "-p", str(args.port)])
+        except KeyboardInterrupt:
+            return 0
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    """Query the published marts read-only: safe while a run is writing."""
+    from voronka import settings
+
+    conf = settings.WarehouseSettings.from_env()
+    if conf.kind == "duckdb":
+        import duckdb
+
+        if not conf.published_path.exists():
+            print(f"No published marts at {conf.published_path}; run `make demo` first.")
+            return 1
+        with duckdb.connect(str(conf.published_path), read_only=True) as con:
+            con.sql(args.sql).show(max_rows=args.max_rows)
+    else:
+        print(conf.open().query_df(args.sql).head(args.max_rows).to_string(index=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voronka", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the whole pipeline against local API emulators")
+    demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--scale", type=float, default=1.0)
+    demo.add_argument("--fresh", action="store_true", help="delete the demo warehouse first")
+    demo.set_defaults(func=_cmd_demo)
+
+    emu = sub.add_parser("emulators", help="serve the amoCRM and Yandex Direct emulators")
+    emu.add_argument("--seed", type=int, default=42)
+    emu.add_argument("--scale", type=float, default=1.0)
+    emu.add_argument("--amocrm-port", type=int, default=8811)
+    emu.add_argument("--direct-port", type=int, default=8812)
+    emu.set_defaults(func=_cmd_emulators)
+
+    dev = sub.add_parser("dev", help="emulators + `dagster dev` (UI on http://127.0.0.1:3000)")
+    dev.add_argument("--seed", type=int, default=42)
+    dev.add_argument("--scale", type=float, default=1.0)
+    dev.add_argument("--amocrm-port", type=int, default=8811)
+    dev.add_argument("--direct-port", type=int, default=8812)
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(func=_cmd_dev)
+
+    query = sub.add_parser("query", help="run SQL against the published marts (read-only)")
+    query.add_argument("sql")
+    query.add_argument("--max-rows", type=int, default=40)
+    query.set_defaults(func=_cmd_query)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""Run the daily job in-process (the CLI path; `dagster dev` runs the same job)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+
+def run_daily_refresh(instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
+    """Load the Definitions now (they read the environment) and execute `daily_refresh`."""
+    from orchestration.definitions import defs
+
+    job = defs.resolve_job_def("daily_refresh")
+    return job.execute_in_process(
+        instance=instance or dg.DagsterInstance.get(), raise_on_error=False
+    )

@@ -1,0 +1,57 @@
+"""The short report printed after a run: rows, checks, where the data is, what to do next."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from voronka import settings
+
+QUERY_EXAMPLE = (
+    "select month, channel, spend, new_customers, cac from marts.fct_acquisition_monthly "
+    "where channel = 'all' order by month desc limit 6"
+)
+
+
+def _table(title: str, counts: dict[str, int]) -> list[str]:
+    width = max((len(n) for n in counts), default=10)
+    lines = [title]
+    lines += [f"  {name:<{width}}  {count:>8,}" for name, count in sorted(counts.items())]
+    return lines
+
+
+def check_lines(result: dg.ExecuteInProcessResult) -> tuple[int, list[str]]:
+    """Count passed checks; describe each failed one (check name, asset, why)."""
+    evaluations = result.get_asset_check_evaluations()
+    failed = [e for e in evaluations if not e.passed]
+    lines = [f"Checks: {len(evaluations) - len(failed)} passed, {len(failed)} failed "
+             "(dbt tests and Great Expectations suites, as Dagster asset checks)"]
+    for e in failed:
+        meta = {k: getattr(v, "value", v) for k, v in (e.metadata or {}).items()}
+        detail = meta.get("failures") or meta.get("reasons") or meta
+        lines.append(f"  FAILED {e.asset_key.to_user_string()} :: {e.check_name}: {detail}")
+    return len(failed), lines
+
+
+def print_summary(result: dg.ExecuteInProcessResult, wall_time_s: float) -> None:
+    conf = settings.WarehouseSettings.from_env()
+    wh = conf.open()
+    status = "succeeded" if result.success else "FAILED"
+    lines = [f"voronka: run {result.run_id[:8]} {status} in {wall_time_s:.1f} s", ""]
+    lines += _table("Raw tables (rows):", wh.table_counts("raw"))
+    quarantined = wh.scalar("select count(*) from raw._quarantine") or 0
+    lines.append(f"  quarantined records (raw._quarantine): {quarantined}")
+    lines += ["", *_table("Marts (rows):", wh.table_counts("marts")), ""]
+    lines += check_lines(result)[1]
+    lines.append("")
+    if conf.kind == "duckdb":
+        lines += [
+            f"Working warehouse (raw + dbt): {conf.duckdb_path}",
+            f"Published marts for BI (read-only, swapped atomically): {conf.published_path}",
+        ]
+    else:
+        lines.append(f"Warehouse: {wh.describe()} (schemas raw, staging, intermediate, marts)")
+    lines += [
+        "Dagster UI: make dev   (emulators + `dagster dev`, then open http://127.0.0.1:3000)",
+        f'Query a mart: .venv/bin/voronka query "{QUERY_EXAMPLE}"',
+    ]
+    print("\n".join(lines))
