@@ -1,7 +1,8 @@
 """Dagster resources, configured from environment variables (see .env.example).
 
-Secrets are declared with `EnvVar`, so the Dagster UI and run metadata show the variable's
-name, never its value.
+Secrets (client secret, refresh and long-lived tokens, the Direct token) are not config fields
+at all: they are read from the environment at the moment a source is built, so they can never
+show up in the Dagster UI, run config or metadata.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from voronka import settings
 from warehouse import Warehouse
 
 
+def _secret(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
 class WarehouseResource(dg.ConfigurableResource):
     """The configured warehouse (DuckDB file by default, or PostgreSQL)."""
 
@@ -29,73 +34,70 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 class AmoCRMResource(dg.ConfigurableResource):
-    """One amoCRM account over OAuth2 (rotating refresh token) or a long-lived token."""
+    """One amoCRM account: OAuth2 with a rotating refresh token, or a long-lived token.
+
+    Secrets: AMOCRM_CLIENT_SECRET, AMOCRM_REFRESH_TOKEN (seeds an empty token store only),
+    AMOCRM_LONG_LIVED_TOKEN.
+    """
 
     base_url: str
     subdomain: str
     client_id: str = ""
-    client_secret: str = ""
     redirect_uri: str = ""
-    refresh_token: str = ""  # only seeds an empty token store; rotated tokens live in the store
-    long_lived_token: str = ""
     rate_limit_per_s: float = 7.0
 
     def source(self) -> AmoCRMSource:
         return AmoCRMSource(
             self.base_url,
             account=self.subdomain,
-            client_id=self.client_id,
-            client_secret=self.client_secret,
-            redirect_uri=self.redirect_uri,
+            client_id=self.client_id or None,
+            client_secret=_secret("AMOCRM_CLIENT_SECRET"),
+            redirect_uri=self.redirect_uri or None,
             token_store=TokenStore(settings.state_dir() / f"amocrm_{self.subdomain}_token.json"),
-            initial_refresh_token=self.refresh_token or None,
-            long_lived_token=self.long_lived_token or None,
+            initial_refresh_token=_secret("AMOCRM_REFRESH_TOKEN"),
+            long_lived_token=_secret("AMOCRM_LONG_LIVED_TOKEN"),
             rate_limit_per_s=self.rate_limit_per_s,
         )
 
 
 class YandexDirectResource(dg.ConfigurableResource):
-    """One Yandex Direct advertiser (Reports API v5)."""
+    """One Yandex Direct advertiser (Reports API v5). Secret: YANDEX_DIRECT_TOKEN.
 
-    base_url: str = "https://api.direct.yandex.com"
-    token: str
+    Optional: YANDEX_DIRECT_BASE_URL (the API or an emulator), YANDEX_DIRECT_UNTIL_DATE
+    (default: yesterday in Moscow).
+    """
+
     client_login: str
     start_date: str
-    until_date: str = ""  # default: yesterday in Moscow
+    chunk_days: int = 366
 
     def source(self) -> YandexDirectSource:
+        token = _secret("YANDEX_DIRECT_TOKEN")
+        if not token:
+            raise ValueError("YANDEX_DIRECT_TOKEN is not set")
+        until = os.environ.get("YANDEX_DIRECT_UNTIL_DATE")
         return YandexDirectSource(
-            self.base_url,
-            token=self.token,
+            os.environ.get("YANDEX_DIRECT_BASE_URL") or "https://api.direct.yandex.com",
+            token=token,
             client_login=self.client_login,
             start_date=date.fromisoformat(self.start_date),
-            until_date=date.fromisoformat(self.until_date) if self.until_date else None,
+            until_date=date.fromisoformat(until) if until else None,
+            chunk_days=self.chunk_days,
         )
 
 
-def _optional_env(name: str) -> str | dg.EnvVar:
-    """An EnvVar when the variable is set (secret stays out of metadata), else empty."""
-    return dg.EnvVar(name) if os.environ.get(name) else ""
-
-
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
-    """Resource instances wired to environment variables (values resolved at run time)."""
+    """Resource instances wired to environment variables (resolved when a run starts)."""
     return {
         "warehouse": WarehouseResource(),
         "amocrm": AmoCRMResource(
             base_url=dg.EnvVar("AMOCRM_BASE_URL"),
             subdomain=dg.EnvVar("AMOCRM_SUBDOMAIN"),
             client_id=dg.EnvVar("AMOCRM_CLIENT_ID"),
-            client_secret=dg.EnvVar("AMOCRM_CLIENT_SECRET"),
             redirect_uri=dg.EnvVar("AMOCRM_REDIRECT_URI"),
-            refresh_token=_optional_env("AMOCRM_REFRESH_TOKEN"),
-            long_lived_token=_optional_env("AMOCRM_LONG_LIVED_TOKEN"),
         ),
         "yandex_direct": YandexDirectResource(
-            base_url=os.environ.get("YANDEX_DIRECT_BASE_URL", "https://api.direct.yandex.com"),
-            token=dg.EnvVar("YANDEX_DIRECT_TOKEN"),
             client_login=dg.EnvVar("YANDEX_DIRECT_CLIENT_LOGIN"),
             start_date=dg.EnvVar("YANDEX_DIRECT_START_DATE"),
-            until_date=os.environ.get("YANDEX_DIRECT_UNTIL_DATE", ""),
         ),
     }

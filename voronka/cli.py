@@ -38,15 +38,15 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     import subprocess
     from pathlib import Path
 
-    from voronka.demo import demo_environment, ensure_dagster_home, reset_demo_state, running_emulators
+    from voronka import demo
 
-    reset_demo_state(fresh=False)
-    ensure_dagster_home()
-    with running_emulators(seed=args.seed, scale=args.scale, amocrm_port=args.amocrm_port,
-                           direct_port=args.direct_port) as servers:
-        os.environ.update(
-            demo_environment(servers.business, servers.amocrm.base_url, servers.direct.base_url)
-        )
+    demo.reset_demo_state(fresh=False)
+    demo.ensure_dagster_home()
+    with demo.running_emulators(seed=args.seed, scale=args.scale, amocrm_port=args.amocrm_port,
+                                direct_port=args.direct_port) as servers:
+        os.environ.update(demo.demo_environment(
+            servers.business, servers.amocrm.base_url, servers.direct.base_url
+        ))
         dagster = Path(sys.executable).with_name("dagster")
         try:
             return subprocess.call([str(dagster), "dev", "-m", "orchestration.definitions",

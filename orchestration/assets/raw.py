@@ -23,7 +23,7 @@ ENTITY_DESCRIPTIONS = {
     "contacts": "amoCRM contacts, incremental on updated_at with an overlap window.",
     "leads": "amoCRM leads (deals) with UTM tracking fields, incremental on updated_at.",
     "events": "amoCRM lead_status_changed events (stage history), incremental on created_at.",
-    "campaign_stats": "Yandex Direct daily campaign stats (Moscow dates); re-pulls 3 settling days.",
+    "campaign_stats": "Yandex Direct daily campaign stats (Moscow dates), last 3 days re-pulled.",
 }
 RAW_CHECK = "raw_batch_passes_suite"
 MAX_REASONS_IN_METADATA = 10
