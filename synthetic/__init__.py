@@ -1,0 +1,6 @@
+"""The seeded synthetic business (amoCRM + Yandex Direct) and its ground truth."""
+
+from synthetic.business import GroundTruth, SyntheticBusiness, generate
+from synthetic.catalog import CHANNELS, channel_for
+
+__all__ = ["CHANNELS", "GroundTruth", "SyntheticBusiness", "channel_for", "generate"]

@@ -1,0 +1,737 @@
+"""A seeded, deterministic synthetic online business (amoCRM + Yandex Direct), API-shaped.
+
+``generate(seed, scale, start, end)`` simulates an online-education business that sells three
+products. New people arrive through six channels (Yandex Direct volume is driven by the day's
+spend per campaign), each gets a lead in the sales pipeline that moves stage by stage and is
+won, lost or still open at the as-of date (``end``). Customers come back for repeat purchases
+(a second, small "repeat sales" pipeline); some people are entered twice as duplicate contacts.
+
+The ground truth is computed from the simulation's own model (who is the same person, which
+leads were won), never by re-parsing the emitted payloads.
+
+All times are Moscow local (UTC+3, fixed) and emitted as Unix seconds. Only ``random.Random``
+seeded from ``seed`` is used: the same arguments give identical payloads.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import pandas as pd
+
+from synthetic import catalog as C
+
+MSK = timezone(timedelta(hours=3), "MSK")
+DAY = 86_400
+
+# first-lead win probability by channel, and how the losses spread over the 4 steps
+# (incoming->qualification, ->proposal, ->invoice, ->won): step pass prob q_i = w ** share_i
+CHANNEL_WIN = {
+    "yandex_direct": 0.31, "vk_ads": 0.19, "organic": 0.38, "referral": 0.54,
+    "direct": 0.45, "other": 0.25,
+}
+CHANNEL_LOSS_SHAPE = {
+    "yandex_direct": (0.35, 0.30, 0.20, 0.15),
+    "vk_ads": (0.55, 0.25, 0.12, 0.08),  # mostly not target, lost early
+    "organic": (0.30, 0.30, 0.25, 0.15),
+    "referral": (0.15, 0.25, 0.30, 0.30),  # warm, lost late (price, competitor)
+    "direct": (0.25, 0.30, 0.25, 0.20),
+    "other": (0.45, 0.30, 0.15, 0.10),
+}
+# mean days spent before each step of the main pipeline, and of the repeat pipeline
+MAIN_STEP_DAYS = (0.4, 2.5, 4.0, 5.0)
+REPEAT_STEP_DAYS = (0.7, 3.0)
+# first products by channel (weights over catalog.PRODUCTS)
+CHANNEL_PRODUCTS = {
+    "yandex_direct": (6, 2, 3), "vk_ads": (6, 1, 3), "organic": (5, 3, 2),
+    "referral": (3, 5, 2), "direct": (4, 3, 3), "other": (5, 1, 4),
+}
+# non-Direct arrivals of new people per day at growth 1.0, scale 1.0
+CHANNEL_RATE = {
+    "vk_ads": 0.44, "organic": 0.70, "referral": 0.25, "direct": 0.47, "other": 0.10,
+}
+SEASON = {1: 0.95, 2: 1.0, 3: 1.05, 4: 1.0, 5: 0.9, 6: 0.8, 7: 0.75, 8: 0.85, 9: 1.1,
+          10: 1.15, 11: 1.15, 12: 1.05}
+WEEKDAY = (1.1, 1.1, 1.1, 1.05, 1.0, 0.75, 0.7)
+HOUR_WEIGHTS = (1, 1, 0, 0, 0, 0, 1, 2, 4, 7, 9, 10, 10, 9, 9, 9, 8, 8, 7, 7, 6, 5, 3, 2)
+STALL_P = 0.012  # a lead that nobody touches again and stays open forever
+REINQUIRY_P = 0.12  # a lost first lead comes back later with a new inquiry
+DUPLICATE_P = 0.11  # a later lead of a person gets a new (duplicate) contact
+
+_ULID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+# -- public dataclasses -------------------------------------------------------------------------
+@dataclass(eq=False)
+class GroundTruth:
+    """Known answers, computed from the generator's model (pandas DataFrames)."""
+
+    new_customers_by_channel_month: pd.DataFrame  # month, channel, new_customers
+    revenue_by_month: pd.DataFrame  # month, revenue, orders
+    spend_by_channel_month: pd.DataFrame  # month, channel, spend
+    cohort_sizes: pd.DataFrame  # cohort_month, customers
+    leads_by_channel_month: pd.DataFrame  # month, channel, leads
+
+    TABLES = (
+        "new_customers_by_channel_month", "revenue_by_month", "spend_by_channel_month",
+        "cohort_sizes", "leads_by_channel_month",
+    )
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {name: getattr(self, name) for name in self.TABLES}
+
+
+@dataclass(eq=False)
+class SyntheticBusiness:
+    seed: int
+    scale: float
+    start: date
+    end: date  # the as-of date of the business
+    account_id: int
+    subdomain: str
+    amocrm: dict[str, list[dict]]  # users, pipelines, loss_reasons, contacts, leads, events
+    yandex_direct: list[dict]  # daily campaign rows, cost Decimal RUB without VAT
+    ground_truth: GroundTruth
+
+    @property
+    def as_of_ts(self) -> int:
+        """Unix seconds of the last second of ``end`` in Moscow time."""
+        return _msk_ts(self.end + timedelta(days=1)) - 1
+
+    def write_ground_truth(self, folder: Path) -> None:
+        """Write one CSV per ground-truth table (``<table>.csv``, dates as YYYY-MM-DD)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, frame in self.ground_truth.tables().items():
+            frame.to_csv(folder / f"{name}.csv", index=False)
+
+
+# -- internal model -----------------------------------------------------------------------------
+@dataclass(eq=False)
+class _Person:
+    idx: int
+    gender: str
+    first_name: str
+    last_name: str
+    phone: str | None  # national 10 digits (valid RU mobile) or None
+    email: str | None  # lower-case, unique
+    contacts: list[_Contact] = field(default_factory=list)
+    leads: list[_Lead] = field(default_factory=list)
+    alt_email: str | None = None  # second address introduced by a duplicate contact
+
+
+@dataclass(eq=False)
+class _Contact:
+    seq: int
+    person: _Person
+    created_ts: int
+    name: str
+    first_name: str
+    last_name: str
+    phones: list[str]  # raw strings as typed
+    emails: list[tuple[str, str]]  # (raw value, enum_code)
+    responsible: int
+    id: int = 0
+    updated_ts: int = 0
+
+
+@dataclass(eq=False)
+class _Lead:
+    seq: int
+    person: _Person
+    contact: _Contact
+    created_ts: int
+    channel: str
+    utm: tuple[str | None, str | None, str | None] | None
+    pipeline_id: int
+    product: C.Product
+    responsible: int
+    created_by: int
+    is_repeat: bool
+    status_id: int = 0
+    price: int = 0
+    closed_ts: int | None = None
+    loss_reason_id: int | None = None
+    moves: list[tuple[int, int, int]] = field(default_factory=list)  # (ts, from, to)
+    updated_ts: int = 0
+    closest_task_ts: int | None = None
+    id: int = 0
+
+
+def _msk_ts(d: date, t: time = time(0, 0)) -> int:
+    return int(datetime.combine(d, t, tzinfo=MSK).timestamp())
+
+
+def _msk_date(ts: int) -> date:
+    return datetime.fromtimestamp(ts, MSK).date()
+
+
+def _month(d: date) -> date:
+    return d.replace(day=1)
+
+
+class _Simulator:
+    def __init__(self, seed: int, scale: float, start: date, end: date) -> None:
+        if scale <= 0:
+            raise ValueError("scale must be > 0")
+        if end < start:
+            raise ValueError("end must not be before start")
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.scale = scale
+        self.start = start
+        self.end = end
+        self.start_ts = _msk_ts(start)
+        self.end_ts = _msk_ts(end + timedelta(days=1)) - 1
+        self.n_days = (end - start).days + 1
+        self.persons: list[_Person] = []
+        self.contacts: list[_Contact] = []
+        self.leads: list[_Lead] = []
+        self.direct_rows: list[dict] = []
+        self._phones: set[str] = set()
+        self._emails: set[str] = set()
+
+    # ---- small random helpers ----
+    def _poisson(self, lam: float) -> int:
+        if lam <= 0:
+            return 0
+        if lam > 30:  # normal approximation, never hit at sane scales
+            return max(0, round(self.rng.gauss(lam, math.sqrt(lam))))
+        limit, k, p = math.exp(-lam), 0, 1.0
+        while True:
+            p *= self.rng.random()
+            if p <= limit:
+                return k
+            k += 1
+
+    def _weighted(self, items, weights):
+        return self.rng.choices(items, weights=weights, k=1)[0]
+
+    def _time_of_day(self) -> int:
+        hour = self._weighted(range(24), HOUR_WEIGHTS)
+        return hour * 3600 + self.rng.randrange(3600)
+
+    def _growth(self, d: date) -> float:
+        frac = (d - self.start).days / max(1, self.n_days - 1)
+        return 0.75 + 0.5 * frac
+
+    def _manager(self, d: date, prefer: int | None = None) -> C.Manager:
+        active = [m for m in C.MANAGERS if m.active_on(d)]
+        for m in active:
+            if m.id == prefer:
+                return m
+        return self._weighted(active, [m.weight for m in active])
+
+    # ---- people and contacts ----
+    def _new_phone(self) -> str:
+        while True:
+            prefix = self.rng.choice((900, 903, 905, 906, 909, 910, 912, 915, 916, 917, 919,
+                                      920, 921, 925, 926, 929, 950, 951, 960, 963, 965, 967,
+                                      977, 980, 985, 987, 991, 995, 999))
+            number = f"{prefix}{self.rng.randrange(10**7):07d}"
+            if number not in self._phones:
+                self._phones.add(number)
+                return number
+
+    def _format_phone(self, n: str, avoid: set[str] = frozenset()) -> str:
+        a, b, c, d = n[:3], n[3:6], n[6:8], n[8:]
+        styles = [
+            f"+7 {a} {b}-{c}-{d}", f"8 ({a}) {b} {c} {d}", f"7{n}", n, f"+7({a}){b}{c}{d}",
+            f"8-{a}-{b}-{c}-{d}", f"+7 ({a}) {b}-{c}-{d}", f"8{n}", f"+7{n}",
+        ]
+        options = [s for s in styles if s not in avoid] or styles
+        return self.rng.choices(options, weights=[6, 5, 3, 3, 2, 2, 3, 2, 3][: len(options)])[0]
+
+    def _new_email(self, first: str, last: str) -> str:
+        f, l_ = C.translit(first), C.translit(last)
+        domain = self._weighted([d for d, _ in C.EMAIL_DOMAINS], [w for _, w in C.EMAIL_DOMAINS])
+        style = self.rng.randrange(4)
+        local = (f"{f}.{l_}", f"{f[0]}.{l_}", f"{l_}{f[0]}", f"{f}{l_[:3]}")[style]
+        candidate = f"{local}@{domain}"
+        while candidate in self._emails:
+            candidate = f"{local}{self.rng.randrange(1, 2000)}@{domain}"
+        self._emails.add(candidate)
+        return candidate
+
+    def _email_variant(self, email: str) -> str:
+        """The same address typed differently (case, spaces): normalises to the same value."""
+        local, domain = email.split("@")
+        kind = self.rng.randrange(3)
+        if kind == 0:
+            return email.upper()
+        if kind == 1:
+            return f"{local.capitalize()}@{domain.capitalize()}"
+        return f" {email} "
+
+    def _new_person(self) -> _Person:
+        gender = "f" if self.rng.random() < 0.58 else "m"
+        first = self.rng.choice(C.FEMALE_FIRST if gender == "f" else C.MALE_FIRST)
+        last = self.rng.choice(C.SURNAMES) + ("а" if gender == "f" else "")
+        r = self.rng.random()
+        phone = self._new_phone() if r < 0.965 else None
+        email = self._new_email(first, last) if self.rng.random() < 0.7 else None
+        person = _Person(len(self.persons), gender, first, last, phone, email)
+        self.persons.append(person)
+        return person
+
+    def _add_contact(self, person: _Person, ts: int, responsible: int, phones: list[str],
+                     emails: list[tuple[str, str]], name_style: int = 0) -> _Contact:
+        first, last = person.first_name, person.last_name
+        if name_style == 1:  # only the first name was typed
+            last = ""
+        elif name_style == 2:  # lower-case
+            first, last = first.lower(), last.lower()
+        name = f"{first} {last}".strip() if name_style != 3 else f"{last} {first}"
+        ts = max(ts, self.start_ts)
+        contact = _Contact(len(self.contacts), person, ts, name, first, last, phones, emails,
+                           responsible)
+        contact.updated_ts = ts
+        person.contacts.append(contact)
+        self.contacts.append(contact)
+        return contact
+
+    def _first_contact(self, person: _Person, ts: int, responsible: int) -> _Contact:
+        phones: list[str] = []
+        if person.phone:
+            phones.append(self._format_phone(person.phone))
+        elif self.rng.random() < 0.6:  # typed something that is not a phone number
+            phones.append(self.rng.choice(C.JUNK_PHONES))
+        emails = []
+        if person.email:
+            raw = person.email if self.rng.random() < 0.9 else self._email_variant(person.email)
+            emails.append((raw, "WORK" if self.rng.random() < 0.3 else "PRIV"))
+        return self._add_contact(person, ts, responsible, phones, emails)
+
+    def _duplicate_contact(self, person: _Person, ts: int, responsible: int) -> _Contact | None:
+        """A second (or third) contact for the same person, findable by phone or e-mail."""
+        used = {p for c in person.contacts for p in c.phones}
+        name_style = self._weighted([0, 1, 2, 3], [5, 3, 1, 1])
+        kinds, weights = [], []
+        if person.phone:
+            kinds += ["phone", "chain"]
+            weights += [6, 2.5]
+        if person.email or person.alt_email:
+            kinds.append("email")
+            weights.append(2.5)
+        if not kinds:
+            return None
+        kind = self._weighted(kinds, weights)
+        if len(person.contacts) >= 2:
+            # a third contact: only via the alternative e-mail of a chain (transitive match)
+            if not person.alt_email:
+                return None
+            kind = "email"
+        if kind == "phone":
+            phones = [self._format_phone(person.phone, avoid=used)]
+            emails = []
+            if person.email:
+                r = self.rng.random()
+                if r < 0.45:
+                    emails.append((self._email_variant(person.email), "PRIV"))
+                elif r < 0.6:
+                    emails.append((person.email, "WORK"))
+            return self._add_contact(person, ts, responsible, phones, emails, name_style)
+        if kind == "chain":
+            # same phone, a brand-new e-mail that a later contact may use on its own
+            person.alt_email = self._new_email(person.first_name, person.last_name)
+            phones = [self._format_phone(person.phone, avoid=used)]
+            return self._add_contact(person, ts, responsible, phones,
+                                     [(person.alt_email, "WORK")], name_style)
+        address = person.alt_email or person.email
+        phones = [self.rng.choice(C.JUNK_PHONES)] if self.rng.random() < 0.5 else []
+        return self._add_contact(person, ts, responsible, phones,
+                                 [(self._email_variant(address), "PRIV")], name_style)
+
+    def _contact_for_next_lead(self, person: _Person, ts: int, responsible: int) -> _Contact:
+        # a person who introduced a second e-mail (a "chain") often writes again from it alone
+        chain = person.alt_email is not None and len(person.contacts) == 2
+        if self.rng.random() < (0.6 if chain else DUPLICATE_P):
+            dup = self._duplicate_contact(person, ts - self.rng.randrange(30, 600), responsible)
+            if dup is not None:
+                return dup
+        if len(person.contacts) > 1 and self.rng.random() < 0.5:
+            return self.rng.choice(person.contacts[1:])
+        return person.contacts[0]
+
+    # ---- UTM ----
+    def _utm(self, channel: str, campaign: C.Campaign | None = None):
+        rng = self.rng
+        if channel == "yandex_direct":
+            camp = campaign or self._weighted(C.CAMPAIGNS, [1, 2, 3, 1])
+            return ("yandex", "cpc", str(camp.id))
+        if channel == "vk_ads":
+            return ("vk", "cpc", rng.choice(["vk_lookalike", "vk_retarget", "vk_interests"]))
+        if channel == "organic":
+            return (self._weighted(["yandex", "google"], [6, 4]), "organic", None)
+        if channel == "referral":
+            return (rng.choice(["vc.ru", "partner_blog", "habr.com", "dzen.ru"]), "referral",
+                    None)
+        if channel == "direct":
+            return None
+        return rng.choice([("telegram", "social", "tg_channel"), ("post", "email", "digest"),
+                           ("telegram", None, None), ("partner_chat", "messenger", None)])
+
+    # ---- leads ----
+    def _new_lead(self, person: _Person, contact: _Contact, ts: int, channel: str,
+                  utm, product: C.Product, manager: C.Manager, repeat: bool) -> _Lead:
+        created_by = manager.id if channel == "direct" or repeat else 0
+        lead = _Lead(len(self.leads), person, contact, ts, channel, utm,
+                     C.REPEAT_PIPELINE_ID if repeat else C.MAIN_PIPELINE_ID, product,
+                     manager.id, created_by, repeat)
+        person.leads.append(lead)
+        self.leads.append(lead)
+        contact.updated_ts = max(contact.updated_ts, ts)
+        return lead
+
+    def _price(self, product: C.Product, ts: int) -> int:
+        base = product.price * (C.PRICE_RISE if _msk_date(ts) >= C.PRICE_RISE_DATE else 1.0)
+        discount = self._weighted([1.0, 0.95, 0.9, 0.85], [10, 3, 2, 1])
+        return int(round(base * discount / 10.0) * 10)
+
+    def _play(self, lead: _Lead, win_p: float) -> None:
+        """Move the lead through its pipeline; cut everything after the as-of moment."""
+        rng = self.rng
+        repeat = lead.is_repeat
+        stages = C.REPEAT_OPEN if repeat else C.MAIN_OPEN
+        step_days = REPEAT_STEP_DAYS if repeat else MAIN_STEP_DAYS
+        shape = (0.5, 0.5) if repeat else CHANNEL_LOSS_SHAPE[lead.channel]
+        n_steps = len(stages)  # steps: to each later open stage, then to "won"
+        t = lead.created_ts
+        pos = 0  # index of the current open stage
+        moves: list[tuple[int, int, int]] = []
+        outcome = "stalled"  # every path below ends in a decision
+        for step in range(n_steps):
+            t += int(rng.expovariate(1.0 / (step_days[step] * DAY))) + rng.randrange(60, 1800)
+            if rng.random() < STALL_P:
+                outcome = "stalled"
+                break
+            if rng.random() >= win_p ** shape[step]:
+                reasons = C.LOSS_BY_STAGE[min(pos, 3)]
+                lead.loss_reason_id = self._weighted([r for r, _ in reasons],
+                                                     [w for _, w in reasons])
+                moves.append((t, stages[pos], C.LOST_STATUS_ID))
+                outcome = "lost"
+                break
+            if step == n_steps - 1:
+                moves.append((t, stages[pos], C.WON_STATUS_ID))
+                outcome = "won"
+                break
+            # pass to the next stage; sometimes a manager skips stages
+            nxt = step + 1
+            if nxt < n_steps - 1 and rng.random() < 0.18:
+                continue  # skipped: the next move will jump over this stage
+            if repeat and rng.random() < 0.25:
+                continue  # repeat buyers often pay straight away
+            moves.append((t, stages[pos], stages[nxt]))
+            pos = nxt
+        # fix "from" statuses after skips: each move starts where the previous one ended
+        fixed, cur = [], stages[0]
+        for ts, _src, dst in moves:
+            if ts > self.end_ts:
+                break
+            fixed.append((ts, cur, dst))
+            cur = dst
+        lead.moves = fixed
+        lead.status_id = cur
+        last_ts = fixed[-1][0] if fixed else lead.created_ts
+        closed = cur in (C.WON_STATUS_ID, C.LOST_STATUS_ID)
+        if cur != C.LOST_STATUS_ID:
+            lead.loss_reason_id = None
+        lead.closed_ts = last_ts if closed else None
+        if cur == C.WON_STATUS_ID:
+            lead.price = self._price(lead.product, lead.created_ts)
+        elif rng.random() < (0.6 if not closed else 0.3):
+            lead.price = self._price(lead.product, lead.created_ts)  # expected budget
+        upd = last_ts
+        if rng.random() < 0.3:  # a later edit (note, field) without a status change
+            upd += rng.randrange(60, 3 * DAY)
+        lead.updated_ts = min(max(upd, lead.created_ts), self.end_ts)
+        if not closed and outcome != "stalled":
+            lead.closest_task_ts = self.end_ts + 1 + rng.randrange(0, 4) * DAY + 10 * 3600
+        lead.contact.updated_ts = max(lead.contact.updated_ts, min(lead.updated_ts,
+                                                                   lead.created_ts + 600))
+
+    def _win_p(self, channel: str, product: C.Product, manager: C.Manager, ts: int) -> float:
+        frac = (ts - self.start_ts) / max(1, self.end_ts - self.start_ts)
+        w = CHANNEL_WIN[channel] * manager.skill * product.win_factor * (0.9 + 0.2 * frac)
+        return min(0.95, max(0.02, w))
+
+    def _person_journey(self, ts: int, channel: str, campaign: C.Campaign | None) -> None:
+        rng = self.rng
+        person = self._new_person()
+        d = _msk_date(ts)
+        manager = self._manager(d)
+        contact = self._first_contact(person, ts - rng.randrange(5, 120), manager.id)
+        product = self._weighted(C.PRODUCTS, CHANNEL_PRODUCTS[channel])
+        lead = self._new_lead(person, contact, ts, channel, self._utm(channel, campaign),
+                              product, manager, repeat=False)
+        self._play(lead, self._win_p(channel, product, manager, ts))
+        cohort_frac = (ts - self.start_ts) / max(1, self.end_ts - self.start_ts)
+        n_orders = 0
+        retries = 0
+        while True:
+            if lead.status_id == C.WON_STATUS_ID:
+                n_orders += 1
+                p = lead.product.repeat_p * (0.92 ** (n_orders - 1)) * (1.1 - 0.25 * cohort_frac)
+                gap = lead.product.cycle_days * rng.lognormvariate(0.0, 0.35)
+                weights = C.NEXT_PRODUCT[lead.product.code]
+                next_product = self._weighted(C.PRODUCTS, weights)
+                repeat = True
+            elif lead.status_id == C.LOST_STATUS_ID and n_orders == 0 and retries == 0:
+                p, gap, next_product, repeat = REINQUIRY_P, rng.uniform(20, 240), None, False
+                retries += 1
+            elif lead.status_id == C.LOST_STATUS_ID and n_orders > 0 and retries < 2:
+                p, gap = 0.35, lead.product.cycle_days * rng.uniform(0.3, 0.8)
+                next_product, repeat = lead.product, True
+                retries += 1
+            else:
+                return
+            if rng.random() >= p:
+                return
+            start = lead.closed_ts or lead.created_ts
+            nts = start + int(gap * DAY)
+            nd = _msk_date(nts)
+            nts = _msk_ts(nd) + self._time_of_day()
+            if nts > self.end_ts or nts <= lead.created_ts:
+                return
+            if repeat:
+                ch = self._weighted(["direct", "yandex_direct", "organic", "other", "vk_ads"],
+                                    [50, 18, 14, 12, 6])
+                camp = C.CAMPAIGNS[2] if ch == "yandex_direct" else None  # retargeting
+                manager = self._manager(nd, prefer=lead.responsible)
+            else:
+                ch = self._weighted(list(CHANNEL_WIN), [25, 10, 25, 10, 25, 5])
+                camp = None
+                next_product = self._weighted(C.PRODUCTS, CHANNEL_PRODUCTS[ch])
+                manager = self._manager(nd)
+            contact = self._contact_for_next_lead(person, nts, manager.id)
+            lead = self._new_lead(person, contact, nts, ch, self._utm(ch, camp), next_product,
+                                  manager, repeat=repeat)
+            win_p = (min(0.95, 0.82 * math.sqrt(manager.skill)) if repeat
+                     else self._win_p(ch, next_product, manager, nts))
+            self._play(lead, win_p)
+
+    # ---- the run ----
+    def run(self) -> None:
+        rng = self.rng
+        arrivals: list[tuple[int, str, C.Campaign | None]] = []
+        for i in range(self.n_days):
+            d = self.start + timedelta(days=i)
+            g = self._growth(d) * SEASON[d.month]
+            wd = WEEKDAY[d.weekday()]
+            for camp in C.CAMPAIGNS:
+                spend = camp.budget * self.scale * g * (0.85 if d.weekday() >= 5 else 1.0)
+                spend *= rng.lognormvariate(0.0, 0.15)
+                cost = Decimal(str(round(spend, 2))).quantize(Decimal("0.01"), ROUND_HALF_UP)
+                cpc = camp.cpc * rng.lognormvariate(0.0, 0.1)
+                clicks = max(1, round(float(cost) / cpc))
+                ctr = camp.ctr * rng.lognormvariate(0.0, 0.12)
+                impressions = max(clicks, round(clicks / ctr))
+                self.direct_rows.append({
+                    "date": d.isoformat(), "campaign_id": camp.id, "campaign_name": camp.name,
+                    "impressions": impressions, "clicks": clicks, "cost": cost,
+                })
+                lam = float(cost) / camp.cpl * wd * rng.lognormvariate(0.0, 0.2)
+                for _ in range(self._poisson(lam)):
+                    arrivals.append((_msk_ts(d) + self._time_of_day(), "yandex_direct", camp))
+            for channel, rate in CHANNEL_RATE.items():
+                for _ in range(self._poisson(rate * self.scale * g * wd)):
+                    arrivals.append((_msk_ts(d) + self._time_of_day(), channel, None))
+        for ts, channel, camp in arrivals:
+            self._person_journey(ts, channel, camp)
+        self._assign_ids()
+
+    def _assign_ids(self) -> None:
+        rng = self.rng
+        next_id = 51_020_000
+        for c in sorted(self.contacts, key=lambda c: (c.created_ts, c.seq)):
+            next_id += rng.randrange(1, 40)
+            c.id = next_id
+        next_id = 30_410_000
+        for lead in sorted(self.leads, key=lambda x: (x.created_ts, x.seq)):
+            next_id += rng.randrange(1, 30)
+            lead.id = next_id
+
+
+# -- payload builders ---------------------------------------------------------------------------
+def _user_payload(m: C.Manager, end: date) -> dict:
+    full = {"view": "A", "edit": "A", "add": "A", "delete": "A" if m.is_admin else "D",
+            "export": "A" if m.is_admin else "D"}
+    return {
+        "id": m.id, "name": m.name, "email": m.email, "lang": "ru",
+        "rights": {
+            "leads": dict(full), "contacts": dict(full), "companies": dict(full),
+            "tasks": {"edit": "A", "delete": "A"}, "mail_access": True, "catalog_access": True,
+            "files_access": True, "status_rights": [], "catalog_rights": None,
+            "custom_fields_rights": None, "oper_day_reports_view_access": m.is_admin,
+            "oper_day_user_tracking": m.is_admin, "is_admin": m.is_admin, "is_free": False,
+            "is_active": m.active_on(end), "group_id": None, "role_id": None,
+        },
+    }
+
+
+def _pipeline_payload(pid: int, name: str, sort: int, is_main: bool, statuses) -> dict:
+    return {
+        "id": pid, "name": name, "sort": sort, "is_main": is_main, "is_unsorted_on": True,
+        "is_archive": False, "account_id": C.ACCOUNT_ID,
+        "_embedded": {"statuses": [
+            {"id": sid, "name": sname, "sort": ssort, "is_editable": editable,
+             "pipeline_id": pid, "color": color, "type": stype, "account_id": C.ACCOUNT_ID}
+            for sid, sname, ssort, stype, color, editable in statuses
+        ]},
+    }
+
+
+def _contact_payload(c: _Contact) -> dict:
+    cfv = []
+    if c.phones:
+        cfv.append({"field_id": C.FIELD_PHONE, "field_name": "Телефон", "field_code": "PHONE",
+                    "field_type": "multitext",
+                    "values": [{"value": p, "enum_id": C.ENUM_PHONE_MOB, "enum_code": "MOB"}
+                               for p in c.phones]})
+    if c.emails:
+        cfv.append({"field_id": C.FIELD_EMAIL, "field_name": "Email", "field_code": "EMAIL",
+                    "field_type": "multitext",
+                    "values": [{"value": e, "enum_code": code,
+                                "enum_id": C.ENUM_EMAIL_WORK if code == "WORK"
+                                else C.ENUM_EMAIL_PRIV} for e, code in c.emails]})
+    return {
+        "id": c.id, "name": c.name, "first_name": c.first_name, "last_name": c.last_name,
+        "responsible_user_id": c.responsible, "group_id": 0, "created_by": c.responsible,
+        "updated_by": c.responsible, "created_at": c.created_ts, "updated_at": c.updated_ts,
+        "closest_task_at": None, "is_deleted": False, "is_unsorted": False,
+        "account_id": C.ACCOUNT_ID, "custom_fields_values": cfv or None,
+        "_embedded": {"tags": [], "companies": []},
+    }
+
+
+def _lead_payload(lead: _Lead) -> dict:
+    cfv = None
+    if lead.utm is not None:
+        cfv = [
+            {"field_id": C.FIELD_UTM[code], "field_name": code.lower(), "field_code": code,
+             "field_type": "tracking_data", "values": [{"value": value}]}
+            for code, value in zip(("UTM_SOURCE", "UTM_MEDIUM", "UTM_CAMPAIGN"), lead.utm,
+                                   strict=True)
+            if value is not None
+        ] or None
+    name = (f"Повторная покупка: {lead.product.name}" if lead.is_repeat
+            else f"Заявка: {lead.product.name}")
+    return {
+        "id": lead.id, "name": name, "price": lead.price,
+        "responsible_user_id": lead.responsible, "group_id": 0, "status_id": lead.status_id,
+        "pipeline_id": lead.pipeline_id, "loss_reason_id": lead.loss_reason_id,
+        "created_by": lead.created_by, "updated_by": lead.responsible,
+        "created_at": lead.created_ts, "updated_at": lead.updated_ts, "closed_at": lead.closed_ts,
+        "closest_task_at": lead.closest_task_ts, "is_deleted": False, "score": None,
+        "account_id": C.ACCOUNT_ID, "labor_cost": None, "custom_fields_values": cfv,
+        "_embedded": {
+            "tags": [dict(C.TAG_REPEAT)] if lead.is_repeat else [],
+            "companies": [],
+            "contacts": [{"id": lead.contact.id, "is_main": True}],
+        },
+    }
+
+
+def _ulid(ts: int, rng: random.Random) -> str:
+    value = (ts * 1000 + rng.randrange(1000)) << 80 | rng.getrandbits(80)
+    chars = []
+    for _ in range(26):
+        chars.append(_ULID_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def _event_payloads(leads: list[_Lead], rng: random.Random) -> list[dict]:
+    events = []
+    for lead in sorted(leads, key=lambda x: x.id):
+        for ts, src, dst in lead.moves:
+            events.append({
+                "id": _ulid(ts, rng), "type": "lead_status_changed", "entity_id": lead.id,
+                "entity_type": "lead", "created_by": lead.responsible, "created_at": ts,
+                "value_before": [{"lead_status": {"id": src, "pipeline_id": lead.pipeline_id}}],
+                "value_after": [{"lead_status": {"id": dst, "pipeline_id": lead.pipeline_id}}],
+                "account_id": C.ACCOUNT_ID, "_embedded": {"entity": {"id": lead.id}},
+            })
+    events.sort(key=lambda e: (e["created_at"], e["id"]))
+    return events
+
+
+# -- ground truth -------------------------------------------------------------------------------
+def _ground_truth(sim: _Simulator) -> GroundTruth:
+    leads_ct: Counter = Counter()
+    for lead in sim.leads:
+        leads_ct[(_month(_msk_date(lead.created_ts)), lead.channel)] += 1
+    revenue: dict[date, int] = {}
+    orders: Counter = Counter()
+    new_ct: Counter = Counter()
+    cohorts: Counter = Counter()
+    for person in sim.persons:
+        won = [x for x in person.leads if x.status_id == C.WON_STATUS_ID]
+        for x in won:
+            m = _month(_msk_date(x.closed_ts))
+            revenue[m] = revenue.get(m, 0) + x.price
+            orders[m] += 1
+        if won:
+            cohort = _month(_msk_date(min(x.closed_ts for x in won)))
+            first = min(person.leads, key=lambda x: (x.created_ts, x.id))
+            new_ct[(cohort, first.channel)] += 1
+            cohorts[cohort] += 1
+    spend: dict[date, Decimal] = {}
+    for row in sim.direct_rows:
+        m = _month(date.fromisoformat(row["date"]))
+        spend[m] = spend.get(m, Decimal("0")) + row["cost"]
+
+    def frame(rows, columns):
+        return pd.DataFrame(sorted(rows), columns=columns)
+
+    return GroundTruth(
+        new_customers_by_channel_month=frame(
+            [(m, ch, n) for (m, ch), n in new_ct.items()], ["month", "channel", "new_customers"]),
+        revenue_by_month=frame(
+            [(m, round(float(revenue[m]), 2), orders[m]) for m in revenue],
+            ["month", "revenue", "orders"]),
+        spend_by_channel_month=frame(
+            [(m, "yandex_direct", float(v.quantize(Decimal("0.01")))) for m, v in spend.items()],
+            ["month", "channel", "spend"]),
+        cohort_sizes=frame(list(cohorts.items()), ["cohort_month", "customers"]),
+        leads_by_channel_month=frame(
+            [(m, ch, n) for (m, ch), n in leads_ct.items()], ["month", "channel", "leads"]),
+    )
+
+
+# -- entry point --------------------------------------------------------------------------------
+def generate(seed: int = 42, scale: float = 1.0, start: date = date(2024, 11, 1),
+             end: date = date(2026, 10, 31)) -> SyntheticBusiness:
+    """Simulate the business from ``start`` to ``end`` (inclusive, Moscow dates)."""
+    sim = _Simulator(seed, scale, start, end)
+    sim.run()
+    id_rng = random.Random(f"{seed}:events")
+    created = sim.start_ts - 200 * DAY
+    amocrm = {
+        "users": [_user_payload(m, end) for m in C.MANAGERS],
+        "pipelines": [
+            _pipeline_payload(C.MAIN_PIPELINE_ID, "Продажи", 1, True, C.MAIN_STATUSES),
+            _pipeline_payload(C.REPEAT_PIPELINE_ID, "Повторные продажи", 2, False,
+                              C.REPEAT_STATUSES),
+        ],
+        "loss_reasons": [
+            {"id": rid, "name": name, "sort": sort, "created_at": created + sort * 3600,
+             "updated_at": created + sort * 3600}
+            for rid, name, sort in C.LOSS_REASONS
+        ],
+        "contacts": [_contact_payload(c) for c in sorted(sim.contacts, key=lambda c: c.id)],
+        "leads": [_lead_payload(x) for x in sorted(sim.leads, key=lambda x: x.id)],
+        "events": _event_payloads(sim.leads, id_rng),
+    }
+    return SyntheticBusiness(
+        seed=seed, scale=scale, start=start, end=end, account_id=C.ACCOUNT_ID,
+        subdomain=C.SUBDOMAIN, amocrm=amocrm, yandex_direct=sim.direct_rows,
+        ground_truth=_ground_truth(sim),
+    )
