@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -171,6 +173,30 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     block_on_close = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Close kept-alive client connections so no request is served after stop()."""
+        with self._connections_lock:
+            connections = list(self._connections)
+            self._connections.clear()
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
 
 class EmulatorServer:
     """Base class: runs ``self.handle(request) -> Response`` on a ThreadingHTTPServer."""
@@ -208,6 +234,7 @@ class EmulatorServer:
             return
         server.shutdown()
         server.server_close()
+        server.close_connections()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
@@ -230,28 +257,31 @@ class EmulatorServer:
         raise NotImplementedError
 
     # -- dispatch ----------------------------------------------------------------------------
-    def _dispatch(self, request: Request) -> tuple[Response | None, str | None]:
+    def _dispatch(self, request: Request, entry: dict[str, Any]) -> Response | None:
         fault = self.faults.take(request.path)
         if fault is not None:
+            entry["fault"] = fault.kind
             if fault.kind == "drop":
-                return None, "drop"
+                return None
             if fault.kind == "slow":
                 time.sleep(float(fault.params.get("seconds", 1.0)))
-                return self.handle(request), "slow"
-            return self.fault_response(fault, request), fault.kind
-        return self.handle(request), None
+                return self.handle(request)
+            return self.fault_response(fault, request)
+        return self.handle(request)
 
-    def _log(self, request: Request, status: int | None, fault: str | None, t: float) -> None:
+    def _log_start(self, request: Request, t: float) -> dict[str, Any]:
+        """Log a request on arrival (so the log is in arrival order); status is set when done."""
         entry = {
             "method": request.method,
             "path": request.path,
             "query": request.query,
-            "status": status,
+            "status": None,
             "t": t,
-            "fault": fault,
+            "fault": None,
         }
         with self._log_lock:
             self.request_log.append(entry)
+        return entry
 
 
 def _make_handler(emulator: EmulatorServer) -> type[BaseHTTPRequestHandler]:
@@ -268,19 +298,19 @@ def _make_handler(emulator: EmulatorServer) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length > 0 else b""
             request = Request(self.command, self.path, self.headers, body)
+            entry = emulator._log_start(request, t)
             try:
-                response, fault = emulator._dispatch(request)
+                response = emulator._dispatch(request, entry)
             except DropConnection:
-                response, fault = None, "drop"
+                response = None
+                entry["fault"] = "drop"
             except Exception as exc:  # a bug in the emulator must still answer
                 response = Response(500, {"title": "EmulatorError", "status": 500,
                                           "detail": f"{type(exc).__name__}: {exc}"})
-                fault = None
             if response is None:
-                emulator._log(request, None, fault, t)
                 self.close_connection = True
                 return
-            emulator._log(request, response.status, fault, t)
+            entry["status"] = response.status
             self.send_response(response.status)
             if response.content_type and response.body:
                 self.send_header("Content-Type", response.content_type)

@@ -305,7 +305,8 @@ class AmoCRMEmulator(EmulatorServer):
                 return oauth_problem(400, f"The request is missing a required parameter: {name}",
                                      f"Check the `{name}` parameter")
         if body["client_id"] != self.client_id or body["client_secret"] != self.client_secret:
-            return oauth_problem(401, "Client authentication failed", "Client authentication failed")
+            return oauth_problem(401, "Client authentication failed",
+                                 "Client authentication failed")
         now = time.time()
         with self._state_lock:
             if grant == "refresh_token":
@@ -387,7 +388,8 @@ class AmoCRMEmulator(EmulatorServer):
     def _self_link(self, path: str) -> dict[str, dict[str, str]]:
         return {"self": {"href": f"{self.base_url}{path}"}}
 
-    def _render(self, entity: str, item: dict, withs: set[str]) -> dict:
+    def _render(self, entity: str, item: dict, withs: set[str],
+                leads_index: dict[str, list[Any]] | None = None) -> dict:
         out = copy.deepcopy(item)
         item_id = out.get("id")
         links = out.get("_links") or {}
@@ -406,11 +408,9 @@ class AmoCRMEmulator(EmulatorServer):
             if "leads" in withs:
                 emb = dict(emb or {})
                 emb["leads"] = [
-                    {"id": lead["id"],
-                     "_links": self._self_link(f"/api/v4/leads/{lead['id']}")}
-                    for lead in self.data["leads"]
-                    if any(str(c.get("id")) == str(item_id)
-                           for c in (lead.get("_embedded") or {}).get("contacts", []))
+                    {"id": lead_id, "_links": self._self_link(f"/api/v4/leads/{lead_id}")}
+                    for lead_id in (leads_index if leads_index is not None
+                                    else self._leads_by_contact()).get(str(item_id), [])
                 ]
                 out["_embedded"] = emb
             elif isinstance(emb, dict):
@@ -418,6 +418,13 @@ class AmoCRMEmulator(EmulatorServer):
         elif entity == "events":
             out["_links"] = {"self": {"href": f"{self.base_url}/api/v4/events/{item_id}"}}
         return out
+
+    def _leads_by_contact(self) -> dict[str, list[Any]]:
+        index: dict[str, list[Any]] = {}
+        for lead in self.data["leads"]:
+            for ref in (lead.get("_embedded") or {}).get("contacts", []):
+                index.setdefault(str(ref.get("id")), []).append(lead["id"])
+        return index
 
     def _with_link(self, ref: dict, entity: str) -> dict:
         ref = dict(ref)
@@ -543,7 +550,9 @@ class AmoCRMEmulator(EmulatorServer):
             items = self._filter(request, entity, self.data[entity])
             items = self._sort(request, entity, items)
             chunk = items[(page - 1) * limit: page * limit]
-            rendered = [self._render(entity, item, withs) for item in chunk]
+            index = (self._leads_by_contact()
+                     if entity == "contacts" and "leads" in withs else None)
+            rendered = [self._render(entity, item, withs, index) for item in chunk]
             has_next = len(items) > page * limit
         if not rendered:
             return Response(204)

@@ -1,0 +1,45 @@
+"""Local HTTP emulators of the source APIs (amoCRM v4, Yandex Direct Reports v5) on 127.0.0.1.
+
+Used by ``voronka demo`` and by the extractor tests. Standard library only.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from ._base import FAULT_KINDS, FaultPlan
+from .amocrm import AmoCRMEmulator
+from .yandex_direct import YandexDirectEmulator
+
+__all__ = [
+    "FAULT_KINDS",
+    "AmoCRMEmulator",
+    "FaultPlan",
+    "YandexDirectEmulator",
+    "serve_forever",
+]
+
+
+def serve_forever(
+    amo: AmoCRMEmulator | None = None,
+    direct: YandexDirectEmulator | None = None,
+    *,
+    stop_event: threading.Event | None = None,
+) -> None:
+    """Start the given emulators (if not running) and block until Ctrl+C (or ``stop_event``).
+
+    Both are stopped on the way out.
+    """
+    emulators = [e for e in (amo, direct) if e is not None]
+    stop_event = stop_event or threading.Event()
+    try:
+        for emulator in emulators:
+            if not emulator.running:
+                emulator.start()
+        while not stop_event.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for emulator in emulators:
+            emulator.stop()
