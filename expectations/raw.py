@@ -1,0 +1,403 @@
+"""Raw batch suites: validate a page of `RawRecord`s before it lands.
+
+Python only flattens each payload into one row of the columns that matter for its entity
+(plus `__num` / `__text` shadow columns, so that GX never meets a value it cannot compare) and
+maps GX's `unexpected_index_list` back to records. Every row-level decision is a GX
+expectation; its `meta` carries the field name and the wording of the quarantine reason.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from expectations._gx import exception_message, expectations_module, run_suite
+from expectations.results import BatchValidation
+from warehouse.records import QuarantinedRecord, RawRecord
+
+EPOCH_MIN = 946684800  # 2000-01-01T00:00:00Z
+EPOCH_MAX = 4102444800  # 2100-01-01T00:00:00Z
+WON_STATUS_ID = 142
+_DIGITS = re.compile(r"\d+")
+
+
+class FlattenError(ValueError):
+    """The payload does not have the shape the suite needs (missing keys, not an object)."""
+
+    def __init__(self, message: str, fields: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.fields = tuple(fields)
+
+
+# -- flattening helpers -----------------------------------------------------------------------
+
+
+def _int_num(value: Any) -> float:
+    """The number behind a JSON integer; NaN for anything else (the type check reports it)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return math.nan
+
+
+def _text(value: Any) -> str | None:
+    """A string to match a regex against; non-scalar values render as `<type>` and fail."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return f"<{type(value).__name__}>"
+
+
+def _digits_num(value: Any) -> float:
+    text = _text(value)
+    return float(text) if text is not None and _DIGITS.fullmatch(text) else math.nan
+
+
+def _require(payload: Any, keys: Sequence[str]) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise FlattenError(f"payload is {type(payload).__name__}, expected a JSON object")
+    missing = [k for k in keys if k not in payload]
+    if missing:
+        names = ", ".join(repr(k) for k in missing)
+        raise FlattenError(f"payload is missing key(s) {names}", missing)
+    return payload
+
+
+def _with_num(row: dict[str, Any], payload: dict[str, Any], *fields: str) -> dict[str, Any]:
+    for f in fields:
+        row[f] = payload.get(f)
+        row[f"{f}__num"] = _int_num(payload.get(f))
+    return row
+
+
+def _flatten_lead(p: Any) -> dict[str, Any]:
+    p = _require(p, ("id", "pipeline_id", "status_id", "created_at", "updated_at"))
+    return _with_num({}, p, "id", "pipeline_id", "status_id", "price", "created_at",
+                     "updated_at", "closed_at")
+
+
+def _flatten_contact(p: Any) -> dict[str, Any]:
+    p = _require(p, ("id",))
+    return {"id": p.get("id"), "custom_fields_values": p.get("custom_fields_values")}
+
+
+def _lead_status_after(value_after: Any) -> Any:
+    if not isinstance(value_after, list):
+        return None
+    for item in value_after:
+        status = item.get("lead_status") if isinstance(item, dict) else None
+        if isinstance(status, dict) and status.get("id") is not None:
+            return status["id"]
+    return None
+
+
+def _flatten_event(p: Any) -> dict[str, Any]:
+    p = _require(p, ("id", "type", "entity_id", "created_at", "value_after"))
+    row = _with_num({"id": p.get("id"), "type": p.get("type"), "entity_id": p.get("entity_id")},
+                    p, "created_at")
+    row["value_after"] = p.get("value_after")
+    row["lead_status_after_id"] = _lead_status_after(p.get("value_after"))
+    return row
+
+
+def _flatten_pipeline(p: Any) -> dict[str, Any]:
+    p = _require(p, ("id",))
+    embedded = p.get("_embedded")
+    statuses = embedded.get("statuses") if isinstance(embedded, dict) else None
+    return {
+        "id": p.get("id"),
+        "_embedded.statuses": statuses,
+        "statuses_count": float(len(statuses)) if isinstance(statuses, list) else math.nan,
+    }
+
+
+def _flatten_id_only(p: Any) -> dict[str, Any]:
+    p = _require(p, ("id",))
+    return {"id": p.get("id")}
+
+
+DIRECT_FIELDS = ("Date", "CampaignId", "Impressions", "Clicks", "Cost")
+
+
+def _flatten_campaign_stats(p: Any) -> dict[str, Any]:
+    p = _require(p, DIRECT_FIELDS)
+    row: dict[str, Any] = {}
+    for f in DIRECT_FIELDS:
+        row[f] = p.get(f)
+        row[f"{f}__text"] = _text(p.get(f))
+    row["Impressions__num"] = _digits_num(p.get("Impressions"))
+    row["Clicks__num"] = _digits_num(p.get("Clicks"))
+    return row
+
+
+# -- expectation helpers ----------------------------------------------------------------------
+
+
+def _e(kind: str, field: str, expected: str, show: Sequence[str] | None = None,
+       **kwargs: Any) -> Any:
+    """An expectation whose meta says which payload field it guards and how to word a failure."""
+    cls = getattr(expectations_module(), kind)
+    return cls(meta={"field": field, "expected": expected, "show": list(show or [field])},
+               **kwargs)
+
+
+def _not_null(field: str, what: str | None = None) -> Any:
+    return _e("ExpectColumnValuesToNotBeNull", field, what or "a value", column=field)
+
+
+def _integer(field: str, expected: str = "an integer") -> Any:
+    return _e("ExpectColumnValuesToBeInTypeList", field, expected, column=field,
+              type_list=["int"])
+
+
+def _epoch(field: str) -> list[Any]:
+    return [
+        _integer(field, "an integer Unix time"),
+        _e("ExpectColumnValuesToBeBetween", field,
+           "a Unix time between 2000-01-01 and 2100-01-01", column=f"{field}__num",
+           min_value=EPOCH_MIN, max_value=EPOCH_MAX),
+    ]
+
+
+def _regex(field: str, pattern: str, expected: str) -> Any:
+    return _e("ExpectColumnValuesToMatchRegex", field, expected, column=f"{field}__text",
+              regex=pattern)
+
+
+def _lead_suite() -> list[Any]:
+    non_negative = "a non-negative integer"
+    return [
+        _not_null("id", "a lead id"),
+        _integer("id"),
+        _e("ExpectCompoundColumnsToBeUnique", "id",
+           "(account, id, updated_at) unique within the batch", show=["id", "updated_at"],
+           column_list=["account", "id__num", "updated_at__num"],
+           ignore_row_if="any_value_is_missing"),
+        _not_null("pipeline_id"), _integer("pipeline_id"),
+        _not_null("status_id"), _integer("status_id"),
+        _integer("price", non_negative),
+        _e("ExpectColumnValuesToBeBetween", "price", non_negative, column="price__num",
+           min_value=0),
+        _not_null("created_at"), *_epoch("created_at"),
+        _not_null("updated_at"), *_epoch("updated_at"),
+        *_epoch("closed_at"),
+        _e("ExpectColumnPairValuesAToBeGreaterThanB", "updated_at", "updated_at >= created_at",
+           show=["updated_at", "created_at"], column_A="updated_at__num",
+           column_B="created_at__num", or_equal=True, ignore_row_if="either_value_is_missing"),
+        _e("ExpectColumnValuesToNotBeNull", "closed_at",
+           f"a closed_at on a won lead (status_id {WON_STATUS_ID})", column="closed_at",
+           row_condition=f"status_id__num == {WON_STATUS_ID}", condition_parser="pandas"),
+    ]
+
+
+def _contact_suite() -> list[Any]:
+    return [
+        _not_null("id", "a contact id"),
+        _e("ExpectColumnValuesToBeInTypeList", "custom_fields_values", "null or a list",
+           column="custom_fields_values", type_list=["list"]),
+    ]
+
+
+def _event_suite() -> list[Any]:
+    return [
+        _not_null("id", "an event id"),
+        _not_null("type"),
+        _e("ExpectColumnValuesToBeInSet", "type", "type 'lead_status_changed'", column="type",
+           value_set=["lead_status_changed"]),
+        _not_null("entity_id", "the lead id the event belongs to"),
+        _not_null("created_at"), *_epoch("created_at"),
+        _e("ExpectColumnValuesToNotBeNull", "value_after",
+           "a value_after holding a lead_status with an id", column="lead_status_after_id"),
+    ]
+
+
+def _pipeline_suite() -> list[Any]:
+    expected = "a non-empty list of statuses"
+    return [
+        _not_null("id", "a pipeline id"),
+        _e("ExpectColumnValuesToNotBeNull", "_embedded.statuses", expected,
+           column="statuses_count"),
+        _e("ExpectColumnValuesToBeBetween", "_embedded.statuses", expected,
+           column="statuses_count", min_value=1),
+    ]
+
+
+def _id_suite(what: str) -> Callable[[], list[Any]]:
+    return lambda: [_not_null("id", what)]
+
+
+def _campaign_stats_suite() -> list[Any]:
+    count = "a non-negative integer string"
+    return [
+        *(_not_null(f) for f in DIRECT_FIELDS),
+        _regex("Date", r"^\d{4}-\d{2}-\d{2}$", "a date YYYY-MM-DD"),
+        _regex("CampaignId", r"^\d+$", "a string of digits"),
+        _regex("Impressions", r"^\d+$", count),
+        _regex("Clicks", r"^\d+$", count),
+        _regex("Cost", r"^\d+(?:\.\d+)?$", "a non-negative number string"),
+        _e("ExpectColumnPairValuesAToBeGreaterThanB", "Clicks", "Clicks <= Impressions",
+           show=["Clicks", "Impressions"], column_A="Impressions__num", column_B="Clicks__num",
+           or_equal=True, ignore_row_if="either_value_is_missing"),
+        _e("ExpectCompoundColumnsToBeUnique", "CampaignId",
+           "(account, Date, CampaignId) unique within the batch", show=["Date", "CampaignId"],
+           column_list=["account", "Date__text", "CampaignId__text"],
+           ignore_row_if="any_value_is_missing"),
+    ]
+
+
+@dataclass(frozen=True)
+class RawSuite:
+    name: str
+    flatten: Callable[[Any], dict[str, Any]]
+    build: Callable[[], list[Any]]
+
+
+#: The raw suites by (source, entity). Entities without a suite are refused by validate_records.
+RAW_SUITES: dict[tuple[str, str], RawSuite] = {
+    ("amocrm", "leads"): RawSuite("raw.amocrm.leads", _flatten_lead, _lead_suite),
+    ("amocrm", "contacts"): RawSuite("raw.amocrm.contacts", _flatten_contact, _contact_suite),
+    ("amocrm", "events"): RawSuite("raw.amocrm.events", _flatten_event, _event_suite),
+    ("amocrm", "pipelines"): RawSuite("raw.amocrm.pipelines", _flatten_pipeline,
+                                      _pipeline_suite),
+    ("amocrm", "users"): RawSuite("raw.amocrm.users", _flatten_id_only, _id_suite("a user id")),
+    ("amocrm", "loss_reasons"): RawSuite("raw.amocrm.loss_reasons", _flatten_id_only,
+                                         _id_suite("a loss reason id")),
+    ("yandex_direct", "campaign_stats"): RawSuite(
+        "raw.yandex_direct.campaign_stats", _flatten_campaign_stats, _campaign_stats_suite),
+}
+
+
+# -- validation -------------------------------------------------------------------------------
+
+
+def _render(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "null"
+    text = repr(value) if isinstance(value, str | list | dict) else str(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _label(record: RawRecord, position: int) -> str:
+    label = f"{record.source} {record.entity} id={record.record_id}"
+    payload_id = record.payload.get("id") if isinstance(record.payload, dict) else None
+    if record.source == "amocrm" and payload_id is None:
+        label += f" (batch position {position})"
+    return label
+
+
+def _columns_of(config: Any) -> str | None:
+    kw = config.kwargs
+    if "column" in kw:
+        return kw["column"]
+    if "column_list" in kw:
+        return ",".join(kw["column_list"])
+    if "column_A" in kw:
+        return f"{kw['column_A']},{kw['column_B']}"
+    return None
+
+
+def validate_records(records: Sequence[RawRecord]) -> BatchValidation:
+    """Split a batch into good and quarantined records with the (source, entity) suite.
+
+    A record failing any expectation (or whose payload cannot be flattened) is quarantined
+    with a reason naming the record, the field, the value and the expectation. Identical
+    records (same account, record_id and payload) are validated once and share the verdict.
+    Raises ValueError for a (source, entity) without a suite, RuntimeError if GX itself
+    could not evaluate an expectation (a bug, not bad data).
+    """
+    out = BatchValidation()
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault((r.source, r.entity), []).append(i)
+    reasons: dict[int, list[str]] = {}
+    fields: dict[int, list[str]] = {}
+    for key, positions in groups.items():
+        suite = RAW_SUITES.get(key)
+        if suite is None:
+            raise ValueError(f"no raw suite for {key[0]} {key[1]}; known: {sorted(RAW_SUITES)}")
+        _validate_group(suite, records, positions, reasons, fields, out.results)
+    for i, r in enumerate(records):
+        if i in reasons:
+            reason = f"{_label(r, i)}: " + "; ".join(reasons[i])
+            failed = tuple(dict.fromkeys(fields[i]))
+            out.quarantined.append(QuarantinedRecord(r, reason, failed))
+        else:
+            out.good.append(r)
+    return out
+
+
+def _validate_group(
+    suite: RawSuite,
+    records: Sequence[RawRecord],
+    positions: list[int],
+    reasons: dict[int, list[str]],
+    fields: dict[int, list[str]],
+    results: list[dict[str, Any]],
+) -> None:
+    rows: list[dict[str, Any]] = []
+    row_records: list[list[int]] = []  # frame row -> positions of the records it stands for
+    row_of_key: dict[tuple[str, str, str], int] = {}
+    unflattened: list[int] = []
+    for i in positions:
+        r = records[i]
+        try:
+            row = suite.flatten(r.payload)
+        except FlattenError as exc:
+            reasons.setdefault(i, []).append(f"{exc} (flatten)")
+            fields.setdefault(i, []).extend(exc.fields or ["payload"])
+            unflattened.append(i)
+            continue
+        key = (r.account, r.record_id, r.hash)
+        if key in row_of_key:
+            row_records[row_of_key[key]].append(i)
+            continue
+        row_of_key[key] = len(rows)
+        row["account"] = r.account
+        rows.append(row)
+        row_records.append([i])
+    results.append({
+        "suite": suite.name, "expectation": "flatten", "field": None, "column": None,
+        "success": not unflattened, "unexpected_count": len(unflattened),
+        "records": [records[i].record_id for i in unflattened[:20]],
+    })
+    if not rows:
+        return
+    frame = pd.DataFrame(rows, dtype=object)  # keep JSON ints as ints, not NaN-able floats
+    for col in frame.columns:
+        if col.endswith("__num"):
+            frame[col] = frame[col].astype(float)
+    gx_result = run_suite(suite.name, suite.build, frame, "COMPLETE")
+    for res in gx_result.results:
+        config = res.expectation_config
+        meta = config.meta or {}
+        error = exception_message(res)
+        if error is not None or (not res.success and "unexpected_index_list" not in res.result):
+            raise RuntimeError(f"GX could not evaluate {config.type} in {suite.name}: {error}")
+        failing = [] if res.success else list(res.result["unexpected_index_list"])
+        bad_positions: list[int] = []
+        for idx in failing:
+            row = rows[int(idx)]
+            shown = meta.get("show") or [meta.get("field")]
+            if len(shown) == 1:
+                got = _render(row.get(shown[0]))
+            else:
+                got = ", ".join(f"{c}={_render(row.get(c))}" for c in shown)
+            text = (f"field '{meta.get('field')}' expected {meta.get('expected')}, "
+                    f"got {got} ({config.type})")
+            for i in row_records[int(idx)]:
+                reasons.setdefault(i, []).append(text)
+                fields.setdefault(i, []).append(meta.get("field") or "")
+                bad_positions.append(i)
+        results.append({
+            "suite": suite.name, "expectation": config.type, "field": meta.get("field"),
+            "column": _columns_of(config), "success": bool(res.success),
+            "unexpected_count": len(bad_positions),
+            "records": [records[i].record_id for i in bad_positions[:20]],
+        })
