@@ -6,7 +6,6 @@ severity and blocking, so nothing downstream (publication) runs on bad marts, an
 metadata names the expectation, the column and sample offending rows.
 """
 
-from __future__ import annotations
 
 from typing import Any
 

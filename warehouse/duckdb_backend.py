@@ -7,6 +7,7 @@ published copy, which `publish()` swaps in atomically after each successful buil
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,19 @@ class _Conn:
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self.con
+
+
+def _connect_waiting(path: Path, timeout_s: float = 120.0) -> duckdb.DuckDBPyConnection:
+    """Open read-write, waiting out a process outside voronka's lock (a SQL client, a dbt
+    subprocess still shutting down) instead of failing on DuckDB's own file lock."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
 
 
 class DuckDBWarehouse(Warehouse):
@@ -54,7 +68,7 @@ class DuckDBWarehouse(Warehouse):
     def connect(self) -> Iterator[Any]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with writer_lock(self.path):
-            con = duckdb.connect(str(self.path))
+            con = _connect_waiting(self.path)
             try:
                 con.begin()
                 yield _Conn(con)

@@ -1,6 +1,5 @@
 """dbt models as Dagster assets (dagster-dbt); dbt tests become asset checks."""
 
-from __future__ import annotations
 
 import json
 import subprocess
@@ -21,12 +20,14 @@ DBT_PROJECT = DbtProject(
 )
 
 
+DBT_EXECUTABLE = Path(sys.executable).with_name("dbt")  # the venv's dbt, whatever PATH says
+
+
 def ensure_manifest(project: DbtProject = DBT_PROJECT) -> Path:
     """Parse the dbt project once if no manifest exists yet (a fresh clone has none)."""
     if not project.manifest_path.exists():
-        dbt = Path(sys.executable).with_name("dbt")
         subprocess.run(
-            [str(dbt), "parse", "--quiet", "--project-dir", str(project.project_dir),
+            [str(DBT_EXECUTABLE), "parse", "--quiet", "--project-dir", str(project.project_dir),
              "--profiles-dir", str(project.profiles_dir)],
             check=True, cwd=project.project_dir,
         )
@@ -85,4 +86,4 @@ def voronka_dbt_models(
 def dbt_resource() -> DbtCliResource:
     target = settings.WarehouseSettings.from_env().kind
     return DbtCliResource(project_dir=DBT_PROJECT, profiles_dir=str(DBT_PROJECT.profiles_dir),
-                          target=target)
+                          target=target, dbt_executable=str(DBT_EXECUTABLE))

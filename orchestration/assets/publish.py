@@ -1,6 +1,5 @@
 """Publication: BI users read a snapshot of the marts that only changes between runs."""
 
-from __future__ import annotations
 
 import dagster as dg
 

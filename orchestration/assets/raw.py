@@ -1,6 +1,5 @@
 """Raw assets: one per source entity. Extract → validate (GX raw suite) → land → cursor."""
 
-from __future__ import annotations
 
 from collections.abc import Iterator
 
@@ -54,7 +53,7 @@ def build_raw_asset(source: str, entity: str) -> dg.AssetsDefinition:
         group_name=f"raw_{source}",
         description=ENTITY_DESCRIPTIONS[entity],
         kinds={"python", "duckdb"},
-        required_resource_keys={source},
+        required_resource_keys={"warehouse", source},
         check_specs=[dg.AssetCheckSpec(
             RAW_CHECK, asset=key,
             description="Great Expectations raw suite: failing records are quarantined "
@@ -62,9 +61,9 @@ def build_raw_asset(source: str, entity: str) -> dg.AssetsDefinition:
         )],
     )
     def _raw_asset(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+        context: dg.AssetExecutionContext,
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        wh = warehouse.open()
+        wh = context.resources.warehouse.open()
         extractor = getattr(context.resources, source).source()
         validator = _CollectingValidator()
         result = sync_entity(extractor, entity, wh, run_id=context.run_id, validate=validator)
