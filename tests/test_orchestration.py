@@ -1,0 +1,113 @@
+"""The Dagster front door: the asset graph, the checks' wiring, and blocking on bad marts."""
+
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+
+from expectations import MART_COLUMNS
+from orchestration.assets.publish import build_published_marts
+from orchestration.checks import MART_CHECK, build_mart_check
+from orchestration.definitions import defs
+from orchestration.resources import WarehouseResource
+
+
+def test_one_definitions_object_holds_the_whole_graph() -> None:
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    for expected in [
+        "raw/amocrm__leads", "raw/amocrm__contacts", "raw/amocrm__events",
+        "raw/amocrm__pipelines", "raw/amocrm__users", "raw/amocrm__loss_reasons",
+        "raw/yandex_direct__campaign_stats", "raw/contact_points",
+        "staging/stg_amocrm__leads", "intermediate/int_customers__resolved",
+        "marts/dim_customers", "marts/fct_orders", "marts/fct_cohort_retention",
+        "marts/fct_acquisition_monthly", "published/marts",
+    ]:
+        assert expected in keys
+    # dbt sources resolve to the raw assets, so lineage runs from the API to the marts.
+    upstream = graph.get(dg.AssetKey(["staging", "stg_amocrm__leads"])).parent_keys
+    assert dg.AssetKey(["raw", "amocrm__leads"]) in upstream
+    published = graph.get(dg.AssetKey(["published", "marts"])).parent_keys
+    assert dg.AssetKey(["marts", "fct_orders"]) in published
+
+
+def test_daily_schedule_runs_in_moscow_time() -> None:
+    schedule = defs.resolve_schedule_def("daily_refresh_0600_msk")
+    assert schedule.cron_schedule == "0 6 * * *"
+    assert schedule.execution_timezone == "Europe/Moscow"
+    assert schedule.job_name == "daily_refresh"
+
+
+def test_mart_checks_are_blocking_and_secrets_are_not_config() -> None:
+    checks = {
+        (key.asset_key.to_user_string(), key.name)
+        for key in defs.resolve_asset_graph().asset_check_keys
+    }
+    assert ("marts/fct_orders", MART_CHECK) in checks
+    assert ("marts/fct_orders", "revenue_reconciles_with_won_deals") in checks
+    assert ("marts/fct_cohort_retention", MART_CHECK) in checks
+    amocrm_fields = set(defs.resources["amocrm"].__class__.model_fields)
+    assert not {"client_secret", "refresh_token", "long_lived_token"} & amocrm_fields
+    assert "token" not in defs.resources["yandex_direct"].__class__.model_fields
+
+
+@pytest.fixture
+def duckdb_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("VORONKA_WAREHOUSE", "duckdb")
+    monkeypatch.setenv("VORONKA_DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
+    monkeypatch.setenv("VORONKA_PUBLISHED_PATH", str(tmp_path / "voronka.duckdb"))
+    return tmp_path
+
+
+def _orders(amounts: list[float]) -> pd.DataFrame:
+    n = len(amounts)
+    frame = pd.DataFrame({column: [None] * n for column in MART_COLUMNS["fct_orders"]})
+    frame["order_id"] = [str(i) for i in range(n)]
+    frame["lead_id"] = frame["order_id"]
+    frame["customer_id"] = [f"c_{i}" for i in range(n)]
+    frame["order_date"] = pd.Timestamp("2026-01-15")
+    frame["order_month"] = pd.Timestamp("2026-01-01")
+    frame["amount"] = amounts
+    frame["order_number"] = 1
+    frame["is_first_order"] = True
+    frame["channel"] = "organic"
+    return frame
+
+
+def _materialize_orders(amounts: list[float]) -> dg.ExecuteInProcessResult:
+    @dg.asset(key=dg.AssetKey(["marts", "fct_orders"]))
+    def fct_orders(warehouse: WarehouseResource) -> None:
+        wh = warehouse.open()
+        with wh.connect() as conn:
+            con = conn.cursor()
+            con.execute("create schema if not exists marts")
+            con.register("frame", _orders(amounts))
+            con.execute("create or replace table marts.fct_orders as select * from frame")
+
+    return dg.materialize(
+        [fct_orders, build_mart_check("fct_orders"), build_published_marts(["fct_orders"])],
+        resources={"warehouse": WarehouseResource()},
+        raise_on_error=False,
+    )
+
+
+def test_failed_mart_check_blocks_publication_and_names_the_rows(duckdb_env: Path) -> None:
+    result = _materialize_orders([1200.0, -50.0, 900.0])
+    [evaluation] = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    failures = evaluation.metadata["failures"].value
+    assert any(f["column"] == "amount" and f["unexpected_count"] == 1 for f in failures)
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert dg.AssetKey(["marts", "fct_orders"]) in materialized
+    assert dg.AssetKey(["published", "marts"]) not in materialized
+    assert not (duckdb_env / "voronka.duckdb").exists()
+
+
+def test_passing_mart_check_publishes_a_readable_snapshot(duckdb_env: Path) -> None:
+    result = _materialize_orders([1200.0, 50.0])
+    assert result.success
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    with duckdb.connect(str(duckdb_env / "voronka.duckdb"), read_only=True) as con:
+        assert con.sql("select sum(amount) from marts.fct_orders").fetchall()[0][0] == 1250.0
