@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
+import requests.auth
 
 from warehouse.records import RawRecord
 
@@ -78,6 +79,26 @@ class ApiError(Exception):
         if self.detail:
             text += f": {self.detail}"
         super().__init__(text)
+
+    def __reduce__(self):  # picklable across process boundaries (e.g. Dagster executors)
+        return (
+            _rebuild_api_error,
+            (type(self), self.status, self.url, self.body_excerpt, self.source, self.detail,
+             self.error_code, self.attempts),
+        )
+
+
+def _rebuild_api_error(cls, status, url, body_excerpt, source, detail, error_code, attempts):
+    return cls(status, url, body_excerpt, source, message=detail or None,
+               error_code=error_code, attempts=attempts)
+
+
+class _NoNetrcAuth(requests.auth.AuthBase):
+    """Passing an explicit auth object stops ``requests`` from applying ~/.netrc credentials,
+    which would otherwise replace our ``Authorization: Bearer`` header."""
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        return r
 
 
 class AuthorizationError(ApiError):
@@ -142,7 +163,7 @@ class Redactor:
                 (k, "***" if k.lower() in SENSITIVE_PARAMS else v)
                 for k, v in parse_qsl(parts.query, keep_blank_values=True)
             ]
-            query = urlencode(pairs, safe="[]")
+            query = urlencode(pairs, safe="[]*")
             # userinfo (user:pass@host) never belongs in a log
             netloc = parts.netloc.rsplit("@", 1)[-1]
             url = urlunsplit((parts.scheme, netloc, parts.path, query, ""))
@@ -314,6 +335,7 @@ class HttpClient:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         session: requests.Session | None = None,
+        forbidden_hint: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.limiter = limiter
@@ -327,10 +349,10 @@ class HttpClient:
         self.redactor = redact if isinstance(redact, Redactor) else Redactor(redact)
         self.source = source
         self.default_headers = dict(headers or {})
+        self.forbidden_hint = forbidden_hint
         self._sleep = sleep
         self._rng = rng or random.Random()
         self.session = session or requests.Session()
-        self.session.trust_env = False  # no proxy/netrc surprises; credentials are explicit
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -432,7 +454,7 @@ class HttpClient:
             try:
                 resp = self.session.request(
                     method, url, params=params, json=json, data=data, headers=hdrs,
-                    timeout=self.timeout,
+                    timeout=self.timeout, auth=_NoNetrcAuth(),
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 kind = type(exc).__name__
@@ -501,11 +523,8 @@ class HttpClient:
                 continue
 
             message = None
-            if status == 403:
-                message = (
-                    f"forbidden: {describe_error_body(body) or 'no detail'} (amoCRM answers 403 "
-                    "when an IP is blocked after repeated 429s, or the token lacks rights)"
-                )
+            if status == 403 and self.forbidden_hint:
+                message = f"{describe_error_body(body) or 'forbidden'} ({self.forbidden_hint})"
             raise ApiError(
                 status, shown, body, self.source, attempts=attempt + 1,
                 error_code=error_code_of(body), message=message,

@@ -57,7 +57,15 @@ class TokenStore:
             raw = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
-        data = json.loads(raw)
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+        except ValueError:
+            raise ValueError(
+                f"token store {self.path} is not a valid JSON object; restore it from a backup "
+                "or re-authorise the integration"
+            ) from None
         expires = data.get("expires_at")
         return TokenSet(
             access_token=data.get("access_token"),

@@ -1,0 +1,303 @@
+"""amoCRM / Kommo API v4 source: leads, contacts, pipelines, events, users, loss reasons.
+
+API notes: docs reference ``crm_apis.md`` §1 (https://developers.kommo.com/docs/).
+
+Design choices, each answering an amoCRM gotcha:
+
+- **Auth**: OAuth2 with rotating, effectively single-use refresh tokens. The new pair is saved
+  atomically (``TokenStore.save``) under an exclusive file lock *before* the new access token is
+  used; a worker that waited on the lock re-reads the store and reuses a pair another worker just
+  obtained instead of spending the refresh token twice. A long-lived token skips all of this.
+- **Rate limit**: 7 req/s per integration, shared by every entity through ``limiter_for``;
+  429s are retried honouring ``Retry-After``/``retry_after``.
+- **Incremental**: leads and contacts by ``filter[updated_at][from] = cursor - overlap_s`` with
+  ``order[updated_at]=asc``; events (type ``lead_status_changed``) by ``filter[created_at][from]``
+  with ``limit=100`` (the RU docs cap events at 100). The overlap re-reads rows that offset paging
+  can skip when records change mid-scan and rows that share the cursor second; landing
+  de-duplicates them by payload hash.
+- **Payloads** are kept as returned except ``_links`` (at every level): links carry the host name,
+  which would make identical records hash differently across hosts.
+- Users, pipelines and loss reasons are small and have no usable change filter: full pull.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from extractors.http import (
+    ApiError,
+    AuthorizationError,
+    HttpClient,
+    HttpOptions,
+    Page,
+    iter_hal_pages,
+    limiter_for,
+)
+from extractors.state import TokenSet, TokenStore
+from warehouse.records import RawRecord
+
+log = logging.getLogger("voronka.extractors")
+
+SOURCE = "amocrm"
+TOKEN_PATH = "/oauth2/access_token"
+EVENTS_LIMIT = 100  # amocrm.ru: "Максимум – 100" (crm_apis.md §1.7)
+EXPIRY_SKEW_S = 300.0  # refresh this long before the access token's stated expiry
+
+
+@dataclass(frozen=True)
+class EntitySpec:
+    path: str
+    embedded_key: str
+    incremental_field: str | None  # "updated_at" | "created_at" | None (full pull)
+    limit: int | None  # None = unpaged endpoint
+    extra_params: tuple[tuple[str, str], ...] = ()
+    updated_field: str | None = None  # payload field used for RawRecord.updated_at
+
+
+ENTITY_SPECS: dict[str, EntitySpec] = {
+    "users": EntitySpec("/api/v4/users", "users", None, 250),
+    "pipelines": EntitySpec("/api/v4/leads/pipelines", "pipelines", None, None),
+    "loss_reasons": EntitySpec(
+        "/api/v4/leads/loss_reasons", "loss_reasons", None, None, updated_field="updated_at"
+    ),
+    "contacts": EntitySpec(
+        "/api/v4/contacts", "contacts", "updated_at", 250,
+        (("order[updated_at]", "asc"),), updated_field="updated_at",
+    ),
+    "leads": EntitySpec(
+        "/api/v4/leads", "leads", "updated_at", 250,
+        (("order[updated_at]", "asc"), ("with", "contacts")), updated_field="updated_at",
+    ),
+    "events": EntitySpec(
+        "/api/v4/events", "events", "created_at", EVENTS_LIMIT,
+        (("filter[type]", "lead_status_changed"),), updated_field="created_at",
+    ),
+}
+
+
+def strip_links(value: Any) -> Any:
+    """A copy of ``value`` without any ``_links`` key, at every nesting level."""
+    if isinstance(value, dict):
+        return {k: strip_links(v) for k, v in value.items() if k != "_links"}
+    if isinstance(value, list):
+        return [strip_links(v) for v in value]
+    return value
+
+
+def unix_to_utc_naive(value: Any) -> datetime | None:
+    if value is None or value == "":
+        return None
+    try:
+        return datetime.fromtimestamp(int(value), tz=UTC).replace(tzinfo=None)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
+def _as_int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class AmoCRMSource:
+    """Pages of ``RawRecord`` for each amoCRM entity; see the module docstring."""
+
+    name = SOURCE
+    ENTITIES = ("users", "pipelines", "loss_reasons", "contacts", "leads", "events")
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        account: str,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        redirect_uri: str | None = None,
+        token_store: TokenStore | None = None,
+        initial_refresh_token: str | None = None,
+        long_lived_token: str | None = None,
+        rate_limit_per_s: float = 7.0,
+        page_limit: int = 250,
+        overlap_s: int = 3600,
+        http_options: HttpOptions | None = None,
+    ) -> None:
+        if long_lived_token is None:
+            missing = [n for n, v in (("client_id", client_id), ("client_secret", client_secret),
+                                      ("token_store", token_store)) if not v]
+            if missing:
+                raise ValueError(
+                    "amoCRM OAuth needs " + ", ".join(missing) + " (or pass long_lived_token)"
+                )
+        if not 1 <= page_limit <= 250:
+            raise ValueError("page_limit must be between 1 and 250 (amoCRM maximum)")
+        self.base_url = base_url.rstrip("/")
+        self.account = account
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.redirect_uri = redirect_uri
+        self.token_store = token_store
+        self.initial_refresh_token = initial_refresh_token
+        self.long_lived_token = long_lived_token
+        self.page_limit = page_limit
+        self.overlap_s = int(overlap_s)
+        self._tokens: TokenSet | None = None
+        options = http_options or HttpOptions()
+        self.client = HttpClient(
+            self.base_url,
+            limiter=limiter_for(f"amocrm:{self.base_url}:{client_id or 'long-lived'}",
+                                rate_limit_per_s),
+            auth=self._auth_headers,
+            on_unauthorized=self._on_unauthorized,
+            redact=[client_secret, initial_refresh_token, long_lived_token],
+            source=SOURCE,
+            headers={"Accept": "application/hal+json, application/json"},
+            forbidden_hint="amoCRM answers 403 when the IP or account is blocked after repeated "
+            "429s, or when the token lacks rights; this is not retried",
+            **options.client_kwargs(),
+        )
+
+    def __repr__(self) -> str:
+        return f"AmoCRMSource(base_url={self.base_url!r}, account={self.account!r})"
+
+    # -- auth ---------------------------------------------------------------------------------
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token()}"}
+
+    def access_token(self) -> str:
+        """A usable access token, refreshing (and persisting the rotation) when needed."""
+        if self.long_lived_token:
+            return self.long_lived_token
+        tokens = self._tokens
+        if tokens is None or not tokens.access_valid(skew_s=EXPIRY_SKEW_S):
+            tokens = self._refresh(stale_access=tokens.access_token if tokens else None)
+        assert tokens.access_token is not None
+        return tokens.access_token
+
+    def _on_unauthorized(self) -> None:
+        if self.long_lived_token:
+            raise AuthorizationError(
+                401, self.base_url, "", SOURCE,
+                message="amoCRM rejected the long-lived token (expired or revoked); generate a "
+                "new one in the integration's 'Keys and scopes' tab",
+            )
+        stale = self._tokens.access_token if self._tokens else None
+        self._refresh(stale_access=stale, force=True)
+
+    def _refresh(self, *, stale_access: str | None, force: bool = False) -> TokenSet:
+        """Refresh under the store's lock; reuse a pair another worker obtained meanwhile."""
+        store = self.token_store
+        assert store is not None
+        with store.lock():
+            stored = store.load()
+            if stored is not None:
+                for t in (stored.access_token, stored.refresh_token):
+                    self.client.add_secret(t)
+                fresh_elsewhere = stored.access_token != stale_access
+                if stored.access_valid(skew_s=EXPIRY_SKEW_S) and (not force or fresh_elsewhere):
+                    self._tokens = stored
+                    return stored
+            refresh_token = (stored.refresh_token if stored else None) or (
+                self.initial_refresh_token
+            )
+            if not refresh_token:
+                raise AuthorizationError(
+                    None, self.client.safe_url(self.client.url_for(TOKEN_PATH)), "", SOURCE,
+                    message=f"no amoCRM refresh token: the token store {store.path} is empty "
+                    "and no initial refresh token was given; authorise the integration first",
+                )
+            body = {
+                "client_id": self.client_id,
+                "client_secret": self.client_secret,
+                "grant_type": "refresh_token",
+                "refresh_token": refresh_token,
+                "redirect_uri": self.redirect_uri,
+            }
+            try:
+                resp = self.client.post(TOKEN_PATH, json=body, authenticate=False)
+            except ApiError as exc:
+                if exc.status in (400, 401, 403):
+                    raise AuthorizationError(
+                        exc.status, exc.url, exc.body_excerpt, SOURCE,
+                        message=(
+                            "amoCRM refused the refresh token (already used, revoked or older "
+                            "than 3 months): re-authorise the integration and store the new "
+                            f"refresh token in {store.path} ({exc.detail})"
+                        ),
+                    ) from None
+                raise
+            data = resp.json()
+            access, refresh = data.get("access_token"), data.get("refresh_token")
+            if not access or not refresh:
+                raise AuthorizationError(
+                    resp.status_code, self.client.safe_url(resp.url), "", SOURCE,
+                    message="token response lacks access_token/refresh_token",
+                )
+            self.client.add_secret(access)
+            self.client.add_secret(refresh)
+            issued = float(data.get("server_time") or time.time())
+            # Our clock decides expiry; server_time only guards against a skewed server.
+            issued = min(issued, time.time())
+            tokens = TokenSet(access, refresh, issued + float(data.get("expires_in") or 86400))
+            store.save(tokens)  # persist the rotated refresh token BEFORE using the new access
+            self._tokens = tokens
+            log.info("amoCRM %s: access token refreshed; new refresh token saved to %s",
+                     self.account, store.path)
+            return tokens
+
+    # -- pages --------------------------------------------------------------------------------
+
+    def pages(self, entity: str, cursor: str | None) -> Iterator[Page]:
+        """Pages of one entity since ``cursor`` (Unix seconds as a string; None = everything).
+
+        ``Page.cursor_after`` is the largest ``updated_at``/``created_at`` seen so far, or the
+        incoming cursor when nothing newer was seen; None for full-pull entities.
+        """
+        spec = ENTITY_SPECS.get(entity)
+        if spec is None:
+            raise ValueError(f"unknown amoCRM entity {entity!r}; expected one of {self.ENTITIES}")
+        params: dict[str, Any] = dict(spec.extra_params)
+        if spec.limit is not None:
+            params["limit"] = min(spec.limit, self.page_limit)
+            params["page"] = 1
+        best = _as_int(cursor) if spec.incremental_field else None
+        if spec.incremental_field and cursor is not None:
+            if best is None:
+                raise ValueError(f"amoCRM {entity} cursor must be Unix seconds, got {cursor!r}")
+            params[f"filter[{spec.incremental_field}][from]"] = max(0, best - self.overlap_s)
+
+        for hal in iter_hal_pages(self.client, spec.path, params, spec.embedded_key):
+            records = []
+            for item in hal.items:
+                if not isinstance(item, dict) or item.get("id") is None:
+                    raise ApiError(200, hal.url, str(item)[:200], SOURCE,
+                                   message=f"{entity} element without an id")
+                if spec.incremental_field:
+                    ts = _as_int(item.get(spec.incremental_field))
+                    if ts is not None and (best is None or ts > best):
+                        best = ts
+                records.append(
+                    RawRecord(
+                        source=SOURCE,
+                        account=self.account,
+                        entity=entity,
+                        record_id=str(item["id"]),
+                        payload=strip_links(item),
+                        updated_at=unix_to_utc_naive(item.get(spec.updated_field))
+                        if spec.updated_field else None,
+                    )
+                )
+            cursor_after = str(best) if spec.incremental_field and best is not None else None
+            log.info("amoCRM %s %s page %d: %d records (cursor_after=%s) %s",
+                     self.account, entity, hal.number, len(records), cursor_after, hal.url)
+            yield Page(records=records, cursor_after=cursor_after,
+                       meta={"page": hal.number, "url": hal.url})
+
+    def close(self) -> None:
+        self.client.close()
