@@ -430,7 +430,8 @@ def test_resume_after_failure_on_page_3_loses_nothing_and_duplicates_nothing(
         return records, []
 
     with pytest.raises(ApiError) as info:
-        sync_entity(src, "leads", wh, run_id="run-1", validate=validate_and_break_after_page_2)
+        sync_entity(src, "leads", wh, run_id="run-1", validate=validate_and_break_after_page_2,
+                    batch_records=1)  # land page by page, so pages 1-2 are in before the crash
     assert info.value.status == 500
     assert "page=3" in info.value.url
     assert wh.count_rows("raw.amocrm__leads") == 100  # pages 1-2 landed

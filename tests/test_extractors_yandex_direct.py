@@ -227,7 +227,8 @@ def test_resume_after_failed_chunk_keeps_cursor_and_no_duplicates(direct, wh):
         return records, []
 
     with pytest.raises(ApiError):
-        sync_entity(src, "campaign_stats", wh, run_id="r1", validate=break_after_first_chunk)
+        sync_entity(src, "campaign_stats", wh, run_id="r1", validate=break_after_first_chunk,
+                    batch_records=1)  # land chunk by chunk
     assert wh.count_rows("raw.yandex_direct__campaign_stats") == 12
     assert wh.get_cursor("yandex_direct", LOGIN, "campaign_stats") is None
 

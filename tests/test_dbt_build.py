@@ -1,0 +1,369 @@
+"""Known-answer tests of the dbt project: synthetic business -> raw -> `dbt build` -> marts.
+
+A small seeded business is landed straight into a fresh warehouse (synthetic.landing, no
+HTTP), the whole project is built (models, data tests, unit tests), and the marts must equal
+the generator's ground truth. A few metrics are recomputed in pandas from the raw tables.
+The PostgreSQL variant runs only with VORONKA_TEST_POSTGRES=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+import pytest
+
+import synthetic
+from synthetic.landing import land_business
+from warehouse.base import Warehouse, json_loads
+
+REPO = Path(__file__).resolve().parents[1]
+DBT_PROJECT = REPO / "dbt_project"
+MSK = ZoneInfo("Europe/Moscow")
+ACTIVITY_WINDOW_DAYS = 180
+SEED, SCALE = 7, 0.3
+
+POSTGRES_ON = os.environ.get("VORONKA_TEST_POSTGRES") == "1"
+POSTGRES_SKIP_REASON = "PostgreSQL tests are off; set VORONKA_TEST_POSTGRES=1"
+PG_HOST = os.environ.get("VORONKA_POSTGRES_HOST", "127.0.0.1")
+PG_PORT = os.environ.get("VORONKA_POSTGRES_PORT", "5432")
+PG_USER = os.environ.get("VORONKA_POSTGRES_USER", "postgres")
+PG_PASSWORD = os.environ.get("VORONKA_POSTGRES_PASSWORD", "")
+
+
+@dataclass
+class Built:
+    """A warehouse after `dbt build`, with what the build reported."""
+
+    backend: str
+    wh: Warehouse
+    business: synthetic.SyntheticBusiness
+    run_results: dict
+    returncode: int
+    output: str
+
+    def df(self, sql: str) -> pd.DataFrame:
+        return self.wh.query_df(sql)
+
+
+def run_dbt(workdir: Path, env: dict[str, str], *args: str) -> tuple[int, str, dict]:
+    """`dbt <args>` in a subprocess with its own target and log dirs (tests may run in parallel)."""
+    target, logs = workdir / "dbt_target", workdir / "dbt_logs"
+    cmd = [
+        str(Path(sys.executable).with_name("dbt")), *args,
+        "--project-dir", str(DBT_PROJECT), "--profiles-dir", str(DBT_PROJECT),
+        "--target-path", str(target), "--log-path", str(logs),
+    ]
+    proc = subprocess.run(
+        cmd, cwd=workdir, env={**os.environ, **env}, capture_output=True, text=True,
+        timeout=300, check=False,
+    )
+    results_file = target / "run_results.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    return proc.returncode, proc.stdout + proc.stderr, results
+
+
+@pytest.fixture(scope="module")
+def business() -> synthetic.SyntheticBusiness:
+    return synthetic.generate(seed=SEED, scale=SCALE)
+
+
+def _build_duckdb(workdir: Path, business: synthetic.SyntheticBusiness) -> Iterator[Built]:
+    from warehouse.duckdb_backend import DuckDBWarehouse
+
+    path = workdir / "warehouse.duckdb"
+    wh = DuckDBWarehouse(path, workdir / "voronka.duckdb")
+    land_business(business, wh)
+    env = {"VORONKA_WAREHOUSE": "duckdb", "VORONKA_DUCKDB_PATH": str(path)}
+    code, out, results = run_dbt(workdir, env, "build")
+    yield Built("duckdb", wh, business, results, code, out)
+
+
+def _admin(sql: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, password=PG_PASSWORD,
+                            dbname="postgres")
+    conn.autocommit = True
+    try:
+        conn.cursor().execute(sql)
+    finally:
+        conn.close()
+
+
+def _build_postgres(workdir: Path, business: synthetic.SyntheticBusiness) -> Iterator[Built]:
+    from warehouse.postgres_backend import PostgresWarehouse
+
+    db = f"voronka_test_{uuid.uuid4().hex[:10]}"
+    _admin(f"create database {db}")
+    try:
+        auth = f"{PG_USER}:{PG_PASSWORD}" if PG_PASSWORD else PG_USER
+        wh = PostgresWarehouse(f"postgresql://{auth}@{PG_HOST}:{PG_PORT}/{db}")
+        land_business(business, wh)
+        env = {"VORONKA_WAREHOUSE": "postgres", "VORONKA_POSTGRES_HOST": PG_HOST,
+               "VORONKA_POSTGRES_PORT": PG_PORT, "VORONKA_POSTGRES_USER": PG_USER,
+               "VORONKA_POSTGRES_PASSWORD": PG_PASSWORD, "VORONKA_POSTGRES_DB": db}
+        code, out, results = run_dbt(workdir, env, "build")
+        yield Built("postgres", wh, business, results, code, out)
+    finally:
+        _admin(f"drop database if exists {db} with (force)")
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        "duckdb",
+        pytest.param("postgres", marks=[
+            pytest.mark.postgres,
+            pytest.mark.skipif(not POSTGRES_ON, reason=POSTGRES_SKIP_REASON),
+        ]),
+    ],
+)
+def built(request, tmp_path_factory, business) -> Iterator[Built]:
+    workdir = tmp_path_factory.mktemp(f"dbt_{request.param}")
+    builder: Callable[..., Iterator[Built]] = (
+        _build_duckdb if request.param == "duckdb" else _build_postgres
+    )
+    yield from builder(workdir, business)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def _norm(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Keys as ISO strings, values as floats, sorted: comparable across backends."""
+    out = frame.copy()
+    for col in out.columns:
+        if col in keys:
+            out[col] = out[col].map(lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v))
+        else:
+            out[col] = out[col].astype(float)
+    return out.sort_values(keys).reset_index(drop=True)
+
+
+def assert_frames_equal(got: pd.DataFrame, expected: pd.DataFrame, keys: list[str]) -> None:
+    got, expected = _norm(got, keys), _norm(expected[list(got.columns)], keys)
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, atol=0.005, rtol=0)
+
+
+def raw_payloads(built: Built, table: str) -> list[dict]:
+    frame = built.df(f"select payload from raw.{table}")
+    return [json_loads(p) for p in frame["payload"]]
+
+
+def msk_date(ts: int) -> date:
+    return datetime.fromtimestamp(ts, UTC).astimezone(MSK).date()
+
+
+# -- the build --------------------------------------------------------------------------------
+def test_build_succeeds_with_all_tests_passing(built: Built) -> None:
+    assert built.returncode == 0, built.output[-4000:]
+    statuses = {r["unique_id"]: r["status"] for r in built.run_results["results"]}
+    failed = {k: v for k, v in statuses.items() if v not in ("success", "pass")}
+    assert not failed, failed
+    kinds = {k.split(".")[0] for k in statuses}
+    assert {"model", "test", "seed", "unit_test"} <= kinds
+
+
+def test_marts_follow_the_contract(built: Built) -> None:
+    contract = {
+        "dim_customers": "customer_id, first_order_date, cohort_month, channel, first_lead_id, "
+        "first_lead_created_at, orders_count, revenue, last_order_date, contact_count",
+        "fct_orders": "order_id, lead_id, customer_id, order_date, order_month, amount, "
+        "order_number, is_first_order, channel",
+        "fct_leads": "lead_id, pipeline_id, status_id, stage_name, is_won, is_lost, is_open, "
+        "created_at, created_month, closed_at, amount, responsible_user_id, manager_name, "
+        "loss_reason_name, utm_source, utm_medium, utm_campaign, channel, customer_id",
+        "fct_ad_spend_daily": "spend_date, platform, account, campaign_id, campaign_name, "
+        "impressions, clicks, spend, currency, vat_included, channel",
+        "fct_cohort_retention": "cohort_month, month_offset, cohort_size, active_customers, "
+        "retention_rate, cumulative_revenue, ltv",
+        "fct_acquisition_monthly": "month, channel, spend, leads, new_customers, cpl, cac, cv, "
+        "cac_undefined",
+        "fct_crr_monthly": "month, period_end, customers_active_start, customers_active_end, "
+        "new_customers, retained_customers, crr, strict_retention",
+        "fct_funnel_stage_conversion": "pipeline_id, pipeline_name, status_id, stage_name, "
+        "stage_order, leads_reached, next_status_id, leads_reached_next, conversion_to_next, "
+        "win_rate",
+    }
+    for table, columns in contract.items():
+        got = list(built.df(f"select * from marts.{table} where 1 = 0").columns)
+        assert got == [c.strip() for c in columns.split(",")], table
+
+
+def test_nothing_after_the_as_of_month(built: Built) -> None:
+    end_month = built.business.end.replace(day=1)
+    as_of = built.df("select as_of_date from intermediate.int_as_of_date")["as_of_date"][0]
+    assert pd.Timestamp(as_of).date() == built.business.end
+    for table, col in [("fct_acquisition_monthly", "month"), ("fct_crr_monthly", "month"),
+                       ("fct_cohort_retention", "cohort_month"), ("fct_orders", "order_month")]:
+        latest = built.df(f"select max({col}) as m from marts.{table}")["m"][0]
+        assert pd.Timestamp(latest).date() == end_month, table
+
+
+# -- known answers ----------------------------------------------------------------------------
+def test_new_customers_by_channel_month(built: Built) -> None:
+    got = built.df(
+        "select cohort_month as month, channel, count(*) as new_customers "
+        "from marts.dim_customers group by cohort_month, channel"
+    )
+    expected = built.business.ground_truth.new_customers_by_channel_month
+    assert_frames_equal(got, expected, ["month", "channel"])
+
+
+def test_revenue_by_month(built: Built) -> None:
+    got = built.df(
+        "select order_month as month, sum(amount) as revenue, count(*) as orders "
+        "from marts.fct_orders group by order_month"
+    )
+    assert_frames_equal(got, built.business.ground_truth.revenue_by_month, ["month"])
+
+
+def test_spend_by_channel_month(built: Built) -> None:
+    got = built.df(
+        "select cast(date_trunc('month', spend_date) as date) as month, channel, "
+        "sum(spend) as spend from marts.fct_ad_spend_daily "
+        "group by cast(date_trunc('month', spend_date) as date), channel"
+    )
+    expected = built.business.ground_truth.spend_by_channel_month
+    assert_frames_equal(got, expected, ["month", "channel"])
+    # the acquisition mart carries the same spend
+    acq = built.df(
+        "select month, channel, spend from marts.fct_acquisition_monthly "
+        "where channel = 'yandex_direct'"
+    )
+    assert_frames_equal(acq, expected, ["month", "channel"])
+
+
+def test_cohort_sizes(built: Built) -> None:
+    got = built.df(
+        "select cohort_month, cohort_size as customers "
+        "from marts.fct_cohort_retention where month_offset = 0"
+    )
+    assert_frames_equal(got, built.business.ground_truth.cohort_sizes, ["cohort_month"])
+
+
+def test_leads_by_channel_month(built: Built) -> None:
+    got = built.df(
+        "select created_month as month, channel, count(*) as leads "
+        "from marts.fct_leads group by created_month, channel"
+    )
+    expected = built.business.ground_truth.leads_by_channel_month
+    assert_frames_equal(got, expected, ["month", "channel"])
+    acq = built.df(
+        "select month, channel, leads from marts.fct_acquisition_monthly "
+        "where channel <> 'all' and leads > 0"
+    )
+    assert_frames_equal(acq, expected, ["month", "channel"])
+
+
+# -- metrics recomputed from raw --------------------------------------------------------------
+def _raw_spend_by_month(built: Built) -> dict[date, float]:
+    spend: dict[date, float] = {}
+    for row in raw_payloads(built, "yandex_direct__campaign_stats"):
+        month = date.fromisoformat(row["Date"]).replace(day=1)
+        spend[month] = spend.get(month, 0.0) + int(row["Cost"]) / 1_000_000
+    return spend
+
+
+def test_cac_recomputed_from_raw(built: Built) -> None:
+    spend = _raw_spend_by_month(built)
+    truth = built.business.ground_truth.new_customers_by_channel_month
+    acq = built.df("select month, channel, spend, new_customers, cac, cac_undefined "
+                   "from marts.fct_acquisition_monthly")
+    acq["month"] = acq["month"].map(lambda v: pd.Timestamp(v).date())
+    checked = 0
+    for row in acq.itertuples(index=False):
+        if row.channel == "yandex_direct":
+            customers = int(truth[(truth.month == row.month)
+                                  & (truth.channel == "yandex_direct")].new_customers.sum())
+        elif row.channel == "all":
+            customers = int(truth[truth.month == row.month].new_customers.sum())
+        else:
+            continue
+        month_spend = spend.get(row.month, 0.0)
+        assert float(row.spend) == pytest.approx(month_spend, abs=0.005)
+        if customers:
+            assert float(row.cac) == pytest.approx(month_spend / customers, abs=0.0051)
+            assert not row.cac_undefined
+        else:
+            assert pd.isna(row.cac)
+            assert bool(row.cac_undefined) == (month_spend > 0)
+        checked += 1
+    assert checked >= 2 * 12
+
+
+def _raw_customers(built: Built) -> dict[int, int]:
+    """contact id -> smallest contact id sharing a normalised phone/e-mail (union-find)."""
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    points = built.df("select contact_id, kind, value_normalized from raw.contact_points "
+                      "where value_normalized is not null")
+    first_by_value: dict[tuple[str, str], int] = {}
+    for contact_id, kind, value in points.itertuples(index=False):
+        cid = int(contact_id)
+        find(cid)
+        other = first_by_value.setdefault((kind, value), cid)
+        a, b = find(cid), find(other)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    for contact in raw_payloads(built, "amocrm__contacts"):
+        find(int(contact["id"]))
+    return {c: find(c) for c in list(parent)}
+
+
+def test_crr_recomputed_from_raw(built: Built) -> None:
+    roots = _raw_customers(built)
+    orders: dict[str, list[date]] = {}
+    for lead in raw_payloads(built, "amocrm__leads"):
+        if lead["status_id"] != 142:
+            continue
+        contact = lead["_embedded"]["contacts"][0]["id"]
+        orders.setdefault(f"c_{roots[contact]}", []).append(msk_date(lead["closed_at"]))
+    window = timedelta(days=ACTIVITY_WINDOW_DAYS)
+
+    def active(on: date) -> set[str]:
+        return {c for c, ds in orders.items() if any(on - window <= d < on for d in ds)}
+
+    crr = built.df("select * from marts.fct_crr_monthly")
+    crr["month"] = crr["month"].map(lambda v: pd.Timestamp(v).date())
+    for month in (date(2025, 6, 1), date(2026, 3, 1)):
+        start, stop = month, (month + timedelta(days=32)).replace(day=1)
+        s_set, e_set = active(start), active(stop)
+        new = {c for c, ds in orders.items() if start <= min(ds) < stop}
+        retained = {c for c in s_set if any(start <= d < stop for d in orders[c])}
+        row = crr[crr.month == month].iloc[0]
+        assert row.customers_active_start == len(s_set)
+        assert row.customers_active_end == len(e_set)
+        assert row.new_customers == len(new)
+        assert row.retained_customers == len(retained)
+        expected = (len(e_set) - len(new)) / len(s_set) * 100
+        assert float(row.crr) == pytest.approx(expected)
+        assert float(row.strict_retention) == pytest.approx(len(retained) / len(s_set))
+
+
+def test_cohort_ltv_is_cumulative_revenue_per_customer(built: Built) -> None:
+    cohorts = built.df("select * from marts.fct_cohort_retention")
+    customers = built.df("select customer_id, cohort_month from marts.dim_customers")
+    orders = built.df("select customer_id, order_month, amount from marts.fct_orders")
+    merged = orders.merge(customers, on="customer_id")
+    first = cohorts.cohort_month.min()
+    row = cohorts[(cohorts.cohort_month == first) & (cohorts.month_offset == 3)].iloc[0]
+    limit = (pd.Timestamp(first) + pd.DateOffset(months=3)).date()
+    mine = merged[(merged.cohort_month == first)
+                  & (merged.order_month.map(lambda v: pd.Timestamp(v).date()) <= limit)]
+    assert float(row.cumulative_revenue) == pytest.approx(float(mine.amount.sum()), abs=0.01)
+    assert float(row.ltv) == pytest.approx(float(mine.amount.sum()) / row.cohort_size, abs=0.01)
