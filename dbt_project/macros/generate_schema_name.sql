@@ -1,0 +1,11 @@
+{#-
+    Custom schemas are used as is (staging, intermediate, marts, seeds), not prefixed with
+    the target schema: the schema names are part of the mart contract.
+-#}
+{% macro generate_schema_name(custom_schema_name, node) -%}
+    {%- if custom_schema_name is none -%}
+        {{ target.schema }}
+    {%- else -%}
+        {{ custom_schema_name | trim }}
+    {%- endif -%}
+{%- endmacro %}

@@ -1,0 +1,46 @@
+-- Month spine: every calendar month from the first month with any activity (lead, order or
+-- ad spend) to the as-of month, inclusive.
+with recursive
+
+as_of as (
+
+    select * from {{ ref('int_as_of_date') }}
+
+),
+
+activity_months as (
+
+    select min({{ month_start('created_at') }}) as first_month
+    from {{ ref('stg_amocrm__leads') }}
+    union all
+    select min({{ month_start('report_date') }})
+    from {{ ref('stg_yandex_direct__campaign_stats') }}
+
+),
+
+bounds as (
+
+    select
+        least(coalesce(min(activity_months.first_month), max(as_of.as_of_month)),
+              max(as_of.as_of_month)) as first_month,
+        max(as_of.as_of_month) as last_month
+    from activity_months
+    cross join as_of
+
+),
+
+months (month_start) as (
+
+    select first_month from bounds
+    union all
+    select {{ add_months('months.month_start', 1) }}
+    from months
+    cross join bounds
+    where months.month_start < bounds.last_month
+
+)
+
+select
+    month_start as month,
+    {{ add_months('month_start', 1) }} as next_month
+from months

@@ -1,0 +1,59 @@
+-- One row per customer: a resolved person with at least one order up to the as-of date.
+-- cohort_month = month of the first order; channel = channel of the first lead.
+with
+
+orders as (
+
+    select * from {{ ref('int_orders') }}
+
+),
+
+first_leads as (
+
+    select * from {{ ref('int_customer_first_lead') }}
+
+),
+
+resolved as (
+
+    select customer_id, count(*) as contact_count
+    from {{ ref('int_customers__resolved') }}
+    group by customer_id
+
+),
+
+order_summary as (
+
+    select
+        customer_id,
+        min(order_date) as first_order_date,
+        max(order_date) as last_order_date,
+        count(*) as orders_count,
+        sum(amount) as revenue
+    from orders
+    group by customer_id
+
+),
+
+final as (
+
+    select
+        order_summary.customer_id,
+        order_summary.first_order_date,
+        {{ month_start('order_summary.first_order_date') }} as cohort_month,
+        first_leads.channel,
+        first_leads.first_lead_id,
+        first_leads.first_lead_created_at,
+        order_summary.orders_count,
+        {{ money('order_summary.revenue') }} as revenue,
+        order_summary.last_order_date,
+        coalesce(resolved.contact_count, 0) as contact_count
+    from order_summary
+    left join first_leads
+        on order_summary.customer_id = first_leads.customer_id
+    left join resolved
+        on order_summary.customer_id = resolved.customer_id
+
+)
+
+select * from final

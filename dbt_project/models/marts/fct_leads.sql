@@ -1,0 +1,37 @@
+-- One row per lead created up to the as-of date, with its current stage and its channel
+-- (from the lead's own UTM tags; a customer's channel is their first lead's).
+with
+
+leads as (
+
+    select * from {{ ref('int_leads__enriched') }}
+
+),
+
+final as (
+
+    select
+        lead_id,
+        pipeline_id,
+        status_id,
+        stage_name,
+        is_won,
+        is_lost,
+        is_open,
+        created_at,
+        created_month,
+        closed_at,
+        {{ money('amount') }} as amount,
+        responsible_user_id,
+        manager_name,
+        loss_reason_name,
+        utm_source,
+        utm_medium,
+        utm_campaign,
+        channel,
+        customer_id
+    from leads
+
+)
+
+select * from final

@@ -1,0 +1,45 @@
+-- One row per lead status change (amoCRM event `lead_status_changed`).
+with
+
+source as (
+
+    {{ raw_source('amocrm', 'amocrm__events') }}
+
+),
+
+latest as (
+
+    {{ latest_version('source') }}
+
+),
+
+renamed as (
+
+    select
+        ----------  ids
+        latest.account,
+        latest.record_id as event_id,
+        cast({{ json_str('latest.payload', 'entity_id') }} as bigint) as lead_id,
+        cast({{ json_str('latest.payload', 'created_by') }} as bigint) as created_by,
+        cast({{ json_str('latest.payload', 'value_before.0.lead_status.pipeline_id') }} as bigint)
+            as pipeline_id_before,
+        cast({{ json_str('latest.payload', 'value_before.0.lead_status.id') }} as bigint)
+            as status_id_before,
+        cast({{ json_str('latest.payload', 'value_after.0.lead_status.pipeline_id') }} as bigint)
+            as pipeline_id_after,
+        cast({{ json_str('latest.payload', 'value_after.0.lead_status.id') }} as bigint)
+            as status_id_after,
+
+        ----------  timestamps (local, reporting time zone)
+        {{ epoch_to_local(json_str('latest.payload', 'created_at')) }} as changed_at,
+
+        ----------  lineage
+        latest.extracted_at as _extracted_at
+
+    from latest
+    where {{ json_str('latest.payload', 'type') }} = 'lead_status_changed'
+        and {{ json_str('latest.payload', 'entity_type') }} = 'lead'
+
+)
+
+select * from renamed

@@ -1,0 +1,117 @@
+-- One row per amoCRM lead (newest landed version), typed, timestamps in the reporting zone.
+with
+
+source as (
+
+    {{ raw_source('amocrm', 'amocrm__leads') }}
+
+),
+
+latest as (
+
+    {{ latest_version('source') }}
+
+),
+
+-- UTM tags are `tracking_data` custom fields, identified by their predefined field_code
+custom_fields as (
+
+    select
+        latest.account,
+        latest.record_id,
+        {{ json_str('cf.value', 'field_code') }} as field_code,
+        nullif(lower(trim({{ json_str('cf.value', 'values.0.value') }})), '') as field_value
+    from latest
+    {{ json_array_elements('latest.payload', 'custom_fields_values', 'cf') }}
+
+),
+
+utm as (
+
+    select
+        account,
+        record_id,
+        max(case when field_code = 'UTM_SOURCE' then field_value end) as utm_source,
+        max(case when field_code = 'UTM_MEDIUM' then field_value end) as utm_medium,
+        max(case when field_code = 'UTM_CAMPAIGN' then field_value end) as utm_campaign,
+        max(case when field_code = 'UTM_CONTENT' then field_value end) as utm_content,
+        max(case when field_code = 'UTM_TERM' then field_value end) as utm_term
+    from custom_fields
+    where field_code is not null
+    group by account, record_id
+
+),
+
+-- the main contact of the lead; the first linked contact when none is flagged main
+linked_contacts as (
+
+    select
+        latest.account,
+        latest.record_id,
+        cast({{ json_str('c.value', 'id') }} as bigint) as contact_id,
+        row_number() over (
+            partition by latest.account, latest.record_id
+            order by
+                case when {{ json_str('c.value', 'is_main') }} = 'true' then 0 else 1 end,
+                c.ordinal
+        ) as contact_rank
+    from latest
+    {{ json_array_elements('latest.payload', '_embedded.contacts', 'c') }}
+
+),
+
+main_contact as (
+
+    select account, record_id, contact_id
+    from linked_contacts
+    where contact_rank = 1
+
+),
+
+renamed as (
+
+    select
+        ----------  ids
+        latest.account,
+        cast(latest.record_id as bigint) as lead_id,
+        cast({{ json_str('latest.payload', 'pipeline_id') }} as bigint) as pipeline_id,
+        cast({{ json_str('latest.payload', 'status_id') }} as bigint) as status_id,
+        cast({{ json_str('latest.payload', 'responsible_user_id') }} as bigint)
+            as responsible_user_id,
+        cast({{ json_str('latest.payload', 'loss_reason_id') }} as bigint) as loss_reason_id,
+        cast({{ json_str('latest.payload', 'created_by') }} as bigint) as created_by,
+        main_contact.contact_id as main_contact_id,
+
+        ----------  text
+        {{ json_str('latest.payload', 'name') }} as lead_name,
+        utm.utm_source,
+        utm.utm_medium,
+        utm.utm_campaign,
+        utm.utm_content,
+        utm.utm_term,
+
+        ----------  numerics
+        cast({{ json_str('latest.payload', 'price') }} as numeric(18, 2)) as price,
+
+        ----------  booleans
+        coalesce({{ json_str('latest.payload', 'is_deleted') }} = 'true', false) as is_deleted,
+
+        ----------  timestamps (local, reporting time zone)
+        {{ epoch_to_local(json_str('latest.payload', 'created_at')) }} as created_at,
+        {{ epoch_to_local(json_str('latest.payload', 'updated_at')) }} as updated_at,
+        {{ epoch_to_local(json_str('latest.payload', 'closed_at')) }} as closed_at,
+
+        ----------  lineage
+        latest.extracted_at as _extracted_at
+
+    from latest
+    left join utm
+        on latest.account = utm.account
+        and latest.record_id = utm.record_id
+    left join main_contact
+        on latest.account = main_contact.account
+        and latest.record_id = main_contact.record_id
+
+)
+
+select * from renamed

@@ -1,0 +1,101 @@
+"""Land a synthetic business straight into the raw schema, without the HTTP emulators.
+
+The records are shaped exactly as the real extractors land them (see docs/ARCHITECTURE.md,
+"Raw data contract"), so the dbt project cannot tell the two paths apart. Tests use this to
+build the marts in seconds and compare them with the generator's ground truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING
+
+from extractors.amocrm import ENTITY_SPECS, strip_links, unix_to_utc_naive
+from warehouse.records import RawRecord
+
+if TYPE_CHECKING:
+    from synthetic.business import SyntheticBusiness
+    from warehouse.base import Warehouse
+
+DIRECT_ACCOUNT = "voronka-demo"  # the Yandex Direct client login of the demo business
+AMOCRM_ENTITIES = ("users", "pipelines", "loss_reasons", "contacts", "leads", "events")
+_MICROS = Decimal(1_000_000)
+_MICROS_STEP = Decimal(10_000)  # Direct rounds micros to 10,000 (one kopeck)
+
+
+def amocrm_records(account: str, entity: str, items: Iterable[dict]) -> Iterator[RawRecord]:
+    """One RawRecord per amoCRM element, as extractors.amocrm lands it: the payload without
+    `_links` (at every level), updated_at from the entity's own field (events: created_at;
+    users and pipelines: none), in naive UTC."""
+    ts_field = ENTITY_SPECS[entity].updated_field
+    for item in items:
+        yield RawRecord(
+            source="amocrm",
+            account=account,
+            entity=entity,
+            record_id=str(item["id"]),
+            payload=strip_links(item),
+            updated_at=unix_to_utc_naive(item.get(ts_field)) if ts_field else None,
+        )
+
+
+def cost_micros(cost: Decimal | float | str) -> str:
+    """RUB amount -> Direct's micros string (amount x 1e6, rounded to 10,000)."""
+    micros = (Decimal(str(cost)) * _MICROS / _MICROS_STEP).quantize(
+        Decimal(1), rounding=ROUND_HALF_UP
+    ) * _MICROS_STEP
+    return str(int(micros))
+
+
+def direct_records(account: str, rows: Iterable[dict]) -> Iterator[RawRecord]:
+    """One RawRecord per TSV row of the daily campaign report (all values strings)."""
+    for row in rows:
+        payload = {
+            "Date": str(row["date"]),
+            "CampaignId": str(row["campaign_id"]),
+            "CampaignName": str(row["campaign_name"]),
+            "Impressions": str(int(row["impressions"])),
+            "Clicks": str(int(row["clicks"])),
+            "Cost": cost_micros(row["cost"]),
+            "_currency": "RUB",
+            "_include_vat": "NO",
+            "_money_in_micros": True,
+        }
+        yield RawRecord(
+            source="yandex_direct",
+            account=account,
+            entity="campaign_stats",
+            record_id=f"{payload['Date']}|{payload['CampaignId']}",
+            payload=payload,
+            updated_at=None,
+        )
+
+
+def business_records(business: SyntheticBusiness) -> list[RawRecord]:
+    """Every raw record of the business, amoCRM first, then Yandex Direct."""
+    records: list[RawRecord] = []
+    for entity in AMOCRM_ENTITIES:
+        records.extend(
+            amocrm_records(business.subdomain, entity, business.amocrm.get(entity) or [])
+        )
+    records.extend(direct_records(DIRECT_ACCOUNT, business.yandex_direct))
+    return records
+
+
+def land_business(
+    business: SyntheticBusiness, wh: Warehouse, run_id: str = "synthetic"
+) -> dict[str, int]:
+    """Land the business into `wh` and rebuild raw.contact_points.
+
+    Returns the number of rows inserted per raw table (re-landing the same business inserts
+    nothing, since landing is idempotent), plus `contact_points`.
+    """
+    from warehouse.contact_points import build_contact_points
+
+    by_table: dict[str, list[RawRecord]] = {}
+    for record in business_records(business):
+        by_table.setdefault(record.table, []).append(record)
+    counts = {table: wh.land(batch, run_id).inserted for table, batch in by_table.items()}
+    counts["contact_points"] = build_contact_points(wh)
+    return counts
