@@ -85,6 +85,6 @@ def voronka_dbt_models(
 
 
 def dbt_resource() -> DbtCliResource:
-    target = settings.WarehouseSettings.from_env().kind
+    """No fixed target: profiles.yml takes it from VORONKA_WAREHOUSE when the run starts."""
     return DbtCliResource(project_dir=DBT_PROJECT, profiles_dir=str(DBT_PROJECT.profiles_dir),
-                          target=target, dbt_executable=str(DBT_EXECUTABLE))
+                          dbt_executable=str(DBT_EXECUTABLE))
