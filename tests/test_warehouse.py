@@ -1,0 +1,173 @@
+"""Landing, cursors, quarantine and the DuckDB single-writer design, on both backends."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import psycopg2
+import pytest
+
+from warehouse import QuarantinedRecord, RawRecord, Warehouse, open_warehouse
+from warehouse.contact_points import build_contact_points, normalize_phone
+from warehouse.duckdb_backend import DuckDBWarehouse
+from warehouse.locking import writer_lock
+
+
+def _leads(n: int, name: str = "lead", start: int = 0) -> list[RawRecord]:
+    return [
+        RawRecord("amocrm", "acme", "leads", str(i), {"id": i, "name": f"{name} {i}"},
+                  datetime(2026, 1, 1, 12, 0, i % 60))
+        for i in range(start, start + n)
+    ]
+
+
+@pytest.fixture
+def duck(tmp_path: Path) -> DuckDBWarehouse:
+    return DuckDBWarehouse(tmp_path / "warehouse.duckdb", tmp_path / "voronka.duckdb")
+
+
+@pytest.fixture
+def pg() -> Iterator[Warehouse]:
+    name = f"voronka_wh_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    admin.autocommit = True
+    admin.cursor().execute(f"create database {name}")
+    try:
+        yield open_warehouse("postgres", postgres_dsn=f"postgresql://postgres@127.0.0.1/{name}")
+    finally:
+        admin.cursor().execute(f"drop database if exists {name} with (force)")
+        admin.close()
+
+
+def check_idempotent_landing(wh: Warehouse) -> None:
+    first = wh.land(_leads(300), run_id="run-1")
+    assert (first.inserted, first.duplicates) == (300, 0)
+    again = wh.land(_leads(300), run_id="run-2")  # the same page landed twice adds nothing
+    assert (again.inserted, again.duplicates) == (0, 300)
+    changed = wh.land(_leads(10, name="renamed"), run_id="run-3")  # new versions sit beside
+    assert changed.inserted == 10
+    assert wh.count_rows("raw.amocrm__leads") == 310
+    versions = wh.query_df("select record_id, count(*) as n from raw.amocrm__leads "
+                           "group by record_id having count(*) > 1")
+    assert sorted(versions.record_id.astype(int)) == list(range(10))
+    runs = wh.query_df("select distinct run_id from raw.amocrm__leads order by 1")
+    assert list(runs.run_id) == ["run-1", "run-3"]
+
+
+def check_cursor_and_quarantine(wh: Warehouse) -> None:
+    assert wh.get_cursor("amocrm", "acme", "leads") is None
+    wh.set_cursor("amocrm", "acme", "leads", "1767225600")
+    wh.set_cursor("amocrm", "acme", "leads", "1767229200")
+    assert wh.get_cursor("amocrm", "acme", "leads") == "1767229200"
+    bad = RawRecord("amocrm", "acme", "leads", "77", {"id": 77, "price": -5})
+    reason = "amocrm leads id=77: field 'price' expected a non-negative integer, got -5"
+    assert wh.quarantine([QuarantinedRecord(bad, reason, ("price",))], run_id="r") == 1
+    rows = wh.query_df("select record_id, reason, failed_fields from raw._quarantine")
+    assert rows.to_dict("records") == [
+        {"record_id": "77", "reason": reason, "failed_fields": "price"}]
+
+
+def test_duckdb_landing_is_idempotent_and_keeps_versions(duck: DuckDBWarehouse) -> None:
+    check_idempotent_landing(duck)
+
+
+def test_duckdb_cursor_and_quarantine(duck: DuckDBWarehouse) -> None:
+    check_cursor_and_quarantine(duck)
+
+
+@pytest.mark.postgres
+def test_postgres_landing_is_idempotent_and_keeps_versions(pg: Warehouse) -> None:
+    check_idempotent_landing(pg)
+
+
+@pytest.mark.postgres
+def test_postgres_cursor_and_quarantine(pg: Warehouse) -> None:
+    check_cursor_and_quarantine(pg)
+
+
+def _land_in_child(path: str, start: int, done: multiprocessing.Queue) -> None:
+    wh = DuckDBWarehouse(path)
+    for batch in range(5):
+        wh.land(_leads(50, start=start + batch * 50), run_id=f"child-{start}")
+    done.put(start)
+
+
+def test_concurrent_writers_wait_for_each_other_instead_of_failing(tmp_path: Path) -> None:
+    """Two processes (say, a schedule and a UI click) land into one DuckDB file at once."""
+    path = str(tmp_path / "warehouse.duckdb")
+    ctx = multiprocessing.get_context("spawn")
+    done = ctx.Queue()
+    children = [ctx.Process(target=_land_in_child, args=(path, s, done)) for s in (0, 1000)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout=120)
+    assert [child.exitcode for child in children] == [0, 0]
+    assert sorted(done.get(timeout=5) for _ in children) == [0, 1000]
+    assert DuckDBWarehouse(path).count_rows("raw.amocrm__leads") == 500
+
+
+def _hold_writer_lock(path: str, seconds: float, ready: multiprocessing.Event) -> None:
+    with writer_lock(path):
+        ready.set()
+        time.sleep(seconds)
+
+
+def test_a_writer_waits_for_the_lock_held_by_another_process(tmp_path: Path) -> None:
+    path = tmp_path / "warehouse.duckdb"
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold_writer_lock, args=(str(path), 1.5, ready))
+    holder.start()
+    assert ready.wait(timeout=60)
+    started = time.monotonic()
+    DuckDBWarehouse(path).land(_leads(3), run_id="waiting")
+    assert time.monotonic() - started >= 1.0  # it waited rather than failing
+    holder.join(timeout=30)
+    assert DuckDBWarehouse(path).count_rows("raw.amocrm__leads") == 3
+
+
+def test_published_marts_are_readable_while_the_working_file_is_written(
+    duck: DuckDBWarehouse,
+) -> None:
+    with duck.connect() as conn:
+        conn.cursor().execute("create schema marts")
+        conn.cursor().execute("create table marts.fct_orders as select 1 as order_id")
+    published = duck.publish()
+    with duck.connect() as conn:  # a run is writing the working file...
+        conn.cursor().execute("insert into marts.fct_orders values (2)")
+        with duckdb.connect(published, read_only=True) as bi:  # ...and BI still reads
+            assert bi.sql("select count(*) from marts.fct_orders").fetchall() == [(1,)]
+    duck.publish()
+    with duckdb.connect(published, read_only=True) as bi:
+        assert bi.sql("select count(*) from marts.fct_orders").fetchall() == [(2,)]
+
+
+def test_contact_points_normalise_phones_to_e164_and_emails(duck: DuckDBWarehouse) -> None:
+    def contact(cid: int, phone: str, email: str) -> RawRecord:
+        fields = [
+            {"field_code": "PHONE", "field_type": "multitext", "values": [{"value": phone}]},
+            {"field_code": "EMAIL", "field_type": "multitext", "values": [{"value": email}]},
+        ]
+        return RawRecord("amocrm", "acme", "contacts", str(cid),
+                         {"id": cid, "custom_fields_values": fields})
+
+    duck.land([contact(1, "8 (916) 123-45-67", " Maria@Example.RU"),
+               contact(2, "+7 916 1234567", "maria@example.ru"),
+               contact(3, "позвонить после 18", "")], run_id="r")
+    assert build_contact_points(duck) == 6
+    points = duck.query_df("select contact_id, kind, value_normalized from raw.contact_points "
+                           "order by contact_id, kind")
+    points = points.astype(object).where(points.notna(), None)
+    assert points.values.tolist() == [
+        ["1", "email", "maria@example.ru"], ["1", "phone", "+79161234567"],
+        ["2", "email", "maria@example.ru"], ["2", "phone", "+79161234567"],
+        ["3", "email", None], ["3", "phone", None],
+    ]
+    assert normalize_phone("9161234567") == "+79161234567"
