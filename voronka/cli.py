@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 
@@ -107,7 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(f"voronka: a port is already in use ({exc.strerror}); is another `voronka dev` "
+              "or `voronka emulators` running? Choose others with --amocrm-port/--direct-port.",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
