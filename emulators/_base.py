@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import collections
 import contextlib
 import json
@@ -198,7 +199,7 @@ class _Server(ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
 
 
-class EmulatorServer:
+class EmulatorServer(abc.ABC):
     """Base class: runs ``self.handle(request) -> Response`` on a ThreadingHTTPServer."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -250,11 +251,13 @@ class EmulatorServer:
         self.stop()
 
     # -- hooks -------------------------------------------------------------------------------
-    def handle(self, request: Request) -> Response:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def handle(self, request: Request) -> Response:
+        """Answer one request the way the emulated API does."""
 
-    def fault_response(self, fault: Fault, request: Request) -> Response:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def fault_response(self, fault: Fault, request: Request) -> Response:
+        """The emulated API's own body for an injected fault (429, 5xx, expired token)."""
 
     # -- dispatch ----------------------------------------------------------------------------
     def _dispatch(self, request: Request, entry: dict[str, Any]) -> Response | None:

@@ -68,7 +68,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
             print(f"No published marts at {conf.published_path}; run `make demo` first.")
             return 1
         with duckdb.connect(str(conf.published_path), read_only=True) as con:
-            con.sql(args.sql).show(max_rows=args.max_rows)
+            con.sql(args.sql).show(max_rows=args.max_rows, max_width=250)
     else:
         print(conf.open().query_df(args.sql).head(args.max_rows).to_string(index=False))
     return 0
