@@ -171,3 +171,20 @@ def test_contact_points_normalise_phones_to_e164_and_emails(duck: DuckDBWarehous
         ["3", "email", None], ["3", "phone", None],
     ]
     assert normalize_phone("9161234567") == "+79161234567"
+
+
+@pytest.mark.postgres
+def test_postgres_database_is_created_on_first_use() -> None:
+    name = f"voronka_new_{uuid.uuid4().hex[:8]}"
+    wh = open_warehouse("postgres", postgres_dsn=f"postgresql://postgres@127.0.0.1/{name}")
+    try:
+        assert wh.ensure_database() is True
+        assert wh.ensure_database() is False
+        wh.land(_leads(2), run_id="r")
+        wh.drop_schemas(("raw",))
+        assert "amocrm__leads" not in wh.list_tables("raw")
+    finally:
+        admin = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+        admin.autocommit = True
+        admin.cursor().execute(f"drop database if exists {name} with (force)")
+        admin.close()

@@ -24,6 +24,7 @@ DEMO_AMOCRM = {
     "redirect_uri": "http://127.0.0.1/callback",
 }
 DEMO_DIRECT_TOKEN = "demo-direct-token"
+VORONKA_SCHEMAS = ("raw", "seeds", "staging", "intermediate", "marts")
 
 
 @dataclass
@@ -74,12 +75,16 @@ def reset_demo_state(fresh: bool) -> None:
     """A new emulator issues tokens afresh, so the stored rotated token must go; `fresh`
     also removes the demo warehouse for a from-scratch run."""
     shutil.rmtree(settings.state_dir(), ignore_errors=True)
-    if fresh:
-        wh = settings.WarehouseSettings.from_env()
-        if wh.kind == "duckdb":
-            for path in (wh.duckdb_path, wh.published_path):
-                path.unlink(missing_ok=True)
-                path.with_name(path.name + ".wal").unlink(missing_ok=True)
+    conf = settings.WarehouseSettings.from_env()
+    if conf.kind == "postgres":
+        warehouse = conf.open()
+        warehouse.ensure_database()
+        if fresh:
+            warehouse.drop_schemas(VORONKA_SCHEMAS)
+    elif fresh:
+        for path in (conf.duckdb_path, conf.published_path):
+            path.unlink(missing_ok=True)
+            path.with_name(path.name + ".wal").unlink(missing_ok=True)
 
 
 def ensure_dagster_home() -> str:

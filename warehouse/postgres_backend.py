@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
+from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from warehouse.base import RAW_SCHEMA, Warehouse
@@ -19,6 +20,30 @@ class PostgresWarehouse(Warehouse):
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
+
+    def ensure_database(self) -> bool:
+        """Create the configured database if it does not exist yet; True when created."""
+        parts = urlsplit(self.dsn)
+        name = parts.path.lstrip("/")
+        admin = psycopg2.connect(urlunsplit(parts._replace(path="/postgres")))
+        admin.autocommit = True
+        try:
+            cur = admin.cursor()
+            cur.execute("select 1 from pg_database where datname = %s", (name,))
+            if cur.fetchone():
+                return False
+            cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+            return True
+        finally:
+            admin.close()
+
+    def drop_schemas(self, schemas: tuple[str, ...]) -> None:
+        """Remove voronka's schemas (a from-scratch demo run)."""
+        with self.connect() as conn:
+            for schema in schemas:
+                conn.cursor().execute(
+                    sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema))
+                )
 
     def _json_type(self) -> str:
         return "jsonb"
