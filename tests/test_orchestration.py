@@ -111,3 +111,17 @@ def test_passing_mart_check_publishes_a_readable_snapshot(duckdb_env: Path) -> N
     assert all(e.passed for e in result.get_asset_check_evaluations())
     with duckdb.connect(str(duckdb_env / "voronka.duckdb"), read_only=True) as con:
         assert con.sql("select sum(amount) from marts.fct_orders").fetchall()[0][0] == 1250.0
+
+
+def test_summary_names_the_root_cause_of_a_failed_step() -> None:
+    from voronka.summary import step_failure_lines
+
+    @dg.asset
+    def raw_leads() -> None:
+        raise ValueError("amocrm leads id=5: field 'price' expected a non-negative integer")
+
+    result = dg.materialize([raw_leads], raise_on_error=False)
+    assert step_failure_lines(result) == [
+        "  FAILED step raw_leads: ValueError: amocrm leads id=5: field 'price' expected a "
+        "non-negative integer"
+    ]

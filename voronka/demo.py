@@ -10,8 +10,9 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
+from pathlib import Path
 
 from emulators import AmoCRMEmulator, YandexDirectEmulator
 from synthetic import SyntheticBusiness, generate
@@ -91,6 +92,9 @@ def ensure_dagster_home() -> str:
     """Runs go to a persistent instance, so `dagster dev` shows the demo's run history."""
     home = os.environ.setdefault("DAGSTER_HOME", str(settings.REPO_ROOT / ".dagster_home"))
     os.makedirs(home, exist_ok=True)
+    config = Path(home) / "dagster.yaml"
+    if not config.exists():  # no network here to send telemetry to, and no banner in the demo
+        config.write_text("telemetry:\n  enabled: false\n")
     return home
 
 
@@ -108,6 +112,13 @@ def run_demo(seed: int = 42, scale: float = 1.0, fresh: bool = False) -> int:
         servers.business.write_ground_truth(settings.REPO_ROOT / "data" / "ground_truth")
         from voronka.runner import run_daily_refresh
 
-        result = run_daily_refresh()
-    print_summary(result, wall_time_s=time.monotonic() - started)
+        log_path = settings.REPO_ROOT / "data" / "logs" / "demo.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        print(f"voronka demo: {len(servers.business.amocrm['leads']):,} leads and "
+              f"{len(servers.business.yandex_direct):,} Direct rows served on 127.0.0.1; "
+              "running daily_refresh (extract, land, dbt build, checks, publish) ...\n"
+              f"  full Dagster and dbt log: {log_path}", flush=True)
+        with open(log_path, "w") as log, redirect_stdout(log), redirect_stderr(log):
+            result = run_daily_refresh()
+    print_summary(result, wall_time_s=time.monotonic() - started, log_path=log_path)
     return 0 if result.success else 1

@@ -32,11 +32,29 @@ def check_lines(result: dg.ExecuteInProcessResult) -> tuple[int, list[str]]:
     return len(failed), lines
 
 
-def print_summary(result: dg.ExecuteInProcessResult, wall_time_s: float) -> None:
+def step_failure_lines(result: dg.ExecuteInProcessResult) -> list[str]:
+    """Each failed step with the first line of its root-cause error (not Dagster's wrapper)."""
+    lines = []
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        while error is not None and error.cause is not None:
+            error = error.cause
+        message = error.message.strip().splitlines()[0] if error else "unknown error"
+        lines.append(f"  FAILED step {event.step_key}: {message}")
+    return lines
+
+
+def print_summary(
+    result: dg.ExecuteInProcessResult, wall_time_s: float, log_path: object = None
+) -> None:
     conf = settings.WarehouseSettings.from_env()
     wh = conf.open()
     status = "succeeded" if result.success else "FAILED"
-    lines = [f"voronka: run {result.run_id[:8]} {status} in {wall_time_s:.1f} s", ""]
+    lines = [f"voronka: run {result.run_id[:8]} {status} in {wall_time_s:.1f} s"]
+    lines += step_failure_lines(result)
+    if log_path and not result.success:
+        lines.append(f"  details: {log_path}")
+    lines.append("")
     lines += _table("Raw tables (rows):", wh.table_counts("raw"))
     quarantined = wh.scalar("select count(*) from raw._quarantine") or 0
     lines.append(f"  quarantined records (raw._quarantine): {quarantined}")
