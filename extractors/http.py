@@ -117,11 +117,13 @@ class Redactor:
         # "access_token": "xyz" in JSON bodies
         (
             re.compile(
-                r'(?i)("(?:access_token|refresh_token|client_secret|token|code)"\s*:\s*")'
+                r'(?i)("(?:access_token|refresh_token|client_secret|token)"\s*:\s*")'
                 r'[^"]*(")'
             ),
             r"\1***\2",
         ),
+        # "code": "<OAuth authorization code>", but not error names like "ERR_LIMIT_EXCEEDED"
+        (re.compile(r'("code"\s*:\s*")(?![A-Z][A-Z0-9_]*")[^"]*(")'), r"\1***\2"),
         # access_token=xyz in query strings / form bodies
         (
             re.compile(r"(?i)\b(access_token|refresh_token|client_secret|token|code|auth)=[^&\s]+"),

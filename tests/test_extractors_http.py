@@ -326,3 +326,10 @@ def test_token_store_lock_excludes_other_threads(tmp_path):
             a.save(TokenSet("x", "y", 1.0))
     t.join(5)
     assert order == ["a-done", "b"]
+
+
+def test_redactor_masks_oauth_codes_but_keeps_error_names() -> None:
+    from extractors.http import Redactor
+
+    text = Redactor()('{"error": {"code": "ERR_LIMIT_EXCEEDED"}} {"code": "def502a1b2c3"}')
+    assert text == '{"error": {"code": "ERR_LIMIT_EXCEEDED"}} {"code": "***"}'
