@@ -1,10 +1,11 @@
--- One row per ad platform, account, day and campaign up to the as-of date.
+-- One row per ad platform, account, day and campaign up to the as-of date, over every ad
+-- platform and offline spend files (int_ad_spend__unioned).
 -- spend is in the account currency; vat_included says whether it contains VAT.
 with
 
-yandex_direct as (
+ad_spend as (
 
-    select * from {{ ref('stg_yandex_direct__campaign_stats') }}
+    select * from {{ ref('int_ad_spend__unioned') }}
 
 ),
 
@@ -14,42 +15,23 @@ as_of as (
 
 ),
 
-unioned as (
-
-    select
-        report_date as spend_date,
-        'yandex_direct' as platform,
-        account,
-        campaign_id,
-        campaign_name,
-        impressions,
-        clicks,
-        cost as spend,
-        currency,
-        is_vat_included as vat_included,
-        -- all Yandex Direct spend is the yandex_direct channel
-        'yandex_direct' as channel
-    from yandex_direct
-
-),
-
 final as (
 
     select
-        unioned.spend_date,
-        unioned.platform,
-        unioned.account,
-        unioned.campaign_id,
-        unioned.campaign_name,
-        unioned.impressions,
-        unioned.clicks,
-        {{ money('unioned.spend') }} as spend,
-        unioned.currency,
-        unioned.vat_included,
-        unioned.channel
-    from unioned
+        ad_spend.spend_date,
+        ad_spend.platform,
+        ad_spend.account,
+        ad_spend.campaign_id,
+        ad_spend.campaign_name,
+        ad_spend.impressions,
+        ad_spend.clicks,
+        {{ money('ad_spend.spend') }} as spend,
+        ad_spend.currency,
+        ad_spend.vat_included,
+        ad_spend.channel
+    from ad_spend
     cross join as_of
-    where unioned.spend_date <= as_of.as_of_date
+    where ad_spend.spend_date <= as_of.as_of_date
 
 )
 

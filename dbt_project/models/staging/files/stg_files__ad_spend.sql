@@ -1,0 +1,137 @@
+-- One row per (account, platform, day, campaign) of offline ad spend from CSV/Parquet files
+-- (newest landed version). Every value arrives as text exactly as in the file, already
+-- checked against the file contract (extractors/files.py): dates are YYYY-MM-DD or
+-- DD.MM.YYYY (optionally with a time), money may use spaces as thousands separators and a
+-- decimal comma ("15 000,50").
+with
+
+source as (
+
+    {{ raw_source('files', 'files__ad_spend') }}
+
+),
+
+latest as (
+
+    {{ latest_version('source') }}
+
+),
+
+fields as (
+
+    select
+        account,
+        record_id,
+        trim({{ json_str('payload', 'date') }}) as date_text,
+        trim({{ json_str('payload', 'platform') }}) as platform_raw,
+        trim({{ json_str('payload', 'campaign_id') }}) as campaign_id,
+        nullif(trim({{ json_str('payload', 'campaign_name') }}), '') as campaign_name,
+        -- drop thousands separators (space, no-break space); one comma and no dot = decimal
+        replace(replace(trim({{ json_str('payload', 'spend') }}), ' ', ''), chr(160), '')
+            as spend_text,
+        nullif(upper(trim({{ json_str('payload', 'currency') }})), '') as currency,
+        nullif(trim({{ json_str('payload', 'impressions') }}), '') as impressions,
+        nullif(trim({{ json_str('payload', 'clicks') }}), '') as clicks,
+        lower(trim({{ json_str('payload', 'vat_included') }})) as vat_included_text,
+        {{ json_str('payload', '_file') }} as file_name,
+        {{ json_str('payload', '_line') }} as file_line,
+        payload_hash,
+        extracted_at
+    from latest
+
+),
+
+parsed as (
+
+    select
+        account,
+        record_id,
+        -- 'Yandex Direct' / 'yandex-direct' -> 'yandex_direct'
+        replace(replace(lower(platform_raw), ' ', '_'), '-', '_') as platform,
+        platform_raw,
+        campaign_id,
+        campaign_name,
+        case
+            -- DD.MM.YYYY (no hyphen); otherwise ISO, possibly with a time after ' ' or 'T'
+            when date_text not like '%-%'
+                then cast(
+                    split_part(split_part(date_text, ' ', 1), '.', 3)
+                    || '-' || lpad(split_part(date_text, '.', 2), 2, '0')
+                    || '-' || lpad(split_part(date_text, '.', 1), 2, '0')
+                    as date
+                )
+            else cast(split_part(split_part(date_text, ' ', 1), 'T', 1) as date)
+        end as report_date,
+        case
+            when spend_text like '%,%' and spend_text not like '%.%'
+                then replace(spend_text, ',', '.')
+            else spend_text
+        end as spend_text,
+        currency,
+        impressions,
+        clicks,
+        case
+            when vat_included_text in ('true', 'yes', 'y', 't', '1', 'да') then true
+            when vat_included_text in ('false', 'no', 'n', 'f', '0', 'нет') then false
+        end as is_vat_included,
+        file_name,
+        file_line,
+        payload_hash,
+        extracted_at
+    from fields
+
+),
+
+-- the raw key holds the date as written: the same day written two ways is one row, the
+-- newest extracted wins
+deduplicated as (
+
+    select ranked.*
+    from (
+        select
+            parsed.*,
+            row_number() over (
+                partition by account, platform, report_date, campaign_id
+                order by extracted_at desc, payload_hash desc
+            ) as day_rank
+        from parsed
+    ) as ranked
+    where ranked.day_rank = 1
+
+),
+
+renamed as (
+
+    select
+        ----------  ids
+        account,
+        record_id as campaign_day_id,
+        campaign_id,
+
+        ----------  text
+        platform,
+        platform_raw,
+        campaign_name,
+        currency,
+
+        ----------  numerics
+        cast(impressions as bigint) as impressions,
+        cast(clicks as bigint) as clicks,
+        {{ money('spend_text') }} as cost,
+
+        ----------  booleans
+        is_vat_included,
+
+        ----------  dates
+        report_date,
+
+        ----------  lineage
+        file_name as _file,
+        cast(file_line as bigint) as _line,
+        extracted_at as _extracted_at
+
+    from deduplicated
+
+)
+
+select * from renamed
