@@ -16,7 +16,8 @@ from expectations._gx import exception_message, expectations_module, run_suite
 from expectations.results import MartValidation
 
 #: The marts' channel values (mirrors synthetic.catalog.CHANNELS, the dbt channel rule).
-CHANNELS = ("yandex_direct", "vk_ads", "organic", "referral", "direct", "other")
+CHANNELS = ("yandex_direct", "vk_ads", "google_ads", "meta_ads", "organic", "referral", "direct",
+            "other")
 BLENDED_CHANNEL = "all"
 
 #: Column contract per mart (docs/ARCHITECTURE.md, "Mart contract").

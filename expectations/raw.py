@@ -4,6 +4,13 @@ Python only flattens each payload into one row of the columns that matter for it
 (plus `__num` / `__text` shadow columns, so that GX never meets a value it cannot compare) and
 maps GX's `unexpected_index_list` back to records. Every row-level decision is a GX
 expectation; its `meta` carries the field name and the wording of the quarantine reason.
+Nested payload keys are flattened to dotted columns (`base.spent`, `metrics.costMicros`), and
+reasons name them that way.
+
+File sources (`files` orders / ad_spend) first go through the column contract of
+`extractors.files.validate_file_rows` (its reason names file, line and field and is kept
+verbatim); the rows it accepts are then validated by a GX suite over parsed values, whose
+reasons use the same "<file> line <n>: field ..." wording.
 """
 
 from __future__ import annotations
@@ -11,7 +18,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import date
 from typing import Any
 
 import pandas as pd
@@ -252,11 +260,281 @@ def _campaign_stats_suite() -> list[Any]:
     ]
 
 
+# -- ad platforms: VK Ads, Google Ads, Meta Ads -------------------------------------------------
+
+ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
+DIGITS = r"^\d+$"
+DECIMAL = r"^\d+(?:\.\d+)?$"
+CURRENCY = r"^[A-Z]{3}$"
+ISO_DATE_OK = "an ISO date YYYY-MM-DD"
+
+
+def _count_num(value: Any) -> float:
+    """A JSON integer or a string of digits as a number (for comparisons); NaN otherwise."""
+    return _int_num(value) if isinstance(value, int) else _digits_num(value)
+
+
+def _nested(payload: dict[str, Any], path: str) -> Any:
+    """`payload["a"]["b"]` for "a.b"; None when a level is absent; FlattenError when a level
+    that is present is not an object."""
+    value: Any = payload
+    parts = path.split(".")
+    for n, key in enumerate(parts):
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            where = ".".join(parts[:n])
+            raise FlattenError(f"'{where}' is {type(value).__name__}, expected a JSON object",
+                               [where])
+        value = value.get(key)
+    return value
+
+
+def _columns(payload: dict[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    """For each (dotted) field: the value, its `__text` rendering and its `__num` count."""
+    row: dict[str, Any] = {}
+    for f in fields:
+        value = _nested(payload, f)
+        row[f] = value
+        row[f"{f}__text"] = _text(value)
+        row[f"{f}__num"] = _count_num(value)
+    return row
+
+
+VK_PLAN_FIELDS = ("id", "status", "created", "updated")
+VK_PLAN_STATUSES = ("active", "blocked", "deleted")  # extractors.vk_ads.ALL_STATUSES
+VK_STATS_FIELDS = ("date", "ad_plan_id", "base.shows", "base.clicks", "base.spent", "_currency")
+GOOGLE_FIELDS = ("segments.date", "campaign.id", "metrics.impressions", "metrics.clicks",
+                 "metrics.costMicros", "customer.currencyCode")
+META_FIELDS = ("date_start", "date_stop", "campaign_id", "impressions", "clicks", "spend",
+               "account_currency")
+
+
+def _flatten_vk_plan(p: Any) -> dict[str, Any]:
+    return _columns(_require(p, ("id",)), VK_PLAN_FIELDS)
+
+
+def _flatten_vk_stats(p: Any) -> dict[str, Any]:
+    p = _require(p, ("date", "ad_plan_id", "base"))
+    if not isinstance(p["base"], dict):
+        raise FlattenError(f"'base' is {type(p['base']).__name__}, expected a JSON object",
+                           ["base"])
+    return _columns(p, VK_STATS_FIELDS)
+
+
+def _flatten_google_stats(p: Any) -> dict[str, Any]:
+    # proto3 JSON omits zero values, so metrics (even the whole object) may be absent
+    return _columns(_require(p, ("segments", "campaign")), GOOGLE_FIELDS)
+
+
+def _flatten_meta_insights(p: Any) -> dict[str, Any]:
+    return _columns(_require(p, ("date_start", "campaign_id")), META_FIELDS)
+
+
+def _non_negative_int(field: str) -> list[Any]:
+    """A JSON integer >= 0 (VK Ads counts). GX's type check takes a JSON `true` for an int;
+    the regex over the `__text` rendering (`<bool>`) does not."""
+    expected = "a non-negative integer"
+    return [_integer(field, expected), _regex(field, DIGITS, expected)]
+
+
+def _clicks_le(clicks: str, impressions: str) -> Any:
+    return _e("ExpectColumnPairValuesAToBeGreaterThanB", clicks, f"{clicks} <= {impressions}",
+              show=[clicks, impressions], column_A=f"{impressions}__num",
+              column_B=f"{clicks}__num", or_equal=True, ignore_row_if="either_value_is_missing")
+
+
+def _unique(field: str, keys: Sequence[str]) -> Any:
+    return _e("ExpectCompoundColumnsToBeUnique", field,
+              f"(account, {', '.join(keys)}) unique within the batch", show=list(keys),
+              column_list=["account", *(f"{k}__text" for k in keys)],
+              ignore_row_if="any_value_is_missing")
+
+
+def _vk_plan_suite() -> list[Any]:
+    when = r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}:\d{2})?$"
+    return [
+        _not_null("id", "an ad plan id"),
+        _regex("id", DIGITS, "a digit-like ad plan id"),
+        _unique("id", ["id"]),
+        _e("ExpectColumnValuesToBeInSet", "status", f"a status in {list(VK_PLAN_STATUSES)}",
+           column="status", value_set=list(VK_PLAN_STATUSES)),
+        _regex("created", when, "a date-time YYYY-MM-DD HH:MM:SS"),
+        _regex("updated", when, "a date-time YYYY-MM-DD HH:MM:SS"),
+    ]
+
+
+def _vk_stats_suite() -> list[Any]:
+    return [
+        *(_not_null(f) for f in VK_STATS_FIELDS[:5]),
+        _regex("date", ISO_DATE, ISO_DATE_OK),
+        _regex("ad_plan_id", DIGITS, "a digit-like ad plan id"),
+        *_non_negative_int("base.shows"),
+        *_non_negative_int("base.clicks"),
+        _regex("base.spent", DECIMAL, "a non-negative decimal string"),
+        _clicks_le("base.clicks", "base.shows"),
+        _regex("_currency", CURRENCY, "an ISO 4217 currency code"),
+        _unique("ad_plan_id", ["date", "ad_plan_id"]),
+    ]
+
+
+def _google_stats_suite() -> list[Any]:
+    count = "a non-negative int64 (a string of digits)"
+    return [
+        _not_null("segments.date"), _not_null("campaign.id", "a campaign id"),
+        _regex("segments.date", ISO_DATE, ISO_DATE_OK),
+        _regex("campaign.id", DIGITS, "a digit-like campaign id"),
+        _regex("metrics.impressions", DIGITS, count),
+        _regex("metrics.clicks", DIGITS, count),
+        _regex("metrics.costMicros", DIGITS, "non-negative micros (an int64 string of digits)"),
+        _clicks_le("metrics.clicks", "metrics.impressions"),
+        _regex("customer.currencyCode", CURRENCY, "an ISO 4217 currency code"),
+        _unique("campaign.id", ["segments.date", "campaign.id"]),
+    ]
+
+
+def _meta_insights_suite() -> list[Any]:
+    count = "a non-negative integer string"
+    return [
+        _not_null("date_start"), _not_null("date_stop"),
+        _not_null("campaign_id", "a campaign id"),
+        _regex("date_start", ISO_DATE, ISO_DATE_OK),
+        _regex("date_stop", ISO_DATE, ISO_DATE_OK),
+        _e("ExpectColumnPairValuesToBeEqual", "date_stop",
+           "date_stop equal to date_start (time_increment=1)", show=["date_start", "date_stop"],
+           column_A="date_start", column_B="date_stop", ignore_row_if="either_value_is_missing"),
+        _regex("campaign_id", DIGITS, "a digit-like campaign id"),
+        _regex("impressions", DIGITS, count),
+        _regex("clicks", DIGITS, count),
+        _regex("spend", DECIMAL, "a non-negative decimal string"),
+        _clicks_le("clicks", "impressions"),
+        _regex("account_currency", CURRENCY, "an ISO 4217 currency code"),
+        _unique("campaign_id", ["date_start", "campaign_id"]),
+    ]
+
+
+# -- files: the column contract first, then GX over the conforming rows ----------------------
+
+DATE_MIN = date(2000, 1, 1)
+DATE_MAX = date(2100, 1, 1)
+MONEY_MAX = 10**12  # also rejects "Infinity", which Decimal parses and the contract lets by
+
+
+def _file_where(record: RawRecord) -> str:
+    """The wording `extractors.files.validate_file_rows` uses: "<file> line <n>"."""
+    payload = record.payload if isinstance(record.payload, dict) else {}
+    return f"{payload.get('_file')} line {payload.get('_line')}"
+
+
+def _file_contract(
+    records: list[RawRecord],
+) -> tuple[list[RawRecord], list[QuarantinedRecord]]:
+    from extractors.files import validate_file_rows  # imported on first use, like GX
+
+    return validate_file_rows(records)
+
+
+def _file_date(row: dict[str, Any], payload: dict[str, Any], field: str) -> None:
+    from extractors.files import parse_date
+
+    value = payload.get(field) or ""
+    row[field] = value
+    try:
+        parsed = parse_date(value) if value else None
+    except ValueError:
+        raise FlattenError(f"field '{field}' is not a date: {value!r}", [field]) from None
+    row[f"{field}__text"] = parsed.isoformat() if parsed else None
+    row[f"{field}__num"] = float(parsed.toordinal()) if parsed else math.nan
+
+
+def _file_number(row: dict[str, Any], payload: dict[str, Any], field: str, kind: str) -> None:
+    from extractors.files import parse_money
+
+    value = payload.get(field) or ""
+    row[field] = value
+    try:
+        number = (float(parse_money(value)) if kind == "money" else float(int(value))
+                  ) if value else math.nan
+    except (ArithmeticError, ValueError):
+        raise FlattenError(f"field '{field}' is not a number: {value!r}", [field]) from None
+    row[f"{field}__num"] = number
+
+
+def _flatten_order(p: Any) -> dict[str, Any]:
+    p = _require(p, ("order_id", "order_date", "amount"))
+    row: dict[str, Any] = {"order_id": p["order_id"], "order_id__text": p["order_id"] or None}
+    _file_date(row, p, "order_date")
+    _file_number(row, p, "amount", "money")
+    _file_number(row, p, "gross_margin", "money")
+    return row
+
+
+def _flatten_ad_spend(p: Any) -> dict[str, Any]:
+    p = _require(p, ("date", "platform", "campaign_id", "spend"))
+    row: dict[str, Any] = {}
+    for f in ("platform", "campaign_id"):
+        row[f] = p[f]
+        row[f"{f}__text"] = p[f] or None
+    _file_date(row, p, "date")
+    _file_number(row, p, "spend", "money")
+    _file_number(row, p, "impressions", "int")
+    _file_number(row, p, "clicks", "int")
+    return row
+
+
+def _file_date_range(field: str) -> Any:
+    return _e("ExpectColumnValuesToBeBetween", field,
+              f"a date between {DATE_MIN} and {DATE_MAX}", column=f"{field}__num",
+              min_value=DATE_MIN.toordinal(), max_value=DATE_MAX.toordinal())
+
+
+def _file_money(field: str, required: bool) -> list[Any]:
+    expected = f"a non-negative finite amount (below {MONEY_MAX:.0e})"
+    out = [_e("ExpectColumnValuesToBeBetween", field, expected, column=f"{field}__num",
+              min_value=0, max_value=MONEY_MAX)]
+    if required:
+        out.insert(0, _e("ExpectColumnValuesToNotBeNull", field, expected,
+                         column=f"{field}__num"))
+    return out
+
+
+def _orders_suite() -> list[Any]:
+    return [
+        _e("ExpectColumnValuesToNotBeNull", "order_id", "an order id", column="order_id__text"),
+        _unique("order_id", ["order_id"]),
+        _file_date_range("order_date"),
+        *_file_money("amount", required=True),
+        *_file_money("gross_margin", required=False),
+    ]
+
+
+def _ad_spend_suite() -> list[Any]:
+    count = "a non-negative whole number"
+    return [
+        _unique("campaign_id", ["date", "platform", "campaign_id"]),
+        _file_date_range("date"),
+        *_file_money("spend", required=True),
+        _e("ExpectColumnValuesToBeBetween", "impressions", count, column="impressions__num",
+           min_value=0),
+        _e("ExpectColumnValuesToBeBetween", "clicks", count, column="clicks__num", min_value=0),
+        _clicks_le("clicks", "impressions"),
+    ]
+
+
+Contract = Callable[[list[RawRecord]], tuple[list[RawRecord], list[QuarantinedRecord]]]
+
+
 @dataclass(frozen=True)
 class RawSuite:
+    """How to flatten a payload and which expectations to run. `contract`, when set, runs
+    first (records it refuses are quarantined with its own reason and never reach GX); `where`,
+    when set, names a record in reasons instead of "<source> <entity> id=<id>"."""
+
     name: str
     flatten: Callable[[Any], dict[str, Any]]
     build: Callable[[], list[Any]]
+    contract: Contract | None = None
+    where: Callable[[RawRecord], str] | None = None
 
 
 #: The raw suites by (source, entity). Entities without a suite are refused by validate_records.
@@ -271,6 +549,17 @@ RAW_SUITES: dict[tuple[str, str], RawSuite] = {
                                          _id_suite("a loss reason id")),
     ("yandex_direct", "campaign_stats"): RawSuite(
         "raw.yandex_direct.campaign_stats", _flatten_campaign_stats, _campaign_stats_suite),
+    ("vk_ads", "ad_plans"): RawSuite("raw.vk_ads.ad_plans", _flatten_vk_plan, _vk_plan_suite),
+    ("vk_ads", "ad_plan_stats"): RawSuite("raw.vk_ads.ad_plan_stats", _flatten_vk_stats,
+                                          _vk_stats_suite),
+    ("google_ads", "campaign_stats"): RawSuite(
+        "raw.google_ads.campaign_stats", _flatten_google_stats, _google_stats_suite),
+    ("meta_ads", "campaign_insights"): RawSuite(
+        "raw.meta_ads.campaign_insights", _flatten_meta_insights, _meta_insights_suite),
+    ("files", "orders"): RawSuite("raw.files.orders", _flatten_order, _orders_suite,
+                                  contract=_file_contract, where=_file_where),
+    ("files", "ad_spend"): RawSuite("raw.files.ad_spend", _flatten_ad_spend, _ad_spend_suite,
+                                    contract=_file_contract, where=_file_where),
 }
 
 
@@ -307,7 +596,8 @@ def validate_records(records: Sequence[RawRecord]) -> BatchValidation:
     """Split a batch into good and quarantined records with the (source, entity) suite.
 
     A record failing any expectation (or whose payload cannot be flattened) is quarantined
-    with a reason naming the record, the field, the value and the expectation. Identical
+    with a reason naming the record, the field, the value and the expectation (for file rows:
+    the file and line; rows refused by the file contract keep its reason). Identical
     records (same account, record_id and payload) are validated once and share the verdict.
     Raises ValueError for a (source, entity) without a suite, RuntimeError if GX itself
     could not evaluate an expectation (a bug, not bad data).
@@ -318,19 +608,54 @@ def validate_records(records: Sequence[RawRecord]) -> BatchValidation:
         groups.setdefault((r.source, r.entity), []).append(i)
     reasons: dict[int, list[str]] = {}
     fields: dict[int, list[str]] = {}
+    refused: dict[int, QuarantinedRecord] = {}  # by a suite's contract, before GX
     for key, positions in groups.items():
         suite = RAW_SUITES.get(key)
         if suite is None:
             raise ValueError(f"no raw suite for {key[0]} {key[1]}; known: {sorted(RAW_SUITES)}")
+        if suite.contract is not None:
+            positions = _apply_contract(suite, records, positions, refused, out.results)
         _validate_group(suite, records, positions, reasons, fields, out.results)
     for i, r in enumerate(records):
-        if i in reasons:
-            reason = f"{_label(r, i)}: " + "; ".join(reasons[i])
+        if i in refused:
+            out.quarantined.append(refused[i])
+        elif i in reasons:
+            suite = RAW_SUITES[(r.source, r.entity)]
+            if suite.where is not None:
+                where = suite.where(r)
+                reason = "; ".join(f"{where}: {text}" for text in reasons[i])
+            else:
+                reason = f"{_label(r, i)}: " + "; ".join(reasons[i])
             failed = tuple(dict.fromkeys(fields[i]))
             out.quarantined.append(QuarantinedRecord(r, reason, failed))
         else:
             out.good.append(r)
     return out
+
+
+def _apply_contract(
+    suite: RawSuite,
+    records: Sequence[RawRecord],
+    positions: list[int],
+    refused: dict[int, QuarantinedRecord],
+    results: list[dict[str, Any]],
+) -> list[int]:
+    """Run the suite's contract over the group; return the positions it lets through."""
+    assert suite.contract is not None
+    # distinct objects, so that a record repeated in the batch maps back to its own position
+    copies = {i: replace(records[i]) for i in positions}
+    position_of = {id(c): i for i, c in copies.items()}
+    _, bad = suite.contract(list(copies.values()))
+    for q in bad:
+        i = position_of[id(q.record)]
+        refused[i] = QuarantinedRecord(records[i], q.reason, q.failed_fields)
+    rejected = [i for i in positions if i in refused]
+    results.append({
+        "suite": suite.name, "expectation": "file_contract", "field": None, "column": None,
+        "success": not rejected, "unexpected_count": len(rejected),
+        "records": [records[i].record_id for i in rejected[:20]],
+    })
+    return [i for i in positions if i not in refused]
 
 
 def _validate_group(

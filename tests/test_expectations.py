@@ -41,6 +41,35 @@ STATS_ROW = {"Date": "2026-05-01", "CampaignId": "70012345", "CampaignName": "Br
              "_currency": "RUB", "_include_vat": "NO", "_money_in_micros": True}
 
 
+# payloads exactly as the extractors build them (see test_raw_suites_pass_emulator_payloads)
+VK_PLAN = {"id": 20865519, "name": "Brand_VK", "status": "active",
+           "created": "2026-01-01 10:00:00", "updated": "2026-01-01 10:00:00"}
+VK_STATS = {"date": "2026-05-01", "ad_plan_id": 20865519,
+            "base": {"shows": 15000, "clicks": 120, "spent": "3520.40", "cpm": "234.69",
+                     "cpc": "29.34", "ctr": 0.8, "vk": {"goals": 0, "cpa": "0.00", "cr": 0.0},
+                     "goals": 0, "cpa": "0.00", "cr": 0.0},
+            "_currency": "RUB"}
+GOOGLE_ROW = {"customer": {"resourceName": "customers/1234567890", "currencyCode": "RUB",
+                           "timeZone": "Europe/Moscow"},
+              "campaign": {"resourceName": "customers/1234567890/campaigns/21001",
+                           "id": "21001", "name": "Brand Search", "status": "ENABLED"},
+              "metrics": {"impressions": "1000", "clicks": "50", "costMicros": "4312500000"},
+              "segments": {"date": "2026-05-01"}}
+META_ROW = {"campaign_id": "120210000000001", "campaign_name": "Prospecting RU",
+            "account_currency": "RUB", "impressions": "36000", "clicks": "600",
+            "spend": "3520.40", "date_start": "2026-05-01", "date_stop": "2026-05-01"}
+ORDERS_CSV = (
+    "order_id;order_date;amount;currency;customer_phone;gross_margin\n"
+    "A-1;2026-05-01;45 000,50;RUB;+79001234567;12000\n"
+    "A-2;02.05.2026;1200;;;\n"
+)
+AD_SPEND_CSV = (
+    "date,platform,campaign_id,campaign_name,spend,currency,impressions,clicks\n"
+    "2026-05-01,telegram_ads,tg-1,Launch,1500.00,RUB,10000,120\n"
+    "2026-05-01,telegram_ads,tg-2,Retarget,300.5,RUB,,\n"
+)
+
+
 def lead(record_id: Any = None, **changes: Any) -> RawRecord:
     payload = copy.deepcopy(LEAD)
     payload.update(changes)
@@ -63,10 +92,58 @@ def by_id(result: Any) -> dict[str, str]:
     return {q.record.record_id: q.reason for q in result.quarantined}
 
 
+def changed(payload: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A deep copy of `payload` with the dotted `path` set to `value` (`...` deletes it)."""
+    out = copy.deepcopy(payload)
+    *parents, last = path.split(".")
+    node = out
+    for key in parents:
+        node = node[key]
+    if value is ...:
+        del node[last]
+    else:
+        node[last] = value
+    return out
+
+
+def vk_plan(plan_id: Any, **changes: Any) -> RawRecord:
+    payload = {**VK_PLAN, "id": plan_id, **changes}
+    return RawRecord("vk_ads", "vk-cabinet", "ad_plans", str(plan_id), payload)
+
+
+def vk_stats(day: str, plan_id: Any, payload: dict[str, Any] | None = None) -> RawRecord:
+    payload = {**(payload or VK_STATS), "date": day, "ad_plan_id": plan_id}
+    return RawRecord("vk_ads", "vk-cabinet", "ad_plan_stats", f"{day}|{plan_id}", payload)
+
+
+def google(day: str, campaign: str, payload: dict[str, Any] | None = None) -> RawRecord:
+    payload = changed(changed(payload or GOOGLE_ROW, "segments.date", day), "campaign.id",
+                      campaign)
+    return RawRecord("google_ads", "1234567890", "campaign_stats", f"{day}|{campaign}",
+                     payload)
+
+
+def meta(day: str, campaign: str, **changes: Any) -> RawRecord:
+    payload = {**META_ROW, "date_start": day, "date_stop": day, "campaign_id": campaign,
+               **changes}
+    return RawRecord("meta_ads", "act_1234567890", "campaign_insights", f"{day}|{campaign}",
+                     payload)
+
+
+def file_records(tmp_path: Any, entity: str, text: str, name: str) -> list[RawRecord]:
+    from extractors.files import FilesSource
+
+    folder = tmp_path / "drop" / entity
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text, encoding="utf-8")
+    pages = list(FilesSource(tmp_path / "drop").pages(entity, None))
+    return [r for page in pages for r in page.records if r.payload["_file"] == name]
+
+
 # -- raw suites --------------------------------------------------------------------------------
 
 
-def test_good_batches_pass_for_every_raw_suite() -> None:
+def test_good_batches_pass_for_every_raw_suite(tmp_path: Any) -> None:
     pipeline = {"id": 7310455, "name": "Sales", "_embedded": {"statuses": [
         {"id": 142, "name": "won", "pipeline_id": 7310455}]}}
     event = {"id": "01jh3k8q2v9x7c0m4n5p6r1s2t", "type": "lead_status_changed",
@@ -83,6 +160,16 @@ def test_good_batches_pass_for_every_raw_suite() -> None:
         [amocrm("users", {"id": 8812031, "name": "Anna"})],
         [amocrm("loss_reasons", {"id": 1, "name": "Too expensive"})],
         [stats("2026-05-01", "70012345"), stats("2026-05-01", "70012346", Cost="2890.00")],
+        [vk_plan(20865519), vk_plan(20865520, status="deleted", created=None)],
+        [vk_stats("2026-05-01", 20865519), vk_stats("2026-05-02", 20865519),
+         vk_stats("2026-05-01", 20865520,
+                  {**VK_STATS, "base": {"shows": 0, "clicks": 0, "spent": "0.00"}})],
+        [google("2026-05-01", "21001"), google("2026-05-01", "21002"),
+         google("2026-05-02", "21001", changed(GOOGLE_ROW, "metrics", {}))],  # zeros omitted
+        [meta("2026-05-01", "120210000000001"), meta("2026-05-01", "120210000000002"),
+         meta("2026-05-02", "120210000000001", spend="0")],
+        file_records(tmp_path, "orders", ORDERS_CSV, "orders.csv"),
+        file_records(tmp_path, "ad_spend", AD_SPEND_CSV, "spend.csv"),
     ]
     assert {(b[0].source, b[0].entity) for b in batches} == set(RAW_SUITES)
     for batch in batches:
@@ -166,6 +253,252 @@ def test_corrupted_direct_batch_quarantines_exactly_the_bad_rows() -> None:
     assert "field 'Date'" in reasons["01.05.2026|5"]
     assert "field 'CampaignId'" in reasons["2026-05-01|6x"]
     assert "missing key(s) 'Clicks'" in reasons["2026-05-01|7"]
+
+
+def test_corrupted_vk_batches_quarantine_exactly_the_bad_records() -> None:
+    plans = validate_records([
+        vk_plan(1), vk_plan("2"), vk_plan("x3"), vk_plan(4, status="archived"),
+        vk_plan(5, updated="05/01/2026"), vk_plan(6), vk_plan(6, name="renamed"),
+    ])
+    assert [r.record_id for r in plans.good] == ["1", "2"]
+    reasons = by_id(plans)
+    assert list(reasons) == ["x3", "4", "5", "6"]
+    assert reasons["x3"] == ("vk_ads ad_plans id=x3: field 'id' expected a digit-like ad plan id, "
+                             "got 'x3' (expect_column_values_to_match_regex)")
+    assert "field 'status' expected a status in ['active', 'blocked', 'deleted'], got " \
+           "'archived'" in reasons["4"]
+    assert "field 'updated'" in reasons["5"] and "got '05/01/2026'" in reasons["5"]
+    assert "(account, id) unique within the batch" in reasons["6"]
+    assert len(plans.quarantined) == 5  # both rows of the duplicated plan 6
+
+    batch = [
+        vk_stats("2026-05-01", 1),
+        vk_stats("2026-05-01", 2, changed(VK_STATS, "base.shows", -3)),
+        vk_stats("2026-05-01", 3, changed(VK_STATS, "base.clicks", "120")),  # VK sends ints
+        vk_stats("2026-05-01", 4, changed(VK_STATS, "base.spent", "-1.00")),
+        vk_stats("2026-05-01", 5, changed(VK_STATS, "base.clicks", 20000)),
+        vk_stats("01.05.2026", 6),
+        vk_stats("2026-05-01", 7, changed(VK_STATS, "base.shows", True)),
+        vk_stats("2026-05-01", 8, changed(VK_STATS, "base.spent", ...)),
+        vk_stats("2026-05-01", 9, changed(VK_STATS, "base", "n/a")),
+        RawRecord("vk_ads", "vk-cabinet", "ad_plan_stats", "2026-05-01|10",
+                  {k: v for k, v in VK_STATS.items() if k != "base"}),
+        vk_stats("2026-05-02", 1),
+    ]
+    result = validate_records(batch)
+    reasons = by_id(result)
+    assert [r.record_id for r in result.good] == ["2026-05-01|1", "2026-05-02|1"]
+    assert len(result.quarantined) == 9
+    failed = {q.record.record_id: q.failed_fields for q in result.quarantined}
+    assert reasons["2026-05-01|2"] == (
+        "vk_ads ad_plan_stats id=2026-05-01|2: field 'base.shows' expected a non-negative "
+        "integer, got -3 (expect_column_values_to_match_regex); field 'base.clicks' expected "
+        "base.clicks <= base.shows, got base.clicks=120, base.shows=-3 "
+        "(expect_column_pair_values_a_to_be_greater_than_b)")
+    assert "field 'base.clicks' expected a non-negative integer, got '120' " \
+           "(expect_column_values_to_be_in_type_list)" in reasons["2026-05-01|3"]
+    assert "field 'base.spent' expected a non-negative decimal string, got '-1.00'" in (
+        reasons["2026-05-01|4"])
+    assert "field 'base.clicks' expected base.clicks <= base.shows, got base.clicks=20000, " \
+           "base.shows=15000" in reasons["2026-05-01|5"]
+    assert "field 'date' expected an ISO date YYYY-MM-DD, got '01.05.2026'" in (
+        reasons["01.05.2026|6"])
+    assert "field 'base.shows'" in reasons["2026-05-01|7"] and "got True" in (
+        reasons["2026-05-01|7"])
+    assert "field 'base.spent' expected a value, got null" in reasons["2026-05-01|8"]
+    assert reasons["2026-05-01|9"] == ("vk_ads ad_plan_stats id=2026-05-01|9: 'base' is str, "
+                                       "expected a JSON object (flatten)")
+    assert "missing key(s) 'base'" in reasons["2026-05-01|10"]
+    assert failed["2026-05-01|5"] == ("base.clicks",) and failed["01.05.2026|6"] == ("date",)
+    assert failed["2026-05-01|9"] == ("base",)
+
+
+def test_corrupted_google_ads_batch_quarantines_exactly_the_bad_rows() -> None:
+    batch = [
+        google("2026-05-01", "21001"),
+        google("2026-05-01", "21002", changed(GOOGLE_ROW, "metrics.costMicros", "-5")),
+        google("2026-05-01", "21003", changed(GOOGLE_ROW, "metrics.costMicros", 4.3125)),
+        google("2026-05-01", "21004", changed(GOOGLE_ROW, "metrics.clicks", "5000")),
+        google("2026-05-01", "2100x"),
+        google("2026/05/01", "21005"),
+        google("2026-05-01", "21006", changed(GOOGLE_ROW, "metrics", ["1000"])),
+        google("2026-05-01", "21007", changed(GOOGLE_ROW, "metrics.impressions", "1e3")),
+        google("2026-05-01", "21008", changed(GOOGLE_ROW, "metrics.impressions", 1000)),
+        google("2026-05-01", "21009", changed(GOOGLE_ROW, "metrics.clicks", ...)),
+        google("2026-05-02", "21001"), google("2026-05-02", "21001", changed(
+            GOOGLE_ROW, "metrics.clicks", "51")),  # a day's campaign twice, different numbers
+    ]
+    result = validate_records(batch)
+    reasons = by_id(result)
+    assert [r.record_id for r in result.good] == [
+        "2026-05-01|21001", "2026-05-01|21008", "2026-05-01|21009"]  # int64 may come as int
+    assert len(result.quarantined) == 9
+    assert reasons["2026-05-01|21002"] == (
+        "google_ads campaign_stats id=2026-05-01|21002: field 'metrics.costMicros' expected "
+        "non-negative micros (an int64 string of digits), got '-5' "
+        "(expect_column_values_to_match_regex)")
+    assert "field 'metrics.costMicros'" in reasons["2026-05-01|21003"]
+    assert "got 4.3125" in reasons["2026-05-01|21003"]
+    assert "field 'metrics.clicks' expected metrics.clicks <= metrics.impressions, got " \
+           "metrics.clicks='5000', metrics.impressions='1000'" in reasons["2026-05-01|21004"]
+    assert "field 'campaign.id' expected a digit-like campaign id, got '2100x'" in (
+        reasons["2026-05-01|2100x"])
+    assert "field 'segments.date'" in reasons["2026/05/01|21005"]
+    assert "'metrics' is list, expected a JSON object (flatten)" in reasons["2026-05-01|21006"]
+    assert "field 'metrics.impressions'" in reasons["2026-05-01|21007"]
+    assert "(account, segments.date, campaign.id) unique within the batch" in (
+        reasons["2026-05-02|21001"])
+    assert {q.failed_fields for q in result.quarantined
+            if q.record.record_id == "2026-05-02|21001"} == {("campaign.id",)}
+
+
+def test_corrupted_meta_ads_batch_quarantines_exactly_the_bad_rows() -> None:
+    batch = [
+        meta("2026-05-01", "1201"),
+        meta("2026-05-01", "1202", spend="-10.00"),
+        meta("2026-05-01", "1203", spend="3 520,40"),
+        meta("2026-05-01", "1204", impressions="-1"),
+        meta("2026-05-01", "1205", clicks="700", impressions="600"),
+        meta("2026-05-01", "1206", date_stop="2026-05-07"),
+        meta("2026-05-01", "act_1207"),
+        meta("2026-05-01", "1208", clicks=None),  # absent metrics are allowed
+        meta("2026-05-01", "1201", spend="1.00"),
+        RawRecord("meta_ads", "act_1234567890", "campaign_insights", "2026-05-01|1209",
+                  {k: v for k, v in META_ROW.items() if k != "date_start"}),
+    ]
+    result = validate_records(batch)
+    reasons = by_id(result)
+    assert [r.record_id for r in result.good] == ["2026-05-01|1208"]
+    assert set(reasons) == {"2026-05-01|1201", "2026-05-01|1202", "2026-05-01|1203",
+                            "2026-05-01|1204", "2026-05-01|1205", "2026-05-01|1206",
+                            "2026-05-01|act_1207", "2026-05-01|1209"}
+    assert len(result.quarantined) == 9  # both rows of the duplicated (date, campaign)
+    assert reasons["2026-05-01|1202"] == (
+        "meta_ads campaign_insights id=2026-05-01|1202: field 'spend' expected a non-negative "
+        "decimal string, got '-10.00' (expect_column_values_to_match_regex)")
+    assert "field 'spend'" in reasons["2026-05-01|1203"]
+    assert "field 'impressions' expected a non-negative integer string, got '-1'" in (
+        reasons["2026-05-01|1204"])
+    assert "field 'clicks' expected clicks <= impressions" in reasons["2026-05-01|1205"]
+    assert "field 'date_stop' expected date_stop equal to date_start (time_increment=1), got " \
+           "date_start='2026-05-01', date_stop='2026-05-07'" in reasons["2026-05-01|1206"]
+    assert "field 'campaign_id' expected a digit-like campaign id" in (
+        reasons["2026-05-01|act_1207"])
+    assert "(account, date_start, campaign_id) unique" in reasons["2026-05-01|1201"]
+    assert "missing key(s) 'date_start'" in reasons["2026-05-01|1209"]
+
+
+def test_raw_suites_pass_emulator_payloads_and_catch_corrupted_ones(tmp_path: Any) -> None:
+    """Payloads straight from each extractor run against its emulator for two days."""
+    from datetime import timedelta
+
+    import test_google_ads as g
+    import test_meta_ads as m
+    import test_vk_ads as v
+
+    from extractors.state import TokenStore
+
+    pulled: dict[str, list[RawRecord]] = {}
+    vk = v.new_emulator(v.vk_rows(days=2))
+    try:
+        source = v.make_source(vk, TokenStore(tmp_path / "vk.json"),
+                               until_date=v.START + timedelta(days=1))
+        for entity in ("ad_plans", "ad_plan_stats"):
+            pulled[entity] = [r for p in source.pages(entity, None) for r in p.records]
+    finally:
+        vk.stop()
+    with g.emulator() as emu:
+        source = g.make_source(emu, until_date=g.START + timedelta(days=1))
+        pulled["google"] = [r for p in source.pages("campaign_stats", None) for r in p.records]
+    emu = m.MetaAdsEmulator(m.meta_rows(2), access_token=m.TOKEN).start()
+    try:
+        source = m.make_source(emu, until_date=m.START + timedelta(days=1))
+        pulled["meta"] = [r for p in source.pages("campaign_insights", None) for r in p.records]
+    finally:
+        emu.stop()
+    assert {k: len(b) for k, b in pulled.items()} == {
+        "ad_plans": 3, "ad_plan_stats": 6, "google": 6, "meta": 4}
+    for batch in pulled.values():
+        result = validate_records(batch)
+        assert result.good == batch, [q.reason for q in result.quarantined]
+
+    def corrupt(record: RawRecord, path: str, value: Any) -> RawRecord:
+        return RawRecord(record.source, record.account, record.entity, record.record_id,
+                         changed(record.payload, path, value))
+
+    cases = [("ad_plan_stats", "base.spent", "3520,40"), ("google", "metrics.clicks", "-1"),
+             ("meta", "impressions", "many"), ("ad_plans", "id", "plan-1")]
+    for key, path, value in cases:
+        batch = list(pulled[key])
+        batch[1] = corrupt(batch[1], path, value)
+        result = validate_records(batch)
+        assert [q.record.record_id for q in result.quarantined] == [batch[1].record_id]
+        assert result.quarantined[0].failed_fields == (path,)
+        assert f"id={batch[1].record_id}: field '{path}'" in result.quarantined[0].reason
+        assert len(result.good) == len(batch) - 1
+
+
+def test_file_rows_get_the_contract_then_the_gx_suite(tmp_path: Any) -> None:
+    orders = file_records(tmp_path, "orders", (
+        "order_id;order_date;amount;currency;gross_margin\n"
+        "A-1;2026-05-01;45000;RUB;100\n"       # line 2: good
+        "A-2;2026-05-01;-5;RUB;\n"             # line 3: contract (negative amount)
+        "A-3;31.02.2026;10;rub;\n"             # line 4: contract (date, currency)
+        "A-1;2026-05-02;1;RUB;\n"              # line 5: contract (repeats line 2's key)
+        "A-4;1999-12-31;10;RUB;\n"             # line 6: GX (date out of range)
+        "A-5;2026-05-01;Infinity;RUB;\n"       # line 7: GX (not a finite amount)
+        "A-6;2026-05-01;10;RUB;1e13\n"         # line 8: GX (gross_margin too large)
+        "A-7;2026-05-03;7,50;;\n"              # line 9: good
+    ), "shop.csv")
+    result = validate_records(orders)
+    assert [r.payload["_line"] for r in result.good] == [2, 9]
+    reasons = {q.record.payload["_line"]: q.reason for q in result.quarantined}
+    assert sorted(reasons) == [3, 4, 5, 6, 7, 8]
+    assert reasons[3] == "shop.csv line 3: field 'amount' must not be negative, got '-5'"
+    assert reasons[4] == (
+        "shop.csv line 4: field 'order_date' expected a date (YYYY-MM-DD or DD.MM.YYYY), "
+        "got '31.02.2026'; shop.csv line 4: field 'currency' expected an ISO 4217 code like "
+        "RUB, got 'rub'")
+    assert reasons[5] == "shop.csv line 5: field 'order_id' repeats the key of shop.csv line 2"
+    assert reasons[6] == (
+        "shop.csv line 6: field 'order_date' expected a date between 2000-01-01 and "
+        "2100-01-01, got '1999-12-31' (expect_column_values_to_be_between)")
+    assert reasons[7].startswith("shop.csv line 7: field 'amount' expected a non-negative "
+                                 "finite amount")
+    assert "got 'Infinity'" in reasons[7]
+    assert reasons[8].startswith("shop.csv line 8: field 'gross_margin'")
+    failed = {q.record.payload["_line"]: q.failed_fields for q in result.quarantined}
+    assert failed[4] == ("order_date", "currency") and failed[7] == ("amount",)
+    contract = next(r for r in result.results if r["expectation"] == "file_contract")
+    assert contract["unexpected_count"] == 3 and contract["records"] == ["A-2", "A-3", "A-1"]
+    gx_failures = {r["field"] for r in result.results
+                   if r["expectation"].startswith("expect_") and not r["success"]}
+    assert gx_failures == {"order_date", "amount", "gross_margin"}
+
+    spend = file_records(tmp_path, "ad_spend", (
+        "date,platform,campaign_id,spend,impressions,clicks\n"
+        "2026-05-01,telegram_ads,tg-1,100,1000,10\n"    # line 2: good
+        "2026-05-01,telegram_ads,tg-2,100,10,50\n"      # line 3: GX (clicks > impressions)
+        "01.05.2026,telegram_ads,tg-1,90,,\n"           # line 4: GX (same key as line 2)
+        "2026-05-01,telegram_ads,tg-3,abc,1,1\n"        # line 5: contract (spend)
+        "2026-05-02,telegram_ads,,5,,\n"                # line 6: contract (campaign_id)
+        "2026-05-02,telegram_ads,tg-1,5,-1,\n"          # line 7: contract (impressions)
+        "2026-05-02,telegram_ads,tg-2,0,100,100\n"      # line 8: good
+    ), "offline.csv")
+    result = validate_records(spend)
+    assert [r.payload["_line"] for r in result.good] == [8]
+    reasons = {q.record.payload["_line"]: q.reason for q in result.quarantined}
+    assert sorted(reasons) == [2, 3, 4, 5, 6, 7]
+    assert reasons[3] == ("offline.csv line 3: field 'clicks' expected clicks <= impressions, "
+                          "got clicks='50', impressions='10' "
+                          "(expect_column_pair_values_a_to_be_greater_than_b)")
+    for line in (2, 4):  # the contract compares raw keys; GX compares parsed dates
+        assert reasons[line].startswith(f"offline.csv line {line}: field 'campaign_id' "
+                                        "expected (account, date, platform, campaign_id) "
+                                        "unique within the batch")
+    assert reasons[5] == "offline.csv line 5: field 'spend' expected a number, got 'abc'"
+    assert reasons[6] == "offline.csv line 6: field 'campaign_id' is required but empty"
+    assert reasons[7] == "offline.csv line 7: field 'impressions' must not be negative, got '-1'"
 
 
 def test_other_amocrm_suites_catch_bad_shapes() -> None:
