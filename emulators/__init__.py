@@ -1,4 +1,5 @@
-"""Local HTTP emulators of the source APIs (amoCRM v4, Yandex Direct Reports v5) on 127.0.0.1.
+"""Local HTTP emulators of the source APIs on 127.0.0.1: amoCRM v4, Yandex Direct Reports v5,
+VK Ads v2, Google Ads searchStream, Meta Insights (and Bitrix24 REST).
 
 Used by ``voronka demo`` and by the extractor tests. Standard library only.
 """
@@ -9,12 +10,20 @@ import threading
 
 from ._base import FAULT_KINDS, FaultPlan
 from .amocrm import AmoCRMEmulator
+from .bitrix24 import Bitrix24Emulator
+from .google_ads import GoogleAdsEmulator
+from .meta_ads import MetaAdsEmulator
+from .vk_ads import VKAdsEmulator
 from .yandex_direct import YandexDirectEmulator
 
 __all__ = [
     "FAULT_KINDS",
     "AmoCRMEmulator",
+    "Bitrix24Emulator",
     "FaultPlan",
+    "GoogleAdsEmulator",
+    "MetaAdsEmulator",
+    "VKAdsEmulator",
     "YandexDirectEmulator",
     "serve_forever",
 ]

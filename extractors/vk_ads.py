@@ -125,6 +125,7 @@ class VKAdsSource:
         rate_limit_per_s: float = 5.0,
         currency: str = "RUB",
         http_options: HttpOptions | None = None,
+        today: date | None = None,
     ) -> None:
         missing = [n for n, v in (("client_id", client_id), ("client_secret", client_secret),
                                   ("token_store", token_store)) if not v]
@@ -149,6 +150,7 @@ class VKAdsSource:
         self.page_limit = page_limit
         self.rate_limit_per_s = float(rate_limit_per_s)
         self.currency = currency
+        self._today = today  # None: today in Moscow; fixed in the demo's simulated calendar
         self._tokens: TokenSet | None = None
         self._max_wait = (http_options or HttpOptions()).max_retry_after
         self._limiter_key = f"vk_ads:{self.base_url}:{client_id}"
@@ -338,13 +340,17 @@ class VKAdsSource:
 
     # -- planning -----------------------------------------------------------------------------
 
+    def today(self) -> date:
+        """The calendar the 366-day history limit counts from."""
+        return self._today or moscow_today()
+
     def earliest_date(self) -> date:
         """The oldest day the statistics API still serves (with one day of margin)."""
-        return moscow_today() - timedelta(days=HISTORY_DAYS)
+        return self.today() - timedelta(days=HISTORY_DAYS)
 
     def date_range(self, cursor: str | None) -> tuple[date, date]:
         """The (first, last) dates a run pulls for ``cursor``; first > last means nothing."""
-        until = self.until_date or (moscow_today() - timedelta(days=1))
+        until = self.until_date or (self.today() - timedelta(days=1))
         if cursor:
             first = date.fromisoformat(cursor) - timedelta(days=self.settle_days - 1)
             first = max(first, self.start_date)

@@ -6,9 +6,9 @@ import dagster as dg
 
 from orchestration.assets.dbt import MART_MODELS, dbt_resource, voronka_dbt_models
 from orchestration.assets.publish import build_published_marts
-from orchestration.assets.raw import RAW_ASSETS, contact_points
+from orchestration.assets.raw import build_raw_assets, contact_points
 from orchestration.checks import build_mart_checks
-from orchestration.resources import resources_from_env
+from orchestration.resources import optional_resources, resources_from_env
 
 published_marts = build_published_marts(MART_MODELS)
 
@@ -25,12 +25,20 @@ daily_refresh_schedule = dg.ScheduleDefinition(
     execution_timezone="Europe/Moscow",
 )
 
-defs = dg.Definitions(
-    assets=[*RAW_ASSETS, contact_points, voronka_dbt_models, published_marts],
-    asset_checks=build_mart_checks(MART_MODELS),
-    jobs=[daily_refresh],
-    schedules=[daily_refresh_schedule],
-    resources={**resources_from_env(), "dbt": dbt_resource()},
-    # One process runs the steps in order: one DuckDB writer at a time, one amoCRM rate limiter.
-    executor=dg.in_process_executor,
-)
+
+
+def build_defs() -> dg.Definitions:
+    """The graph for the sources configured in the environment right now."""
+    return dg.Definitions(
+        assets=[*build_raw_assets(), contact_points, voronka_dbt_models, published_marts],
+        asset_checks=build_mart_checks(MART_MODELS),
+        jobs=[daily_refresh],
+        schedules=[daily_refresh_schedule],
+        resources={**resources_from_env(), **optional_resources(), "dbt": dbt_resource()},
+        # One process runs the steps in order: one DuckDB writer at a time, one rate limiter
+        # per API.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_defs()

@@ -13,7 +13,11 @@ from datetime import date
 import dagster as dg
 
 from extractors.amocrm import AmoCRMSource
+from extractors.files import FilesSource
+from extractors.google_ads import GoogleAdsSource
+from extractors.meta_ads import MetaAdsSource
 from extractors.state import TokenStore
+from extractors.vk_ads import VKAdsSource
 from extractors.yandex_direct import YandexDirectSource
 from voronka import settings
 from warehouse import Warehouse
@@ -44,7 +48,9 @@ class AmoCRMResource(dg.ConfigurableResource):
     subdomain: str
     client_id: str = ""
     redirect_uri: str = ""
-    rate_limit_per_s: float = 7.0
+    # amoCRM allows 7 req/s per integration; staying at 6 leaves headroom for request jitter
+    # and for other integrations on the same account (crm_apis.md §1.11).
+    rate_limit_per_s: float = 6.0
 
     def source(self) -> AmoCRMSource:
         return AmoCRMSource(
@@ -101,3 +107,96 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
             start_date=dg.EnvVar("YANDEX_DIRECT_START_DATE"),
         ),
     }
+
+
+def _env_date(name: str) -> date | None:
+    value = os.environ.get(name)
+    return date.fromisoformat(value) if value else None
+
+
+def _required(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise ValueError(f"{name} is not set")
+    return value
+
+
+class VKAdsResource(dg.ConfigurableResource):
+    """One VK Ads cabinet. Env: VK_ADS_ACCOUNT, VK_ADS_CLIENT_ID, VK_ADS_CLIENT_SECRET (secret),
+    VK_ADS_START_DATE, optional VK_ADS_BASE_URL, VK_ADS_UNTIL_DATE, VK_ADS_TODAY."""
+
+    def source(self) -> VKAdsSource:
+        account = _required("VK_ADS_ACCOUNT")
+        return VKAdsSource(
+            os.environ.get("VK_ADS_BASE_URL") or "https://ads.vk.com",
+            account=account,
+            client_id=_required("VK_ADS_CLIENT_ID"),
+            client_secret=_required("VK_ADS_CLIENT_SECRET"),
+            token_store=TokenStore(settings.state_dir() / f"vk_ads_{account}_token.json"),
+            start_date=date.fromisoformat(_required("VK_ADS_START_DATE")),
+            until_date=_env_date("VK_ADS_UNTIL_DATE"),
+            today=_env_date("VK_ADS_TODAY"),
+        )
+
+
+class GoogleAdsResource(dg.ConfigurableResource):
+    """One Google Ads customer. Env: GOOGLE_ADS_CUSTOMER_ID, GOOGLE_ADS_CLIENT_ID,
+    GOOGLE_ADS_CLIENT_SECRET, GOOGLE_ADS_REFRESH_TOKEN (secrets), GOOGLE_ADS_START_DATE,
+    optional GOOGLE_ADS_LOGIN_CUSTOMER_ID, GOOGLE_ADS_DEVELOPER_TOKEN, GOOGLE_ADS_BASE_URL,
+    GOOGLE_ADS_TOKEN_URL, GOOGLE_ADS_UNTIL_DATE."""
+
+    def source(self) -> GoogleAdsSource:
+        return GoogleAdsSource(
+            os.environ.get("GOOGLE_ADS_BASE_URL") or "https://googleads.googleapis.com",
+            os.environ.get("GOOGLE_ADS_TOKEN_URL") or "https://oauth2.googleapis.com/token",
+            customer_id=_required("GOOGLE_ADS_CUSTOMER_ID"),
+            login_customer_id=os.environ.get("GOOGLE_ADS_LOGIN_CUSTOMER_ID") or None,
+            developer_token=_secret("GOOGLE_ADS_DEVELOPER_TOKEN"),
+            client_id=_required("GOOGLE_ADS_CLIENT_ID"),
+            client_secret=_required("GOOGLE_ADS_CLIENT_SECRET"),
+            refresh_token=_required("GOOGLE_ADS_REFRESH_TOKEN"),
+            start_date=date.fromisoformat(_required("GOOGLE_ADS_START_DATE")),
+            until_date=_env_date("GOOGLE_ADS_UNTIL_DATE"),
+        )
+
+
+class MetaAdsResource(dg.ConfigurableResource):
+    """One Meta ad account. Env: META_ADS_ACCOUNT_ID, META_ADS_ACCESS_TOKEN (secret),
+    META_ADS_START_DATE, optional META_ADS_BASE_URL, META_ADS_UNTIL_DATE, META_ADS_CHUNK_DAYS,
+    META_ADS_POLL_INTERVAL_S."""
+
+    def source(self) -> MetaAdsSource:
+        return MetaAdsSource(
+            os.environ.get("META_ADS_BASE_URL") or "https://graph.facebook.com",
+            ad_account_id=_required("META_ADS_ACCOUNT_ID"),
+            access_token=_required("META_ADS_ACCESS_TOKEN"),
+            start_date=date.fromisoformat(_required("META_ADS_START_DATE")),
+            until_date=_env_date("META_ADS_UNTIL_DATE"),
+            chunk_days=int(os.environ.get("META_ADS_CHUNK_DAYS") or 30),
+            poll_interval=float(os.environ.get("META_ADS_POLL_INTERVAL_S") or 2.0),
+        )
+
+
+class FilesResource(dg.ConfigurableResource):
+    """Orders and offline ad spend files. Env: VORONKA_FILES_DIR, optional VORONKA_FILES_ACCOUNT."""
+
+    def source(self) -> FilesSource:
+        return FilesSource(_required("VORONKA_FILES_DIR"),
+                           account=os.environ.get("VORONKA_FILES_ACCOUNT") or "files")
+
+
+# A source joins the graph when its identifying variable is set (amoCRM and Direct always).
+OPTIONAL_SOURCES: dict[str, tuple[str, type[dg.ConfigurableResource]]] = {
+    "vk_ads": ("VK_ADS_CLIENT_ID", VKAdsResource),
+    "google_ads": ("GOOGLE_ADS_CUSTOMER_ID", GoogleAdsResource),
+    "meta_ads": ("META_ADS_ACCOUNT_ID", MetaAdsResource),
+    "files": ("VORONKA_FILES_DIR", FilesResource),
+}
+
+
+def enabled_optional_sources() -> list[str]:
+    return [name for name, (var, _) in OPTIONAL_SOURCES.items() if os.environ.get(var)]
+
+
+def optional_resources() -> dict[str, dg.ConfigurableResource]:
+    return {name: OPTIONAL_SOURCES[name][1]() for name in enabled_optional_sources()}

@@ -1,8 +1,9 @@
-"""A seeded, deterministic synthetic online business (amoCRM + Yandex Direct), API-shaped.
+"""A seeded, deterministic synthetic online business (amoCRM + four ad platforms), API-shaped.
 
 ``generate(seed, scale, start, end)`` simulates an online-education business that sells three
-products. New people arrive through six channels (Yandex Direct volume is driven by the day's
-spend per campaign), each gets a lead in the sales pipeline that moves stage by stage and is
+products and advertises on Yandex Direct, VK Ads, Google Ads and Meta. New people arrive through
+eight channels (the volume of the four paid ones is driven by the day's spend per campaign or
+ad plan), each gets a lead in the sales pipeline that moves stage by stage and is
 won, lost or still open at the as-of date (``end``). Customers come back for repeat purchases
 (a second, small "repeat sales" pipeline); some people are entered twice as duplicate contacts.
 
@@ -33,12 +34,14 @@ DAY = 86_400
 # first-lead win probability by channel, and how the losses spread over the 4 steps
 # (incoming->qualification, ->proposal, ->invoice, ->won): step pass prob q_i = w ** share_i
 CHANNEL_WIN = {
-    "yandex_direct": 0.31, "vk_ads": 0.19, "organic": 0.38, "referral": 0.54,
-    "direct": 0.45, "other": 0.25,
+    "yandex_direct": 0.31, "vk_ads": 0.19, "google_ads": 0.33, "meta_ads": 0.17,
+    "organic": 0.38, "referral": 0.54, "direct": 0.45, "other": 0.25,
 }
 CHANNEL_LOSS_SHAPE = {
     "yandex_direct": (0.35, 0.30, 0.20, 0.15),
     "vk_ads": (0.55, 0.25, 0.12, 0.08),  # mostly not target, lost early
+    "google_ads": (0.30, 0.30, 0.22, 0.18),  # search intent: lost later, on price
+    "meta_ads": (0.50, 0.28, 0.14, 0.08),  # impulse form fills, lost early
     "organic": (0.30, 0.30, 0.25, 0.15),
     "referral": (0.15, 0.25, 0.30, 0.30),  # warm, lost late (price, competitor)
     "direct": (0.25, 0.30, 0.25, 0.20),
@@ -49,13 +52,19 @@ MAIN_STEP_DAYS = (0.4, 2.5, 4.0, 5.0)
 REPEAT_STEP_DAYS = (0.7, 3.0)
 # first products by channel (weights over catalog.PRODUCTS)
 CHANNEL_PRODUCTS = {
-    "yandex_direct": (6, 2, 3), "vk_ads": (6, 1, 3), "organic": (5, 3, 2),
-    "referral": (3, 5, 2), "direct": (4, 3, 3), "other": (5, 1, 4),
+    "yandex_direct": (6, 2, 3), "vk_ads": (6, 1, 3), "google_ads": (5, 3, 2),
+    "meta_ads": (7, 1, 2), "organic": (5, 3, 2), "referral": (3, 5, 2), "direct": (4, 3, 3),
+    "other": (5, 1, 4),
 }
-# non-Direct arrivals of new people per day at growth 1.0, scale 1.0
-CHANNEL_RATE = {
-    "vk_ads": 0.44, "organic": 0.70, "referral": 0.25, "direct": 0.47, "other": 0.10,
-}
+# unpaid arrivals of new people per day at growth 1.0, scale 1.0 (the paid channels' volume
+# follows their spend: cost / cpl per campaign)
+CHANNEL_RATE = {"organic": 0.58, "referral": 0.24, "direct": 0.38, "other": 0.10}
+# the channel of a returning customer's next purchase, and of a lost person's new inquiry
+REPEAT_CHANNELS = {"direct": 50, "yandex_direct": 18, "organic": 14, "other": 12, "vk_ads": 4,
+                   "meta_ads": 2}
+REINQUIRY_CHANNELS = {"yandex_direct": 25, "vk_ads": 10, "google_ads": 8, "meta_ads": 5,
+                      "organic": 25, "referral": 10, "direct": 25, "other": 5}
+META_SOURCES = (("instagram", 6), ("facebook", 4))  # utm_source of a Meta lead
 SEASON = {1: 0.95, 2: 1.0, 3: 1.05, 4: 1.0, 5: 0.9, 6: 0.8, 7: 0.75, 8: 0.85, 9: 1.1,
           10: 1.15, 11: 1.15, 12: 1.05}
 WEEKDAY = (1.1, 1.1, 1.1, 1.05, 1.0, 0.75, 0.7)
@@ -96,8 +105,18 @@ class SyntheticBusiness:
     account_id: int
     subdomain: str
     amocrm: dict[str, list[dict]]  # users, pipelines, loss_reasons, contacts, leads, events
-    yandex_direct: list[dict]  # daily campaign rows, cost Decimal RUB without VAT
+    # daily rows, money Decimal RUB without VAT (2 decimals), date 'YYYY-MM-DD', one row per
+    # campaign (ad plan) per day, in the shape the platform's emulator takes:
+    yandex_direct: list[dict]  # date, campaign_id, campaign_name, impressions, clicks, cost
+    vk_ads: list[dict]  # date, ad_plan_id, ad_plan_name, shows, clicks, spent
+    google_ads: list[dict]  # date, campaign_id, campaign_name, impressions, clicks, cost
+    meta_ads: list[dict]  # date, campaign_id (str), campaign_name, impressions, clicks, spend
     ground_truth: GroundTruth
+
+    def ad_rows(self) -> dict[str, list[dict]]:
+        """The daily spend rows of every ad platform, by channel."""
+        return {"yandex_direct": self.yandex_direct, "vk_ads": self.vk_ads,
+                "google_ads": self.google_ads, "meta_ads": self.meta_ads}
 
     @property
     def as_of_ts(self) -> int:
@@ -193,7 +212,7 @@ class _Simulator:
         self.persons: list[_Person] = []
         self.contacts: list[_Contact] = []
         self.leads: list[_Lead] = []
-        self.direct_rows: list[dict] = []
+        self.ad_rows: dict[str, list[dict]] = {channel: [] for channel in C.AD_CAMPAIGNS}
         self._phones: set[str] = set()
         self._emails: set[str] = set()
 
@@ -365,8 +384,13 @@ class _Simulator:
         if channel == "yandex_direct":
             camp = campaign or self._weighted(C.CAMPAIGNS, [1, 2, 3, 1])
             return ("yandex", "cpc", str(camp.id))
-        if channel == "vk_ads":
-            return ("vk", "cpc", rng.choice(["vk_lookalike", "vk_retarget", "vk_interests"]))
+        if channel in ("vk_ads", "google_ads"):
+            camp = campaign or rng.choice(C.AD_CAMPAIGNS[channel])
+            return ("vk" if channel == "vk_ads" else "google", "cpc", str(camp.id))
+        if channel == "meta_ads":
+            camp = campaign or rng.choice(C.META_CAMPAIGNS)
+            source = self._weighted([s for s, _ in META_SOURCES], [w for _, w in META_SOURCES])
+            return (source, "cpc", str(camp.id))
         if channel == "organic":
             return (self._weighted(["yandex", "google"], [6, 4]), "organic", None)
         if channel == "referral":
@@ -501,12 +525,11 @@ class _Simulator:
             if nts > self.end_ts or nts <= lead.created_ts:
                 return
             if repeat:
-                ch = self._weighted(["direct", "yandex_direct", "organic", "other", "vk_ads"],
-                                    [50, 18, 14, 12, 6])
-                camp = C.CAMPAIGNS[2] if ch == "yandex_direct" else None  # retargeting
+                ch = self._weighted(list(REPEAT_CHANNELS), list(REPEAT_CHANNELS.values()))
+                camp = next((c for c in C.AD_CAMPAIGNS.get(ch, ()) if c.retargeting), None)
                 manager = self._manager(nd, prefer=lead.responsible)
             else:
-                ch = self._weighted(list(CHANNEL_WIN), [25, 10, 25, 10, 25, 5])
+                ch = self._weighted(list(REINQUIRY_CHANNELS), list(REINQUIRY_CHANNELS.values()))
                 camp = None
                 next_product = self._weighted(C.PRODUCTS, CHANNEL_PRODUCTS[ch])
                 manager = self._manager(nd)
@@ -525,21 +548,26 @@ class _Simulator:
             d = self.start + timedelta(days=i)
             g = self._growth(d) * SEASON[d.month]
             wd = WEEKDAY[d.weekday()]
-            for camp in C.CAMPAIGNS:
-                spend = camp.budget * self.scale * g * (0.85 if d.weekday() >= 5 else 1.0)
-                spend *= rng.lognormvariate(0.0, 0.15)
-                cost = Decimal(str(round(spend, 2))).quantize(Decimal("0.01"), ROUND_HALF_UP)
-                cpc = camp.cpc * rng.lognormvariate(0.0, 0.1)
-                clicks = max(1, round(float(cost) / cpc))
-                ctr = camp.ctr * rng.lognormvariate(0.0, 0.12)
-                impressions = max(clicks, round(clicks / ctr))
-                self.direct_rows.append({
-                    "date": d.isoformat(), "campaign_id": camp.id, "campaign_name": camp.name,
-                    "impressions": impressions, "clicks": clicks, "cost": cost,
-                })
-                lam = float(cost) / camp.cpl * wd * rng.lognormvariate(0.0, 0.2)
-                for _ in range(self._poisson(lam)):
-                    arrivals.append((_msk_ts(d) + self._time_of_day(), "yandex_direct", camp))
+            for channel, campaigns in C.AD_CAMPAIGNS.items():
+                id_key, name_key, shows_key, money_key = C.AD_ROW_KEYS[channel]
+                for camp in campaigns:
+                    spend = camp.budget * self.scale * g * (0.85 if d.weekday() >= 5 else 1.0)
+                    spend *= rng.lognormvariate(0.0, 0.15)
+                    cost = Decimal(str(round(spend, 2))).quantize(Decimal("0.01"),
+                                                                  ROUND_HALF_UP)
+                    cpc = camp.cpc * rng.lognormvariate(0.0, 0.1)
+                    clicks = max(1, round(float(cost) / cpc))
+                    ctr = camp.ctr * rng.lognormvariate(0.0, 0.12)
+                    impressions = max(clicks, round(clicks / ctr))
+                    self.ad_rows[channel].append({
+                        "date": d.isoformat(),
+                        id_key: str(camp.id) if channel == "meta_ads" else camp.id,
+                        name_key: camp.name, shows_key: impressions, "clicks": clicks,
+                        money_key: cost,
+                    })
+                    lam = float(cost) / camp.cpl * wd * rng.lognormvariate(0.0, 0.2)
+                    for _ in range(self._poisson(lam)):
+                        arrivals.append((_msk_ts(d) + self._time_of_day(), channel, camp))
             for channel, rate in CHANNEL_RATE.items():
                 for _ in range(self._poisson(rate * self.scale * g * wd)):
                     arrivals.append((_msk_ts(d) + self._time_of_day(), channel, None))
@@ -683,10 +711,12 @@ def _ground_truth(sim: _Simulator) -> GroundTruth:
             first = min(person.leads, key=lambda x: (x.created_ts, x.id))
             new_ct[(cohort, first.channel)] += 1
             cohorts[cohort] += 1
-    spend: dict[date, Decimal] = {}
-    for row in sim.direct_rows:
-        m = _month(date.fromisoformat(row["date"]))
-        spend[m] = spend.get(m, Decimal("0")) + row["cost"]
+    spend: dict[tuple[date, str], Decimal] = {}
+    for channel, rows in sim.ad_rows.items():
+        money_key = C.AD_ROW_KEYS[channel][3]
+        for row in rows:
+            key = (_month(date.fromisoformat(row["date"])), channel)
+            spend[key] = spend.get(key, Decimal("0")) + row[money_key]
 
     def frame(rows, columns):
         return pd.DataFrame(sorted(rows), columns=columns)
@@ -698,7 +728,7 @@ def _ground_truth(sim: _Simulator) -> GroundTruth:
             [(m, round(float(revenue[m]), 2), orders[m]) for m in revenue],
             ["month", "revenue", "orders"]),
         spend_by_channel_month=frame(
-            [(m, "yandex_direct", float(v.quantize(Decimal("0.01")))) for m, v in spend.items()],
+            [(m, ch, float(v.quantize(Decimal("0.01")))) for (m, ch), v in spend.items()],
             ["month", "channel", "spend"]),
         cohort_sizes=frame(list(cohorts.items()), ["cohort_month", "customers"]),
         leads_by_channel_month=frame(
@@ -732,6 +762,7 @@ def generate(seed: int = 42, scale: float = 1.0, start: date = date(2024, 11, 1)
     }
     return SyntheticBusiness(
         seed=seed, scale=scale, start=start, end=end, account_id=C.ACCOUNT_ID,
-        subdomain=C.SUBDOMAIN, amocrm=amocrm, yandex_direct=sim.direct_rows,
-        ground_truth=_ground_truth(sim),
+        subdomain=C.SUBDOMAIN, amocrm=amocrm, yandex_direct=sim.ad_rows["yandex_direct"],
+        vk_ads=sim.ad_rows["vk_ads"], google_ads=sim.ad_rows["google_ads"],
+        meta_ads=sim.ad_rows["meta_ads"], ground_truth=_ground_truth(sim),
     )

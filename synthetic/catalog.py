@@ -1,4 +1,5 @@
-"""Static facts of the synthetic business: ids, names, products, campaigns, channel mapping.
+"""Static facts of the synthetic business: ids, names, products, campaigns of the four ad
+platforms, channel mapping.
 
 Everything here is constant; the randomness lives in ``synthetic.business``.
 """
@@ -15,17 +16,24 @@ WON_STATUS_ID = 142
 LOST_STATUS_ID = 143
 
 # -- channel mapping used by the marts: (utm_source, utm_medium) -> channel --------------------
-CHANNELS = ("yandex_direct", "vk_ads", "organic", "referral", "direct", "other")
+# (the seed dbt_project/seeds/channel_mapping.csv; the channel list of metrics.md)
+CHANNELS = ("yandex_direct", "vk_ads", "google_ads", "meta_ads", "organic", "referral", "direct",
+            "other")
+PAID_SOURCES = {
+    ("yandex", "cpc"): "yandex_direct",
+    ("vk", "cpc"): "vk_ads",
+    ("google", "cpc"): "google_ads",
+    ("facebook", "cpc"): "meta_ads",
+    ("instagram", "cpc"): "meta_ads",
+}
 
 
 def channel_for(utm_source: str | None, utm_medium: str | None) -> str:
     """The marts' channel rule. No UTM at all -> direct; unknown pairs -> other."""
     if utm_source is None and utm_medium is None:
         return "direct"
-    if (utm_source, utm_medium) == ("yandex", "cpc"):
-        return "yandex_direct"
-    if (utm_source, utm_medium) == ("vk", "cpc"):
-        return "vk_ads"
+    if (utm_source, utm_medium) in PAID_SOURCES:
+        return PAID_SOURCES[(utm_source, utm_medium)]
     if utm_medium == "organic":
         return "organic"
     if utm_medium == "referral":
@@ -141,7 +149,7 @@ PRICE_RISE = 1.1
 NEXT_PRODUCT = {"start": (6, 3, 1), "pro": (1, 6, 3), "consult": (3, 2, 5)}
 
 
-# -- Yandex Direct campaigns ---------------------------------------------------------------------
+# -- ad campaigns (Yandex Direct campaigns, VK Ads ad plans, Google Ads and Meta campaigns) ------
 @dataclass(frozen=True)
 class Campaign:
     id: int
@@ -150,14 +158,45 @@ class Campaign:
     cpc: float  # average cost per click
     ctr: float  # clicks / impressions
     cpl: float  # cost per lead (drives lead volume)
+    retargeting: bool = False  # where returning people come back through
 
 
 CAMPAIGNS = [
     Campaign(70012345, "Поиск_Бренд", 450.0, 18.0, 0.09, 1450.0),
     Campaign(70012346, "Поиск_Курсы_Общие", 1300.0, 42.0, 0.05, 3500.0),
-    Campaign(70012347, "РСЯ_Ретаргетинг", 700.0, 11.0, 0.012, 2600.0),
+    Campaign(70012347, "РСЯ_Ретаргетинг", 700.0, 11.0, 0.012, 2600.0, retargeting=True),
     Campaign(70012348, "РСЯ_Интересы", 1000.0, 7.5, 0.006, 5200.0),
 ]
+VK_AD_PLANS = [  # VK Ads ad plans (utm_source=vk, utm_campaign=<ad plan id>)
+    Campaign(20865519, "ВК_Лукалайк_Покупатели", 280.0, 14.0, 0.008, 1400.0),
+    Campaign(20865527, "ВК_Ретаргетинг_Сайт", 180.0, 9.0, 0.011, 1000.0, retargeting=True),
+    Campaign(20865534, "ВК_Интересы_Обучение", 300.0, 11.0, 0.005, 2400.0),
+]
+GOOGLE_CAMPAIGNS = [  # Google Ads campaigns (utm_source=google)
+    Campaign(21034567801, "Search_Brand_RU", 200.0, 25.0, 0.08, 1600.0),
+    Campaign(21034567815, "Search_Courses_Generic", 500.0, 55.0, 0.04, 5000.0),
+    Campaign(21034567829, "PMax_Courses", 300.0, 15.0, 0.01, 4500.0),
+]
+META_CAMPAIGNS = [  # Meta campaigns (utm_source=facebook|instagram)
+    Campaign(120212345678901, "Prospecting_RU_Courses", 450.0, 12.0, 0.009, 3600.0),
+    Campaign(120212345678915, "Retargeting_Site_Visitors", 200.0, 8.0, 0.015, 2000.0,
+             retargeting=True),
+]
+# paid channel -> its campaigns (Yandex Direct first: its rows are generated first each day)
+AD_CAMPAIGNS = {
+    "yandex_direct": CAMPAIGNS,
+    "vk_ads": VK_AD_PLANS,
+    "google_ads": GOOGLE_CAMPAIGNS,
+    "meta_ads": META_CAMPAIGNS,
+}
+# paid channel -> the row keys its emulator takes: (id, name, impressions, money); Meta ids are
+# strings in its rows (as the Insights API returns them), the others integers
+AD_ROW_KEYS = {
+    "yandex_direct": ("campaign_id", "campaign_name", "impressions", "cost"),
+    "vk_ads": ("ad_plan_id", "ad_plan_name", "shows", "spent"),
+    "google_ads": ("campaign_id", "campaign_name", "impressions", "cost"),
+    "meta_ads": ("campaign_id", "campaign_name", "impressions", "spend"),
+}
 
 # -- people -------------------------------------------------------------------------------------
 MALE_FIRST = [

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from synthetic.business import SyntheticBusiness
     from warehouse.base import Warehouse
 
-DIRECT_ACCOUNT = "voronka-demo"  # the Yandex Direct client login of the demo business
+DIRECT_ACCOUNT = "voronka-demo"  # the Yandex Direct client login (and VK cabinet) of the demo
+GOOGLE_CUSTOMER_ID = "1234567890"
+META_AD_ACCOUNT = "act_1234567890"
 AMOCRM_ENTITIES = ("users", "pipelines", "loss_reasons", "contacts", "leads", "events")
 _MICROS = Decimal(1_000_000)
 _MICROS_STEP = Decimal(10_000)  # Direct rounds micros to 10,000 (one kopeck)
@@ -72,14 +74,69 @@ def direct_records(account: str, rows: Iterable[dict]) -> Iterator[RawRecord]:
         )
 
 
+def _money(amount: Decimal | float | str) -> str:
+    return f"{Decimal(str(amount)).quantize(Decimal('0.01'), rounding=ROUND_HALF_UP)}"
+
+
+def vk_records(account: str, rows: Iterable[dict]) -> Iterator[RawRecord]:
+    """VK Ads ad plans and daily stats as extractors.vk_ads lands them (money as strings)."""
+    plans: dict[int, str] = {}
+    for row in rows:
+        plan_id = int(row["ad_plan_id"])
+        plans.setdefault(plan_id, row["ad_plan_name"])
+        base = {"shows": int(row["shows"]), "clicks": int(row["clicks"]),
+                "spent": _money(row["spent"])}
+        yield RawRecord("vk_ads", account, "ad_plan_stats", f"{row['date']}|{plan_id}",
+                        {"date": str(row["date"]), "ad_plan_id": plan_id, "base": base,
+                         "_currency": "RUB"})
+    for plan_id, name in plans.items():
+        yield RawRecord("vk_ads", account, "ad_plans", str(plan_id),
+                        {"id": plan_id, "name": name, "status": "active"})
+
+
+def google_records(customer_id: str, rows: Iterable[dict]) -> Iterator[RawRecord]:
+    """Google Ads searchStream results (camelCase, int64 as strings, cost in micros)."""
+    for row in rows:
+        campaign_id = str(row["campaign_id"])
+        micros = int(Decimal(str(row["cost"])) * _MICROS)
+        payload = {
+            "campaign": {"resourceName": f"customers/{customer_id}/campaigns/{campaign_id}",
+                         "id": campaign_id, "name": row["campaign_name"], "status": "ENABLED"},
+            "metrics": {"impressions": str(int(row["impressions"])),
+                        "clicks": str(int(row["clicks"])), "costMicros": str(micros)},
+            "segments": {"date": str(row["date"])},
+            "customer": {"resourceName": f"customers/{customer_id}", "currencyCode": "RUB",
+                         "timeZone": "Europe/Moscow"},
+        }
+        yield RawRecord("google_ads", customer_id, "campaign_stats",
+                        f"{row['date']}|{campaign_id}", payload)
+
+
+def meta_records(ad_account_id: str, rows: Iterable[dict]) -> Iterator[RawRecord]:
+    """Meta Insights rows (level=campaign, time_increment=1), numbers as strings."""
+    for row in rows:
+        day = str(row["date"])
+        payload = {
+            "campaign_id": str(row["campaign_id"]), "campaign_name": row["campaign_name"],
+            "account_currency": "RUB", "impressions": str(int(row["impressions"])),
+            "clicks": str(int(row["clicks"])), "spend": _money(row["spend"]),
+            "date_start": day, "date_stop": day,
+        }
+        yield RawRecord("meta_ads", ad_account_id, "campaign_insights",
+                        f"{day}|{payload['campaign_id']}", payload)
+
+
 def business_records(business: SyntheticBusiness) -> list[RawRecord]:
-    """Every raw record of the business, amoCRM first, then Yandex Direct."""
+    """Every raw record of the business: amoCRM, then each ad platform."""
     records: list[RawRecord] = []
     for entity in AMOCRM_ENTITIES:
         records.extend(
             amocrm_records(business.subdomain, entity, business.amocrm.get(entity) or [])
         )
     records.extend(direct_records(DIRECT_ACCOUNT, business.yandex_direct))
+    records.extend(vk_records(DIRECT_ACCOUNT, business.vk_ads))
+    records.extend(google_records(GOOGLE_CUSTOMER_ID, business.google_ads))
+    records.extend(meta_records(META_AD_ACCOUNT, business.meta_ads))
     return records
 
 

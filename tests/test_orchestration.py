@@ -125,3 +125,27 @@ def test_summary_names_the_root_cause_of_a_failed_step() -> None:
         "  FAILED step raw_leads: ValueError: amocrm leads id=5: field 'price' expected a "
         "non-negative integer"
     ]
+
+
+def materializable_keys(definitions: dg.Definitions) -> set[str]:
+    """Assets voronka computes (dbt sources on unconfigured raw tables are external)."""
+    graph = definitions.resolve_asset_graph()
+    return {k.to_user_string() for k in graph.get_all_asset_keys()
+            if graph.get(k).is_materializable}
+
+
+def test_optional_sources_join_the_graph_when_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestration.definitions import build_defs
+
+    for var in ("VK_ADS_CLIENT_ID", "GOOGLE_ADS_CUSTOMER_ID", "META_ADS_ACCOUNT_ID",
+                "VORONKA_FILES_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    keys = materializable_keys(build_defs())
+    assert "raw/vk_ads__ad_plan_stats" not in keys and "raw/files__orders" not in keys
+    assert "raw/amocrm__leads" in keys
+    monkeypatch.setenv("VK_ADS_CLIENT_ID", "client")
+    monkeypatch.setenv("VORONKA_FILES_DIR", "/tmp/voronka-files")
+    keys = materializable_keys(build_defs())
+    assert {"raw/vk_ads__ad_plans", "raw/vk_ads__ad_plan_stats", "raw/files__orders",
+            "raw/files__ad_spend"} <= keys
+    assert "raw/google_ads__campaign_stats" not in keys

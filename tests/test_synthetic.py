@@ -3,10 +3,12 @@ with an independent re-derivation from the emitted payloads (the same rules the 
 
 from __future__ import annotations
 
+import csv
 import re
 from collections import Counter, defaultdict
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -17,6 +19,19 @@ from synthetic import CHANNELS, SyntheticBusiness, channel_for, generate
 
 MOSCOW = ZoneInfo("Europe/Moscow")
 WON, LOST = 142, 143
+SEED_CSV = Path(__file__).resolve().parents[1] / "dbt_project" / "seeds" / "channel_mapping.csv"
+# the channels of /work/shared/reference/metrics.md, in its order
+METRICS_CHANNELS = ("yandex_direct", "vk_ads", "google_ads", "meta_ads", "organic", "referral",
+                    "direct", "other")
+# platform -> (id key, name key, impressions key, money key, id type) of its emulator's rows
+PLATFORM_ROWS = {
+    "yandex_direct": ("campaign_id", "campaign_name", "impressions", "cost", int),
+    "vk_ads": ("ad_plan_id", "ad_plan_name", "shows", "spent", int),
+    "google_ads": ("campaign_id", "campaign_name", "impressions", "cost", int),
+    "meta_ads": ("campaign_id", "campaign_name", "impressions", "spend", str),
+}
+PLATFORM_SOURCES = {"yandex_direct": {"yandex"}, "vk_ads": {"vk"}, "google_ads": {"google"},
+                    "meta_ads": {"facebook", "instagram"}}
 
 
 @pytest.fixture(scope="module")
@@ -52,20 +67,22 @@ def _field_values(entity: dict, code: str) -> list[str]:
     return out
 
 
+def _seed_mapping() -> dict[tuple[str, str], str]:
+    with SEED_CSV.open(newline="", encoding="utf-8") as fh:
+        return {(r["utm_source"].strip().lower(), r["utm_medium"].strip().lower()): r["channel"]
+                for r in csv.DictReader(fh)}
+
+
+MAPPING = _seed_mapping()
+
+
 def _lead_channel(lead: dict) -> str:
+    """The dbt rule over the seed: exact (source, medium), then ('*', medium); no UTM -> direct."""
     src = (_field_values(lead, "UTM_SOURCE") or [None])[0]
     med = (_field_values(lead, "UTM_MEDIUM") or [None])[0]
-    if lead["custom_fields_values"] is None:
+    if src is None and med is None:
         return "direct"
-    if (src, med) == ("yandex", "cpc"):
-        return "yandex_direct"
-    if (src, med) == ("vk", "cpc"):
-        return "vk_ads"
-    if med == "organic":
-        return "organic"
-    if med == "referral":
-        return "referral"
-    return "other"
+    return MAPPING.get((src, med)) or MAPPING.get(("*", med)) or "other"
 
 
 def _resolve_persons(contacts: list[dict]) -> dict[int, int]:
@@ -115,9 +132,11 @@ def _rederive(b: SyntheticBusiness) -> dict[str, pd.DataFrame]:
             first = min(plist, key=lambda x: (x["created_at"], x["id"]))
             new_ct[(cohort, _lead_channel(first))] += 1
             cohorts[cohort] += 1
-    spend: dict[date, Decimal] = defaultdict(Decimal)
-    for row in b.yandex_direct:
-        spend[date.fromisoformat(row["date"]).replace(day=1)] += row["cost"]
+    spend: dict[tuple[date, str], Decimal] = defaultdict(Decimal)
+    for platform, rows in _platform_rows(b).items():
+        money = PLATFORM_ROWS[platform][3]
+        for row in rows:
+            spend[(date.fromisoformat(row["date"]).replace(day=1), platform)] += row[money]
     return {
         "new_customers_by_channel_month": pd.DataFrame(
             sorted((m, ch, n) for (m, ch), n in new_ct.items()),
@@ -126,7 +145,7 @@ def _rederive(b: SyntheticBusiness) -> dict[str, pd.DataFrame]:
             sorted((m, float(revenue[m]), orders[m]) for m in orders),
             columns=["month", "revenue", "orders"]),
         "spend_by_channel_month": pd.DataFrame(
-            sorted((m, "yandex_direct", float(v)) for m, v in spend.items()),
+            sorted((m, ch, float(v)) for (m, ch), v in spend.items()),
             columns=["month", "channel", "spend"]),
         "cohort_sizes": pd.DataFrame(sorted(cohorts.items()),
                                      columns=["cohort_month", "customers"]),
@@ -136,11 +155,18 @@ def _rederive(b: SyntheticBusiness) -> dict[str, pd.DataFrame]:
     }
 
 
+def _platform_rows(b: SyntheticBusiness) -> dict[str, list[dict]]:
+    return {"yandex_direct": b.yandex_direct, "vk_ads": b.vk_ads, "google_ads": b.google_ads,
+            "meta_ads": b.meta_ads}
+
+
 # -- determinism --------------------------------------------------------------------------------
 def test_same_seed_gives_identical_payloads(small):
     again = generate(scale=0.2)
     assert again.amocrm == small.amocrm
-    assert again.yandex_direct == small.yandex_direct
+    for platform, rows in _platform_rows(small).items():
+        assert _platform_rows(again)[platform] == rows, platform
+        assert rows, platform
     for name, frame in small.ground_truth.tables().items():
         pd.testing.assert_frame_equal(frame, again.ground_truth.tables()[name])
 
@@ -149,31 +175,45 @@ def test_different_seed_gives_different_payloads(small):
     other = generate(seed=7, scale=0.2)
     assert other.amocrm["leads"] != small.amocrm["leads"]
     assert other.amocrm["contacts"] != small.amocrm["contacts"]
-    assert other.yandex_direct != small.yandex_direct
+    for platform, rows in _platform_rows(small).items():
+        assert _platform_rows(other)[platform] != rows, platform
     # static reference data does not depend on the seed
     assert other.amocrm["pipelines"] == small.amocrm["pipelines"]
     assert other.amocrm["users"] == small.amocrm["users"]
 
 
 # -- volumes ------------------------------------------------------------------------------------
+CAMPAIGNS_PER_PLATFORM = {"yandex_direct": (4, 4), "vk_ads": (2, 3), "google_ads": (2, 3),
+                          "meta_ads": (2, 2)}
+
+
 def test_volumes_at_default_scale(biz):
+    """The demo extracts amoCRM at 7 req/s within 60 s: at most 3,600 leads, 8,000 events."""
     a = biz.amocrm
-    assert 2_600 <= len(a["leads"]) <= 3_400
-    assert 1_900 <= len(a["contacts"]) <= 2_500
-    assert 3_000 <= len(a["events"]) <= 9_000
+    assert 2_800 <= len(a["leads"]) <= 3_600
+    assert 2_000 <= len(a["contacts"]) <= 2_800
+    assert 3_000 <= len(a["events"]) <= 8_000
     assert 6 <= len(a["users"]) <= 8
     days = (biz.end - biz.start).days + 1
-    campaigns = {r["campaign_id"] for r in biz.yandex_direct}
-    assert 3 <= len(campaigns) <= 5
-    assert len(biz.yandex_direct) == days * len(campaigns)
+    for platform, rows in _platform_rows(biz).items():
+        id_key = PLATFORM_ROWS[platform][0]
+        campaigns = {r[id_key] for r in rows}
+        lo, hi = CAMPAIGNS_PER_PLATFORM[platform]
+        assert lo <= len(campaigns) <= hi, platform
+        assert len(rows) == days * len(campaigns), platform
+    assert len(biz.yandex_direct) == days * 4  # Direct keeps its four campaigns
 
 
 def test_smaller_scale_is_smaller(biz, small):
     for entity in ("leads", "contacts", "events"):
         assert len(small.amocrm[entity]) < 0.4 * len(biz.amocrm[entity])
         assert len(small.amocrm[entity]) > 0.1 * len(biz.amocrm[entity])
-    spend = sum(r["cost"] for r in biz.yandex_direct)
-    assert sum(r["cost"] for r in small.yandex_direct) < Decimal("0.3") * spend
+    for platform, rows in _platform_rows(biz).items():
+        money = PLATFORM_ROWS[platform][3]
+        spend = sum(r[money] for r in rows)
+        small_rows = _platform_rows(small)[platform]
+        assert len(small_rows) == len(rows)  # fewer roubles, not fewer days
+        assert 0 < sum(r[money] for r in small_rows) < Decimal("0.3") * spend, platform
 
 
 # -- shapes -------------------------------------------------------------------------------------
@@ -254,19 +294,57 @@ def test_leads_follow_status_rules(biz):
     assert min(outcomes["won"], outcomes["lost"], outcomes["open"]) > 30
 
 
-def test_channels_and_direct_campaigns(biz):
+def test_channels_are_the_metrics_list():
+    assert CHANNELS == METRICS_CHANNELS
+    assert set(MAPPING.values()) <= set(CHANNELS)
+
+
+def test_channels_and_ad_campaigns(biz):
     channels = Counter(_lead_channel(x) for x in biz.amocrm["leads"])
     assert set(channels) == set(CHANNELS)
-    assert all(n >= 20 for n in channels.values())
-    campaign_ids = {str(r["campaign_id"]) for r in biz.yandex_direct}
+    assert all(n >= 20 for n in channels.values()), channels
+    assert channels["google_ads"] >= 100 and channels["meta_ads"] >= 100
+    campaign_ids = {platform: {str(r[PLATFORM_ROWS[platform][0]]) for r in rows}
+                    for platform, rows in _platform_rows(biz).items()}
+    used: dict[str, Counter] = defaultdict(Counter)
+    sources: dict[str, Counter] = defaultdict(Counter)
     for lead in biz.amocrm["leads"]:
-        if _lead_channel(lead) == "yandex_direct":
-            assert _field_values(lead, "UTM_CAMPAIGN")[0] in campaign_ids
+        channel = _lead_channel(lead)
+        if channel in campaign_ids:
+            (campaign,) = _field_values(lead, "UTM_CAMPAIGN")
+            assert campaign in campaign_ids[channel], (channel, campaign)
+            assert _field_values(lead, "UTM_MEDIUM") == ["cpc"]
+            used[channel][campaign] += 1
+            sources[channel][_field_values(lead, "UTM_SOURCE")[0]] += 1
+    for platform, ids in campaign_ids.items():
+        assert set(used[platform]) == ids, f"every {platform} campaign brings leads"
+        assert set(sources[platform]) == PLATFORM_SOURCES[platform]
     # the package's mapping is the marts' mapping
     for lead in biz.amocrm["leads"]:
         src = (_field_values(lead, "UTM_SOURCE") or [None])[0]
         med = (_field_values(lead, "UTM_MEDIUM") or [None])[0]
         assert channel_for(src, med) == _lead_channel(lead)
+    for (src, med), channel in MAPPING.items():
+        if src != "*":
+            assert channel_for(src, med) == channel
+
+
+def test_spend_drives_leads(biz):
+    """Paid leads follow their platform's spend: a plausible cost per lead, and more leads in
+    the second half of the period, when the business spends more."""
+    main = next(p["id"] for p in biz.amocrm["pipelines"] if p["is_main"])
+    middle = biz.start + (biz.end - biz.start) / 2
+    for platform, rows in _platform_rows(biz).items():
+        money = PLATFORM_ROWS[platform][3]
+        spend = [sum(r[money] for r in rows if (date.fromisoformat(r["date"]) > middle) == half)
+                 for half in (False, True)]
+        leads = Counter(datetime.fromtimestamp(x["created_at"], MOSCOW).date() > middle
+                        for x in biz.amocrm["leads"]
+                        if x["pipeline_id"] == main and _lead_channel(x) == platform)
+        assert spend[1] > Decimal("1.15") * spend[0], platform
+        assert leads[True] > leads[False], (platform, leads)
+        cpl = float(sum(spend)) / (leads[True] + leads[False])
+        assert 1_000 < cpl < 6_000, (platform, cpl)
 
 
 def test_contacts_shape(biz):
@@ -322,17 +400,50 @@ def test_events_chain_ends_at_current_status(biz):
 
 
 def test_yandex_direct_rows(biz):
-    seen = set()
     for r in biz.yandex_direct:
         assert set(r) == {"date", "campaign_id", "campaign_name", "impressions", "clicks", "cost"}
-        assert isinstance(r["cost"], Decimal) and r["cost"] == r["cost"].quantize(Decimal("0.01"))
-        assert r["cost"] > 0 and 0 < r["clicks"] <= r["impressions"]
         assert isinstance(r["campaign_id"], int) and 70_000_000 <= r["campaign_id"] < 80_000_000
-        seen.add((r["date"], r["campaign_id"]))
-    assert len(seen) == len(biz.yandex_direct)
-    dates = sorted({r["date"] for r in biz.yandex_direct})
-    assert dates[0] == biz.start.isoformat() and dates[-1] == biz.end.isoformat()
-    assert len(dates) == (biz.end - biz.start).days + 1
+
+
+@pytest.mark.parametrize("platform", list(PLATFORM_ROWS))
+def test_ad_platform_rows(biz, platform):
+    """Every platform: the emulator's row shape, RUB with 2 decimals, spend on every day."""
+    id_key, name_key, shows_key, money, id_type = PLATFORM_ROWS[platform]
+    rows = _platform_rows(biz)[platform]
+    seen = set()
+    names: dict = {}
+    for r in rows:
+        assert set(r) == {"date", id_key, name_key, shows_key, "clicks", money}
+        assert isinstance(r["date"], str) and date.fromisoformat(r["date"]).isoformat() == r[
+            "date"]
+        assert type(r[id_key]) is id_type and str(r[id_key]).isdigit()
+        assert isinstance(r[name_key], str) and r[name_key]
+        assert names.setdefault(r[id_key], r[name_key]) == r[name_key]  # one name per id
+        assert isinstance(r[money], Decimal) and r[money] == r[money].quantize(Decimal("0.01"))
+        assert r[money] > 0
+        assert isinstance(r["clicks"], int) and isinstance(r[shows_key], int)
+        assert 0 < r["clicks"] <= r[shows_key]
+        seen.add((r["date"], r[id_key]))
+    assert len(seen) == len(rows), "one row per day and campaign"
+    days = (biz.end - biz.start).days + 1
+    all_days = {(biz.start + timedelta(days=i)).isoformat() for i in range(days)}
+    for campaign in names:  # every campaign spends every day of the period
+        assert {d for d, c in seen if c == campaign} == all_days, (platform, campaign)
+    assert len(set(names.values())) == len(names)
+
+
+def test_ad_rows_feed_the_emulators(small):
+    """The emulators take the rows as they are (they normalise nothing away)."""
+    from emulators.google_ads import GoogleAdsEmulator
+    from emulators.meta_ads import MetaAdsEmulator
+    from emulators.vk_ads import VKAdsEmulator
+
+    for cls, rows in ((VKAdsEmulator, small.vk_ads), (GoogleAdsEmulator, small.google_ads),
+                      (MetaAdsEmulator, small.meta_ads)):
+        emu = cls(rows)
+        assert len(emu.rows) == len(rows)
+        for got, row in zip(emu.rows, rows, strict=True):
+            assert {k: got[k] for k in row} == row, cls.__name__
 
 
 # -- identity resolution ------------------------------------------------------------------------
@@ -384,10 +495,21 @@ def test_ground_truth_is_consistent(biz):
     won = [x for x in biz.amocrm["leads"] if x["status_id"] == WON]
     assert gt.revenue_by_month["orders"].sum() == len(won)
     assert gt.revenue_by_month["revenue"].sum() == pytest.approx(sum(x["price"] for x in won))
-    assert set(gt.spend_by_channel_month["channel"]) == {"yandex_direct"}
+    spend = gt.spend_by_channel_month
+    assert set(spend["channel"]) == set(PLATFORM_ROWS)
     months = sorted(gt.leads_by_channel_month["month"].unique())
     assert months[0] == biz.start.replace(day=1) and months[-1] == biz.end.replace(day=1)
     assert all(isinstance(m, date) and m.day == 1 for m in months)
+    assert len(spend) == len(months) * len(PLATFORM_ROWS)  # every platform, every month
+    assert (spend["spend"] > 0).all()
+    assert spend["spend"].round(2).tolist() == spend["spend"].tolist()
+    for platform, rows in _platform_rows(biz).items():
+        money = PLATFORM_ROWS[platform][3]
+        total = float(sum(r[money] for r in rows))
+        assert spend[spend.channel == platform]["spend"].sum() == pytest.approx(total)
+    paid = gt.new_customers_by_channel_month.groupby("channel")["new_customers"].sum()
+    assert set(paid.index) == set(CHANNELS)
+    assert paid["google_ads"] >= 20 and paid["meta_ads"] >= 10
     # returning customers: more orders than customers
     assert gt.revenue_by_month["orders"].sum() > 1.3 * gt.cohort_sizes["customers"].sum()
 

@@ -17,11 +17,11 @@ def _cmd_emulators(args: argparse.Namespace) -> int:
     """Serve the demo business on fixed ports until Ctrl-C (for `dagster dev`)."""
     import time
 
-    from voronka.demo import demo_environment, running_emulators
+    from voronka.demo import running_emulators
 
     with running_emulators(seed=args.seed, scale=args.scale, amocrm_port=args.amocrm_port,
                            direct_port=args.direct_port) as servers:
-        env = demo_environment(servers.business, servers.amocrm.base_url, servers.direct.base_url)
+        env = servers.environment()
         print("Emulators are up. Point voronka at them with:")
         for name, value in env.items():
             print(f"  export {name}={value}")
@@ -45,9 +45,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     demo.ensure_dagster_home()
     with demo.running_emulators(seed=args.seed, scale=args.scale, amocrm_port=args.amocrm_port,
                                 direct_port=args.direct_port) as servers:
-        os.environ.update(demo.demo_environment(
-            servers.business, servers.amocrm.base_url, servers.direct.base_url
-        ))
+        os.environ.update(servers.environment())
         dagster = Path(sys.executable).with_name("dagster")
         try:
             return subprocess.call([str(dagster), "dev", "-m", "orchestration.definitions",

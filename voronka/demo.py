@@ -12,9 +12,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
-from emulators import AmoCRMEmulator, YandexDirectEmulator
+from emulators import (
+    AmoCRMEmulator,
+    GoogleAdsEmulator,
+    MetaAdsEmulator,
+    VKAdsEmulator,
+    YandexDirectEmulator,
+)
 from synthetic import SyntheticBusiness, generate
 from voronka import settings
 
@@ -25,6 +32,13 @@ DEMO_AMOCRM = {
     "redirect_uri": "http://127.0.0.1/callback",
 }
 DEMO_DIRECT_TOKEN = "demo-direct-token"
+DEMO_VK = {"client_id": "demo-vk-client", "client_secret": "demo-vk-secret"}
+DEMO_GOOGLE = {
+    "customer_id": "1234567890", "client_id": "demo-google-client",
+    "client_secret": "demo-google-secret", "refresh_token": "demo-google-refresh",
+    "developer_token": "demo-dev-token",
+}
+DEMO_META = {"ad_account_id": "act_1234567890", "access_token": "demo-meta-token"}
 VORONKA_SCHEMAS = ("raw", "seeds", "staging", "intermediate", "marts")
 
 
@@ -33,6 +47,51 @@ class DemoServers:
     business: SyntheticBusiness
     amocrm: AmoCRMEmulator
     direct: YandexDirectEmulator
+    vk: VKAdsEmulator
+    google: GoogleAdsEmulator
+    meta: MetaAdsEmulator
+
+    def environment(self) -> dict[str, str]:
+        """Every variable a real deployment would set, pointed at these emulators."""
+        return demo_environment(
+            self.business, self.amocrm.base_url, self.direct.base_url
+        ) | ad_platform_environment(
+            self.business, self.vk.base_url, self.google.base_url, self.meta.base_url
+        )
+
+
+def ad_platform_environment(
+    business: SyntheticBusiness, vk_url: str, google_url: str, meta_url: str
+) -> dict[str, str]:
+    """VK Ads, Google Ads and Meta settings pointed at their emulators."""
+    start, end = business.start.isoformat(), business.end.isoformat()
+    return {
+        "VK_ADS_BASE_URL": vk_url,
+        "VK_ADS_ACCOUNT": business.subdomain,
+        "VK_ADS_CLIENT_ID": DEMO_VK["client_id"],
+        "VK_ADS_CLIENT_SECRET": DEMO_VK["client_secret"],
+        "VK_ADS_START_DATE": start,
+        "VK_ADS_UNTIL_DATE": end,
+        # The demo business lives in its own calendar: "today" is the day after it ends, so
+        # VK's 366-day statistics horizon is counted from there, not from the wall clock.
+        "VK_ADS_TODAY": (business.end + timedelta(days=1)).isoformat(),
+        "GOOGLE_ADS_BASE_URL": google_url,
+        "GOOGLE_ADS_TOKEN_URL": f"{google_url}/token",
+        "GOOGLE_ADS_CUSTOMER_ID": DEMO_GOOGLE["customer_id"],
+        "GOOGLE_ADS_CLIENT_ID": DEMO_GOOGLE["client_id"],
+        "GOOGLE_ADS_CLIENT_SECRET": DEMO_GOOGLE["client_secret"],
+        "GOOGLE_ADS_REFRESH_TOKEN": DEMO_GOOGLE["refresh_token"],
+        "GOOGLE_ADS_DEVELOPER_TOKEN": DEMO_GOOGLE["developer_token"],
+        "GOOGLE_ADS_START_DATE": start,
+        "GOOGLE_ADS_UNTIL_DATE": end,
+        "META_ADS_BASE_URL": meta_url,
+        "META_ADS_ACCOUNT_ID": DEMO_META["ad_account_id"],
+        "META_ADS_ACCESS_TOKEN": DEMO_META["access_token"],
+        "META_ADS_START_DATE": start,
+        "META_ADS_UNTIL_DATE": end,
+        "META_ADS_CHUNK_DAYS": "366",
+        "META_ADS_POLL_INTERVAL_S": "0.2",
+    }
 
 
 def demo_environment(business: SyntheticBusiness, amocrm_url: str, direct_url: str) -> dict:
@@ -68,8 +127,12 @@ def running_emulators(
         business.yandex_direct, token=DEMO_DIRECT_TOKEN, client_login=business.subdomain,
         offline_polls=direct_polls, retry_in_s=1, port=direct_port,
     )
-    with amocrm, direct:
-        yield DemoServers(business, amocrm, direct)
+    vk = VKAdsEmulator(business.vk_ads, today=business.end + timedelta(days=1),
+                       **DEMO_VK)
+    google = GoogleAdsEmulator(business.google_ads, **DEMO_GOOGLE)
+    meta = MetaAdsEmulator(business.meta_ads, async_polls=1, **DEMO_META)
+    with amocrm, direct, vk, google, meta:
+        yield DemoServers(business, amocrm, direct, vk, google, meta)
 
 
 def reset_demo_state(fresh: bool) -> None:
@@ -106,9 +169,7 @@ def run_demo(seed: int = 42, scale: float = 1.0, fresh: bool = False) -> int:
     reset_demo_state(fresh)
     ensure_dagster_home()
     with running_emulators(seed=seed, scale=scale) as servers:
-        os.environ.update(
-            demo_environment(servers.business, servers.amocrm.base_url, servers.direct.base_url)
-        )
+        os.environ.update(servers.environment())
         servers.business.write_ground_truth(settings.REPO_ROOT / "data" / "ground_truth")
         from voronka.runner import run_daily_refresh
 

@@ -6,10 +6,10 @@ import dagster as dg
 
 
 def run_daily_refresh(instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
-    """Load the Definitions now (they read the environment) and execute `daily_refresh`."""
-    from orchestration.definitions import defs
+    """Build the Definitions now (they read the environment) and execute `daily_refresh`."""
+    from orchestration.definitions import build_defs
 
-    job = defs.resolve_job_def("daily_refresh")
+    job = build_defs().resolve_job_def("daily_refresh")
     return job.execute_in_process(
         instance=instance or dg.DagsterInstance.get(), raise_on_error=False
     )

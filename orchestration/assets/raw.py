@@ -7,14 +7,25 @@ import dagster as dg
 
 from expectations import validate_records
 from extractors.sync import sync_entity
-from orchestration.resources import WarehouseResource
+from orchestration.resources import WarehouseResource, enabled_optional_sources
 from warehouse.contact_points import build_contact_points
 from warehouse.records import QuarantinedRecord, RawRecord, raw_table_name
 
-RAW_ENTITIES: dict[str, tuple[str, ...]] = {
+ALL_RAW_ENTITIES: dict[str, tuple[str, ...]] = {
     "amocrm": ("users", "pipelines", "loss_reasons", "contacts", "leads", "events"),
     "yandex_direct": ("campaign_stats",),
+    "vk_ads": ("ad_plans", "ad_plan_stats"),
+    "google_ads": ("campaign_stats",),
+    "meta_ads": ("campaign_insights",),
+    "files": ("orders", "ad_spend"),
 }
+
+
+def enabled_raw_entities() -> dict[str, tuple[str, ...]]:
+    """amoCRM and Yandex Direct always; other sources when their variables are set."""
+    enabled = {"amocrm", "yandex_direct", *enabled_optional_sources()}
+    return {s: entities for s, entities in ALL_RAW_ENTITIES.items() if s in enabled}
+
 ENTITY_DESCRIPTIONS = {
     "users": "amoCRM users (managers), full pull each run.",
     "pipelines": "amoCRM pipelines with their statuses embedded, full pull each run.",
@@ -22,7 +33,13 @@ ENTITY_DESCRIPTIONS = {
     "contacts": "amoCRM contacts, incremental on updated_at with an overlap window.",
     "leads": "amoCRM leads (deals) with UTM tracking fields, incremental on updated_at.",
     "events": "amoCRM lead_status_changed events (stage history), incremental on created_at.",
-    "campaign_stats": "Yandex Direct daily campaign stats (Moscow dates), last 3 days re-pulled.",
+    "campaign_stats": "Daily campaign stats; the platform's settling window is re-pulled.",
+    "ad_plans": "VK Ads ad plans (campaigns) with names and status, full pull each run.",
+    "ad_plan_stats": "VK Ads daily ad plan statistics (base metrics), last 7 days re-pulled.",
+    "campaign_insights": "Meta Ads Insights per campaign and day (async reports), "
+                         "last 28 days re-pulled for attribution.",
+    "orders": "Orders from shop or accounting exports (CSV/Parquet) under the file contract.",
+    "ad_spend": "Offline ad spend files (CSV/Parquet) under the file contract.",
 }
 RAW_CHECK = "raw_batch_passes_suite"
 MAX_REASONS_IN_METADATA = 10
@@ -92,7 +109,9 @@ def build_raw_asset(source: str, entity: str) -> dg.AssetsDefinition:
     return _raw_asset
 
 
-RAW_ASSETS = [build_raw_asset(s, e) for s, entities in RAW_ENTITIES.items() for e in entities]
+def build_raw_assets() -> list[dg.AssetsDefinition]:
+    return [build_raw_asset(s, e) for s, entities in enabled_raw_entities().items()
+            for e in entities]
 
 
 @dg.asset(

@@ -3,7 +3,7 @@
 -- The refs below are declared unconditionally so the DAG is the same with or without the var:
 -- depends_on: {{ ref('stg_amocrm__leads') }}
 -- depends_on: {{ ref('stg_amocrm__lead_status_events') }}
--- depends_on: {{ ref('stg_yandex_direct__campaign_stats') }}
+-- depends_on: {{ ref('int_ad_spend__unioned') }}
 {% set as_of = var('as_of_date', none) %}
 
 with
@@ -28,7 +28,7 @@ event_dates as (
     union all
     select max(cast(changed_at as date)) from {{ ref('stg_amocrm__lead_status_events') }}
     union all
-    select max(report_date) from {{ ref('stg_yandex_direct__campaign_stats') }}
+    select max(spend_date) from {{ ref('int_ad_spend__unioned') }}
 
 ),
 
