@@ -5,6 +5,7 @@ the first validation, and its context and suites are cached for the life of the 
 """
 
 from expectations._gx import TIMINGS as GX_TIMINGS
+from expectations._gx import warm_up_in_background
 from expectations.marts import MART_COLUMNS, MART_SUITES, validate_mart
 from expectations.raw import RAW_SUITES, validate_records
 from expectations.reconcile import reconcile_frames, reconcile_revenue
@@ -21,4 +22,5 @@ __all__ = [
     "reconcile_revenue",
     "validate_mart",
     "validate_records",
+    "warm_up_in_background",
 ]

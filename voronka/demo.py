@@ -6,6 +6,7 @@ Direct; only the base URLs and the (demo) credentials differ.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import time
@@ -24,6 +25,7 @@ from emulators import (
 )
 from synthetic import SyntheticBusiness, generate
 from voronka import settings
+from warehouse.records import canonical_json
 
 DEMO_AMOCRM = {
     "client_id": "demo-client",
@@ -151,6 +153,27 @@ def reset_demo_state(fresh: bool) -> None:
             path.with_name(path.name + ".wal").unlink(missing_ok=True)
 
 
+def business_fingerprint(business: SyntheticBusiness) -> str:
+    """Identifies the generated data, so a demo warehouse is never mixed across versions."""
+    sample = {
+        "seed": business.seed, "scale": business.scale, "end": business.end.isoformat(),
+        "counts": {name: len(rows) for name, rows in business.amocrm.items()},
+        "tail": [business.amocrm["leads"][-3:], business.yandex_direct[-3:],
+                 business.vk_ads[-3:], business.google_ads[-3:], business.meta_ads[-3:]],
+    }
+    return hashlib.sha256(canonical_json(sample).encode()).hexdigest()[:16]
+
+
+def demo_data_changed(business: SyntheticBusiness) -> bool:
+    """True (and remembers the new fingerprint) when the warehouse holds another business."""
+    marker = settings.state_dir().parent / "demo_business"
+    fingerprint = business_fingerprint(business)
+    changed = not marker.exists() or marker.read_text().strip() != fingerprint
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fingerprint)
+    return changed
+
+
 def ensure_dagster_home() -> str:
     """Runs go to a persistent instance, so `dagster dev` shows the demo's run history."""
     home = os.environ.setdefault("DAGSTER_HOME", str(settings.REPO_ROOT / ".dagster_home"))
@@ -166,9 +189,13 @@ def run_demo(seed: int = 42, scale: float = 1.0, fresh: bool = False) -> int:
     from voronka.summary import print_summary
 
     started = time.monotonic()
-    reset_demo_state(fresh)
     ensure_dagster_home()
     with running_emulators(seed=seed, scale=scale) as servers:
+        if demo_data_changed(servers.business) and not fresh:
+            print("voronka demo: the synthetic business differs from the one in the demo "
+                  "warehouse (another seed, scale or version); starting from scratch.")
+            fresh = True
+        reset_demo_state(fresh)
         os.environ.update(servers.environment())
         servers.business.write_ground_truth(settings.REPO_ROOT / "data" / "ground_truth")
         from voronka.runner import run_daily_refresh
