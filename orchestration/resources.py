@@ -48,9 +48,9 @@ class AmoCRMResource(dg.ConfigurableResource):
     subdomain: str
     client_id: str = ""
     redirect_uri: str = ""
-    # amoCRM allows 7 req/s per integration; staying at 6 leaves headroom for request jitter
+    # amoCRM allows 7 req/s per integration; staying at 6.5 leaves headroom for request jitter
     # and for other integrations on the same account (crm_apis.md §1.11).
-    rate_limit_per_s: float = 6.0
+    rate_limit_per_s: float = 6.5
 
     def source(self) -> AmoCRMSource:
         return AmoCRMSource(

@@ -200,7 +200,7 @@ def run_demo(seed: int = 42, scale: float = 1.0, fresh: bool = False) -> int:
         servers.business.write_ground_truth(settings.REPO_ROOT / "data" / "ground_truth")
         from voronka.runner import run_daily_refresh
 
-        log_path = settings.REPO_ROOT / "data" / "logs" / "demo.log"
+        log_path = settings.log_dir() / "demo.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         print(f"voronka demo: {len(servers.business.amocrm['leads']):,} leads and "
               f"{len(servers.business.yandex_direct):,} Direct rows served on 127.0.0.1; "

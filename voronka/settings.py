@@ -81,6 +81,11 @@ def state_dir() -> Path:
     return _path("VORONKA_STATE_DIR", ".voronka/state")
 
 
+def log_dir() -> Path:
+    """Where the demo writes the full Dagster and dbt log."""
+    return _path("VORONKA_LOG_DIR", "data/logs")
+
+
 def as_of_date() -> date | None:
     """The marts' as-of date (dbt var); None lets dbt take the newest date in the data."""
     return _date("VORONKA_AS_OF_DATE")
