@@ -49,6 +49,7 @@ from extractors.http import (
     Page,
     limiter_for,
 )
+from extractors.windows import date_chunks, settling_range
 from warehouse.records import RawRecord
 
 log = logging.getLogger("voronka.extractors")
@@ -201,21 +202,11 @@ class MetaAdsSource:
     def date_range(self, cursor: str | None) -> tuple[date, date]:
         """The (first, last) dates a run pulls for ``cursor``; first > last means nothing."""
         until = self.until_date or (account_today(self.tz) - timedelta(days=1))
-        if cursor:
-            first = date.fromisoformat(cursor) - timedelta(days=self.settle_days - 1)
-            first = max(first, self.start_date)
-        else:
-            first = self.start_date
+        first, until = settling_range(cursor, self.start_date, until, self.settle_days)
         return first, until
 
     def chunks(self, cursor: str | None) -> list[tuple[date, date]]:
-        first, until = self.date_range(cursor)
-        out = []
-        while first <= until:
-            last = min(first + timedelta(days=self.chunk_days - 1), until)
-            out.append((first, last))
-            first = last + timedelta(days=1)
-        return out
+        return date_chunks(*self.date_range(cursor), self.chunk_days)
 
     def query(self, since: date, until: date) -> dict[str, str]:
         return {
