@@ -49,7 +49,9 @@ class RecordingSleep:
 
 
 def new_emulator(rows: list[dict] | None = None, **kwargs) -> VKAdsEmulator:
-    params = {"client_id": CLIENT_ID, "client_secret": SECRET, "rate_limit_per_s": 50, **kwargs}
+    # the emulator's "now" is pinned to the test's TODAY, so a run crossing midnight agrees
+    params = {"client_id": CLIENT_ID, "client_secret": SECRET, "rate_limit_per_s": 50,
+              "today": TODAY, **kwargs}
     return VKAdsEmulator(vk_rows() if rows is None else rows, **params).start()
 
 
@@ -76,7 +78,7 @@ def make_source(vk: VKAdsEmulator, store: TokenStore, sleep: RecordingSleep | No
                           backoff_max=0.05, sleep=sleep or RecordingSleep())
     params = {"account": ACCOUNT, "client_id": CLIENT_ID, "client_secret": SECRET,
               "token_store": store, "start_date": START, "until_date": UNTIL,
-              "chunk_days": 4, "rate_limit_per_s": 50, **kwargs}
+              "chunk_days": 4, "rate_limit_per_s": 50, "today": TODAY, **kwargs}
     return VKAdsSource(vk.base_url, http_options=options, **params)
 
 
