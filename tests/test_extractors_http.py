@@ -15,6 +15,7 @@ from email.utils import format_datetime
 
 import pytest
 import requests
+from _support import RecordingSleep
 
 from emulators import AmoCRMEmulator
 from extractors.http import (
@@ -42,14 +43,6 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
-
-
-class RecordingSleep:
-    def __init__(self) -> None:
-        self.calls: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.calls.append(seconds)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from _support import RecordingSleep, daily_campaign_rows
 
 from emulators import YandexDirectEmulator
 from extractors.http import ApiError, AuthorizationError, HttpOptions
@@ -27,21 +28,7 @@ CAMPAIGNS = {70012345: "Brand_Search", 70012346: "Ретаргетинг РСЯ"
 
 
 def direct_rows(days: int = DAYS) -> list[dict]:
-    rows = []
-    for d in range(days):
-        for n, (cid, name) in enumerate(CAMPAIGNS.items()):
-            rows.append({"date": (START + timedelta(days=d)).isoformat(), "campaign_id": cid,
-                         "campaign_name": name, "impressions": 1000 + 10 * d + n,
-                         "clicks": 50 + d + n, "cost": Decimal("4312.50") + d + n})
-    return rows
-
-
-class RecordingSleep:
-    def __init__(self) -> None:
-        self.calls: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.calls.append(seconds)
+    return daily_campaign_rows(START, days, CAMPAIGNS)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import requests
+from _support import RecordingSleep, daily_campaign_rows
 
 from emulators.meta_ads import MetaAdsEmulator
 from extractors.http import ApiError, AuthorizationError, HttpOptions
@@ -29,21 +30,8 @@ TIMEOUT = 5
 
 
 def meta_rows(days: int = DAYS) -> list[dict]:
-    rows = []
-    for d in range(days):
-        for n, (cid, name) in enumerate(CAMPAIGNS.items()):
-            rows.append({"date": (START + timedelta(days=d)).isoformat(), "campaign_id": cid,
-                         "campaign_name": name, "impressions": 36000 + 10 * d + n,
-                         "clicks": 600 + d + n, "spend": Decimal("3520.40") + d + n})
-    return rows
-
-
-class RecordingSleep:
-    def __init__(self) -> None:
-        self.calls: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.calls.append(seconds)
+    return daily_campaign_rows(START, days, CAMPAIGNS, impressions=36000, clicks=600,
+                               money_key="spend", money=Decimal("3520.40"))
 
 
 @pytest.fixture
