@@ -19,11 +19,13 @@ from expectations.results import MartValidation
 CHANNELS = ("yandex_direct", "vk_ads", "google_ads", "meta_ads", "organic", "referral", "direct",
             "other")
 BLENDED_CHANNEL = "all"
+#: Kinds of sale in fct_orders (docs/SOURCES_CONTRACT.md §3).
+ORDER_SOURCES = ("amocrm_lead", "bitrix24_deal", "amocrm_transaction", "files")
 
 #: Column contract per mart (docs/ARCHITECTURE.md, "Mart contract").
 MART_COLUMNS: dict[str, tuple[str, ...]] = {
-    "fct_orders": ("order_id", "lead_id", "customer_id", "order_date", "order_month", "amount",
-                   "order_number", "is_first_order", "channel"),
+    "fct_orders": ("order_id", "order_source", "lead_id", "customer_id", "order_date",
+                   "order_month", "amount", "order_number", "is_first_order", "channel"),
     "dim_customers": ("customer_id", "first_order_date", "cohort_month", "channel",
                       "first_lead_id", "first_lead_created_at", "orders_count", "revenue",
                       "last_order_date", "contact_count"),
@@ -33,9 +35,10 @@ MART_COLUMNS: dict[str, tuple[str, ...]] = {
                                 "cac", "cv", "cac_undefined"),
     "fct_crr_monthly": ("month", "period_end", "customers_active_start", "customers_active_end",
                         "new_customers", "retained_customers", "crr", "strict_retention"),
-    "fct_funnel_stage_conversion": ("pipeline_id", "pipeline_name", "status_id", "stage_name",
-                                    "stage_order", "leads_reached", "next_status_id",
-                                    "leads_reached_next", "conversion_to_next", "win_rate"),
+    "fct_funnel_stage_conversion": ("crm", "account", "pipeline_id", "pipeline_name",
+                                    "status_id", "stage_name", "stage_order", "leads_reached",
+                                    "next_status_id", "leads_reached_next",
+                                    "conversion_to_next", "win_rate"),
 }
 
 
@@ -71,7 +74,7 @@ def _fct_orders() -> list[Any]:
     return [
         _not_null("order_id"), _unique("order_id"),
         _not_null("amount"), _at_least("amount", 0, strict=True),
-        _not_null("customer_id"),
+        _not_null("customer_id"), _in_set("order_source", ORDER_SOURCES),
     ]
 
 

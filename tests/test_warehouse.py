@@ -173,6 +173,33 @@ def test_contact_points_normalise_phones_to_e164_and_emails(duck: DuckDBWarehous
     assert normalize_phone("9161234567") == "+79161234567"
 
 
+def test_contact_points_cover_bitrix24_contacts_and_file_orders(duck: DuckDBWarehouse) -> None:
+    b24 = RawRecord("bitrix24", "portal.bitrix24.ru", "contacts", "17", {
+        "ID": "17", "NAME": "Мария",
+        "PHONE": [{"ID": "5", "VALUE_TYPE": "MOBILE", "VALUE": "8 916 123-45-67",
+                   "TYPE_ID": "PHONE"}],
+        "EMAIL": [{"ID": "6", "VALUE_TYPE": "WORK", "VALUE": "Maria@Example.ru",
+                   "TYPE_ID": "EMAIL"}],
+    })
+    order = RawRecord("files", "shop", "orders", "A-1", {
+        "order_id": "A-1", "customer_phone": "", "customer_email": "maria@example.ru ",
+        "_file": "orders.csv", "_line": 2,
+    })
+    no_contact = RawRecord("files", "shop", "orders", "A-2", {
+        "order_id": "A-2", "customer_phone": "", "customer_email": "", "_file": "orders.csv",
+        "_line": 3,
+    })
+    duck.land([b24, order, no_contact], run_id="r")
+    assert build_contact_points(duck) == 3
+    points = duck.query_df("select source, contact_id, kind, value_normalized "
+                           "from raw.contact_points order by source, kind")
+    assert points.values.tolist() == [
+        ["bitrix24", "17", "email", "maria@example.ru"],
+        ["bitrix24", "17", "phone", "+79161234567"],
+        ["files", "A-1", "email", "maria@example.ru"],
+    ]
+
+
 @pytest.mark.postgres
 def test_postgres_database_is_created_on_first_use() -> None:
     name = f"voronka_new_{uuid.uuid4().hex[:8]}"

@@ -1,8 +1,10 @@
-"""Normalised phones and e-mails of CRM contacts: the keys of identity resolution.
+"""Normalised phones and e-mails of CRM contacts and file orders: the keys of identity resolution.
 
 Phone parsing needs libphonenumber (E.164, default region RU), which SQL cannot do portably,
 so this small derived table is computed in Python and read by dbt as a source. It is rebuilt
-from the newest version of every raw contact on each run, so it is a pure function of raw.
+from the newest version of every raw contact (amoCRM, Bitrix24) and every orders-file row on
+each run, so it is a pure function of raw. ``contact_id`` is the contact's id, or for a file
+order the order's raw record_id: each is a node of the identity graph dbt resolves.
 """
 
 from __future__ import annotations
@@ -41,38 +43,73 @@ def normalize_email(value: str) -> str | None:
     return email if "@" in email and " " not in email else None
 
 
+def _point(source: str, account: str, node_id: str, kind: str, raw: Any) -> tuple:
+    """One contact-point row; the normalised value is None when the raw one is junk."""
+    text = str(raw or "")
+    normalized = normalize_phone(text) if kind == "phone" else normalize_email(text)
+    return (source, account, node_id, kind, text, normalized)
+
+
 def amocrm_contact_points(account: str, contact: dict[str, Any]) -> Iterator[tuple]:
-    """(source, account, contact_id, kind, raw, normalised) for each phone and e-mail."""
+    """Phones and e-mails of an amoCRM contact (PHONE/EMAIL multitext custom fields)."""
     for field in contact.get("custom_fields_values") or []:
         kind = _FIELD_KIND.get(field.get("field_code") or "")
         if kind is None:
             continue
         for item in field.get("values") or []:
-            raw = str(item.get("value") or "")
-            normalized = normalize_phone(raw) if kind == "phone" else normalize_email(raw)
-            yield ("amocrm", account, str(contact["id"]), kind, raw, normalized)
+            yield _point("amocrm", account, str(contact["id"]), kind, item.get("value"))
 
 
-def latest_payloads(wh: Warehouse, table: str) -> Iterable[tuple[str, dict[str, Any]]]:
-    """Newest version of each record of a raw table, as (account, payload)."""
+def bitrix24_contact_points(account: str, contact: dict[str, Any]) -> Iterator[tuple]:
+    """Phones and e-mails of a Bitrix24 contact (PHONE/EMAIL multifields: [{VALUE, ...}])."""
+    for field, kind in _FIELD_KIND.items():
+        items = contact.get(field)
+        for item in items if isinstance(items, list) else []:
+            if isinstance(item, dict) and item.get("VALUE"):
+                yield _point("bitrix24", account, str(contact["ID"]), kind, item["VALUE"])
+
+
+def file_order_contact_points(
+    account: str, record_id: str, order: dict[str, Any]
+) -> Iterator[tuple]:
+    """The buyer's phone and e-mail of an orders-file row; the order itself is the node."""
+    for column, kind in (("customer_phone", "phone"), ("customer_email", "email")):
+        if (order.get(column) or "").strip():
+            yield _point("files", account, record_id, kind, order[column])
+
+
+def latest_payloads(wh: Warehouse, table: str) -> Iterable[tuple[str, str, dict[str, Any]]]:
+    """Newest version of each record of a raw table, as (account, record_id, payload)."""
     frame = wh.query_df(
-        f"""select account, payload from (
-              select account, payload, row_number() over (
+        f"""select account, record_id, payload from (
+              select account, record_id, payload, row_number() over (
                 partition by account, record_id
                 order by updated_at desc nulls last, extracted_at desc) as version_rank
               from {table}) versions
             where version_rank = 1"""
     )
-    for account, payload in frame.itertuples(index=False):
-        yield account, json_loads(payload)
+    for account, record_id, payload in frame.itertuples(index=False):
+        yield account, record_id, json_loads(payload)
+
+
+def _points_of_table(wh: Warehouse, table: str) -> Iterator[tuple]:
+    for account, record_id, payload in latest_payloads(wh, f"raw.{table}"):
+        if table == "amocrm__contacts":
+            yield from amocrm_contact_points(account, payload)
+        elif table == "bitrix24__contacts":
+            yield from bitrix24_contact_points(account, payload)
+        else:
+            yield from file_order_contact_points(account, record_id, payload)
+
+
+CONTACT_TABLES = ("amocrm__contacts", "bitrix24__contacts", "files__orders")
 
 
 def build_contact_points(wh: Warehouse) -> int:
-    """Rebuild raw.contact_points from raw amoCRM contacts; returns the number of rows."""
-    rows: list[tuple] = []
-    if "amocrm__contacts" in wh.list_tables("raw"):
-        for account, contact in latest_payloads(wh, "raw.amocrm__contacts"):
-            rows.extend(amocrm_contact_points(account, contact))
+    """Rebuild raw.contact_points from every landed contact table; returns the row count."""
+    landed = set(wh.list_tables("raw"))
+    rows = [row for table in CONTACT_TABLES if table in landed
+            for row in _points_of_table(wh, table)]
     frame = pd.DataFrame(rows, columns=CONTACT_POINT_COLUMNS)
     wh.replace_table("raw", "contact_points", frame, CONTACT_POINT_DDL)
     return len(frame)

@@ -1,77 +1,84 @@
--- Identity resolution: one row per amoCRM contact with the customer it belongs to.
--- Contacts are the same person when they share a normalised phone or e-mail, directly or
--- through a chain (A shares a phone with B, B an e-mail with C): the connected components
--- of the "shares a contact point" graph. customer_id = 'c_' || smallest contact id.
+-- Identity resolution across sources: one row per identity-graph node (an amoCRM contact, a
+-- Bitrix24 contact, a file order) with the customer it belongs to. Nodes are the same person
+-- when they share a normalised phone or e-mail, directly or through a chain (A shares a phone
+-- with B, B an e-mail with C), in any CRM or file: the connected components of the "shares a
+-- contact point" graph. customer_id = 'c_' + the first 16 hex digits of md5(smallest node id
+-- of the component): stable for the same data on every backend.
 with recursive
 
-contacts as (
+nodes as (
 
-    select account, contact_id from {{ ref('stg_amocrm__contacts') }}
+    select {{ node_id('amocrm', 'account', 'contact_id') }} as node_id
+    from {{ ref('stg_amocrm__contacts') }}
+    union
+    select {{ node_id('amocrm', 'account', 'main_contact_id') }}
+    from {{ ref('stg_amocrm__customers') }}
+    where main_contact_id is not null
+    union
+    select {{ node_id('bitrix24', 'account', 'contact_id') }}
+    from {{ ref('stg_bitrix24__contacts') }}
+    union
+    select {{ node_id('files', 'account', 'order_record_id') }}
+    from {{ ref('stg_files__orders') }}
     union
     -- a lead may point at a contact that was never landed; it is still someone
-    select account, main_contact_id
-    from {{ ref('stg_amocrm__leads') }}
-    where main_contact_id is not null
+    select contact_node_id
+    from {{ ref('int_crm__leads_unioned') }}
+    where contact_node_id is not null
 
 ),
 
 points as (
 
-    select distinct account, contact_id, point_kind, value_normalized
-    from {{ ref('stg_amocrm__contact_points') }}
-    where is_valid
+    select * from {{ ref('int_contact_points__unioned') }}
 
 ),
 
 edges as (
 
     select distinct
-        a.account,
-        a.contact_id,
-        b.contact_id as linked_contact_id
+        a.node_id,
+        b.node_id as linked_node_id
     from points as a
     inner join points as b
-        on a.account = b.account
-        and a.point_kind = b.point_kind
+        on a.point_kind = b.point_kind
         and a.value_normalized = b.value_normalized
-        and a.contact_id <> b.contact_id
+        and a.node_id <> b.node_id
 
 ),
 
 -- transitive closure; UNION (not UNION ALL) stops once no new pair appears
-reachable (account, contact_id, reachable_contact_id) as (
+reachable (node_id, reachable_node_id) as (
 
-    select account, contact_id, contact_id from contacts
+    select node_id, node_id from nodes
     union
     select
-        reachable.account,
-        reachable.contact_id,
-        edges.linked_contact_id
+        reachable.node_id,
+        edges.linked_node_id
     from reachable
     inner join edges
-        on reachable.account = edges.account
-        and reachable.reachable_contact_id = edges.contact_id
+        on reachable.reachable_node_id = edges.node_id
 
 ),
 
 components as (
 
     select
-        account,
-        contact_id,
-        min(reachable_contact_id) as root_contact_id
+        node_id,
+        min(reachable_node_id) as root_node_id
     from reachable
-    group by account, contact_id
+    group by node_id
 
 ),
 
 final as (
 
     select
-        account,
-        contact_id,
-        'c_' || cast(root_contact_id as varchar) as customer_id,
-        count(*) over (partition by account, root_contact_id) as contacts_in_customer
+        node_id,
+        {{ dbt.split_part('node_id', "':'", 1) }} as node_source,
+        'c_' || substr(md5(root_node_id), 1, 16) as customer_id,
+        root_node_id,
+        count(*) over (partition by root_node_id) as nodes_in_customer
     from components
 
 )

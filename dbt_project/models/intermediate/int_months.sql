@@ -1,5 +1,5 @@
--- Month spine: every calendar month from the first month with any activity (lead, order or
--- ad spend) to the as-of month, inclusive.
+-- Month spine: every calendar month from the first month with any activity (lead, file
+-- order or ad spend on any platform) to the as-of month, inclusive.
 with recursive
 
 as_of as (
@@ -11,10 +11,13 @@ as_of as (
 activity_months as (
 
     select min({{ month_start('created_at') }}) as first_month
-    from {{ ref('stg_amocrm__leads') }}
+    from {{ ref('int_crm__leads_unioned') }}
     union all
-    select min({{ month_start('report_date') }})
-    from {{ ref('stg_yandex_direct__campaign_stats') }}
+    select min({{ month_start('order_date') }})
+    from {{ ref('stg_files__orders') }}
+    union all
+    select min({{ month_start('spend_date') }})
+    from {{ ref('int_ad_spend__unioned') }}
 
 ),
 

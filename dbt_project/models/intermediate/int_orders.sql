@@ -1,10 +1,21 @@
--- One row per order: a won lead (status 142 in any pipeline) closed up to the as-of date.
--- The order date is the local date of closed_at; the amount is the lead's price.
+-- One row per order up to the as-of date, numbered per customer. An order is
+--   * a won lead: amoCRM status 142 (at closed_at, amount = price) or a Bitrix24 deal with
+--     stage semantics 'S' (at CLOSEDATE, amount = OPPORTUNITY);
+--   * an amoCRM buyer-funnel transaction (at completed_at, amount = price), owned by the main
+--     contact of its amoCRM customer;
+--   * a row of an orders file (order_date, amount), owned by the file order's own node.
+-- The order date is the local date of the order time.
 with
 
 leads as (
 
     select * from {{ ref('int_leads__enriched') }}
+
+),
+
+customers as (
+
+    select * from {{ ref('int_customers__resolved') }}
 
 ),
 
@@ -14,21 +25,80 @@ as_of as (
 
 ),
 
-won as (
+won_leads as (
 
     select
-        'amocrm_' || cast(leads.lead_id as varchar) as order_id,
+        leads.lead_id as order_id,
+        case leads.crm when 'amocrm' then 'amocrm_lead' else 'bitrix24_deal' end
+            as order_source,
         leads.lead_id,
         leads.account,
         leads.customer_id,
         -- a won lead always has closed_at; updated_at is a defensive fallback
         coalesce(leads.closed_at, leads.updated_at) as ordered_at,
-        cast(coalesce(leads.closed_at, leads.updated_at) as date) as order_date,
         coalesce(leads.amount, 0) as amount
     from leads
-    cross join as_of
     where leads.is_won
-        and cast(coalesce(leads.closed_at, leads.updated_at) as date) <= as_of.as_of_date
+
+),
+
+transactions as (
+
+    select
+        'amocrm_tx_' || cast(tx.transaction_id as varchar) as order_id,
+        'amocrm_transaction' as order_source,
+        cast(null as varchar) as lead_id,
+        tx.account,
+        coalesce(customers.customer_id,
+                 'b_' || cast(tx.amocrm_customer_id as varchar)) as customer_id,
+        tx.completed_at as ordered_at,
+        coalesce(tx.amount, 0) as amount
+    from {{ ref('stg_amocrm__transactions') }} as tx
+    left join {{ ref('stg_amocrm__customers') }} as buyers
+        on tx.account = buyers.account
+        and tx.amocrm_customer_id = buyers.amocrm_customer_id
+    left join customers
+        on customers.node_id
+            = {{ node_id('amocrm', 'buyers.account', 'buyers.main_contact_id') }}
+    where not tx.is_deleted
+
+),
+
+file_orders as (
+
+    select
+        'files_' || file_orders.order_record_id as order_id,
+        'files' as order_source,
+        cast(null as varchar) as lead_id,
+        file_orders.account,
+        customers.customer_id,
+        cast(file_orders.order_date as timestamp) as ordered_at,
+        file_orders.amount
+    from {{ ref('stg_files__orders') }} as file_orders
+    inner join customers
+        on customers.node_id
+            = {{ node_id('files', 'file_orders.account', 'file_orders.order_record_id') }}
+
+),
+
+unioned as (
+
+    select * from won_leads
+    union all
+    select * from transactions
+    union all
+    select * from file_orders
+
+),
+
+in_range as (
+
+    select
+        unioned.*,
+        cast(unioned.ordered_at as date) as order_date
+    from unioned
+    cross join as_of
+    where cast(unioned.ordered_at as date) <= as_of.as_of_date
 
 ),
 
@@ -36,6 +106,7 @@ numbered as (
 
     select
         order_id,
+        order_source,
         lead_id,
         account,
         customer_id,
@@ -44,9 +115,9 @@ numbered as (
         {{ month_start('order_date') }} as order_month,
         amount,
         row_number() over (
-            partition by customer_id order by ordered_at, lead_id
+            partition by customer_id order by ordered_at, order_id
         ) as order_number
-    from won
+    from in_range
 
 )
 

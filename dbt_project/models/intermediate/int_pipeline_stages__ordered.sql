@@ -1,10 +1,10 @@
--- The funnel of each pipeline: its open stages (incoming first, then regular stages by their
--- sort), then won. Lost is not a funnel step. stage_order starts at 1.
+-- The funnel of each pipeline (both CRMs): its open stages (the entry stage first, then the
+-- regular stages by their sort), then won. Lost is not a funnel step. stage_order starts at 1.
 with
 
 stages as (
 
-    select * from {{ ref('stg_amocrm__pipeline_statuses') }}
+    select * from {{ ref('int_crm__pipeline_stages') }}
     where is_open_stage or is_won
 
 ),
@@ -12,6 +12,7 @@ stages as (
 ordered as (
 
     select
+        crm,
         account,
         pipeline_id,
         pipeline_name,
@@ -20,7 +21,7 @@ ordered as (
         stage_type,
         is_won,
         row_number() over (
-            partition by account, pipeline_id
+            partition by crm, account, pipeline_id
             order by
                 case when is_won then 2 when stage_type = 1 then 0 else 1 end,
                 stage_sort,
@@ -35,7 +36,7 @@ final as (
     select
         ordered.*,
         lead(status_id) over (
-            partition by account, pipeline_id order by stage_order
+            partition by crm, account, pipeline_id order by stage_order
         ) as next_status_id
     from ordered
 

@@ -1,5 +1,7 @@
 -- One row per customer: a resolved person with at least one order up to the as-of date.
--- cohort_month = month of the first order; channel = channel of the first lead.
+-- cohort_month = month of the first order; channel = first touch (int_customer_channel: the
+-- first lead in any CRM, else the first file order). contact_count counts the CRM contacts
+-- (amoCRM and Bitrix24) merged into the customer.
 with
 
 orders as (
@@ -14,10 +16,17 @@ first_leads as (
 
 ),
 
+channels as (
+
+    select * from {{ ref('int_customer_channel') }}
+
+),
+
 resolved as (
 
     select customer_id, count(*) as contact_count
     from {{ ref('int_customers__resolved') }}
+    where node_source in ('amocrm', 'bitrix24')
     group by customer_id
 
 ),
@@ -41,7 +50,7 @@ final as (
         order_summary.customer_id,
         order_summary.first_order_date,
         {{ month_start('order_summary.first_order_date') }} as cohort_month,
-        first_leads.channel,
+        channels.channel,
         first_leads.first_lead_id,
         first_leads.first_lead_created_at,
         order_summary.orders_count,
@@ -51,6 +60,8 @@ final as (
     from order_summary
     left join first_leads
         on order_summary.customer_id = first_leads.customer_id
+    left join channels
+        on order_summary.customer_id = channels.customer_id
     left join resolved
         on order_summary.customer_id = resolved.customer_id
 

@@ -1,4 +1,5 @@
--- One row per pipeline funnel step: the open stages in the pipeline's order, then won.
+-- One row per pipeline funnel step (amoCRM pipelines, Bitrix24 deal categories and the
+-- Bitrix24 lead statuses): the open stages in the pipeline's order, then won.
 -- A lead reached stage s when its history contains s or any later open stage, or it was
 -- won (leads skip stages). conversion_to_next = reached(next) / reached(s);
 -- win_rate = won / reached(first stage), the same on every row of a pipeline.
@@ -56,6 +57,8 @@ reached as (
 joined as (
 
     select
+        stages.crm,
+        stages.account,
         stages.pipeline_id,
         stages.pipeline_name,
         stages.status_id,
@@ -85,6 +88,8 @@ joined as (
 final as (
 
     select
+        crm,
+        account,
         pipeline_id,
         pipeline_name,
         status_id,

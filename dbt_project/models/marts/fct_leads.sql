@@ -1,4 +1,5 @@
--- One row per lead created up to the as-of date, with its current stage and its channel
+-- One row per lead (amoCRM lead, Bitrix24 deal or unconverted Bitrix24 lead) created up to
+-- the as-of date, with its current stage and its channel
 -- (from the lead's own UTM tags; a customer's channel is their first lead's).
 with
 
@@ -12,6 +13,8 @@ final as (
 
     select
         lead_id,
+        crm,
+        account,
         pipeline_id,
         status_id,
         stage_name,
@@ -29,6 +32,7 @@ final as (
         utm_medium,
         utm_campaign,
         channel,
+        company_id,
         customer_id
     from leads
 

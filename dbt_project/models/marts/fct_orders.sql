@@ -1,4 +1,5 @@
--- One row per order (won lead) up to the as-of date, numbered per customer.
+-- One row per order (won lead or deal, amoCRM transaction, file order) up to the as-of date,
+-- numbered per customer.
 -- channel = the customer's first-touch channel.
 with
 
@@ -8,9 +9,9 @@ orders as (
 
 ),
 
-first_leads as (
+channels as (
 
-    select * from {{ ref('int_customer_first_lead') }}
+    select * from {{ ref('int_customer_channel') }}
 
 ),
 
@@ -18,6 +19,7 @@ final as (
 
     select
         orders.order_id,
+        orders.order_source,
         orders.lead_id,
         orders.customer_id,
         orders.order_date,
@@ -25,10 +27,10 @@ final as (
         {{ money('orders.amount') }} as amount,
         orders.order_number,
         orders.order_number = 1 as is_first_order,
-        first_leads.channel
+        channels.channel
     from orders
-    left join first_leads
-        on orders.customer_id = first_leads.customer_id
+    left join channels
+        on orders.customer_id = channels.customer_id
 
 )
 

@@ -1,9 +1,11 @@
 -- One row per phone or e-mail of an amoCRM contact, normalised by warehouse/contact_points.py.
+-- raw.contact_points holds the points of every source; this model keeps the amoCRM ones.
 with
 
 source as (
 
-    select * from {{ source('amocrm', 'contact_points') }}
+    select * from {{ source('voronka_derived', 'contact_points') }}
+    where source = 'amocrm'
 
 ),
 

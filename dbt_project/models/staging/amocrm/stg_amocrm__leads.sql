@@ -1,4 +1,6 @@
 -- One row per amoCRM lead (newest landed version), typed, timestamps in the reporting zone.
+-- A deleted lead drops out of the normal leads list, so the version we hold still says
+-- is_deleted = false: the deletion is learnt from stg_amocrm__deleted_leads (see is_deleted).
 with
 
 source as (
@@ -68,6 +70,13 @@ main_contact as (
 
 ),
 
+deleted_leads as (
+
+    select account, lead_id, deleted_at
+    from {{ ref('stg_amocrm__deleted_leads') }}
+
+),
+
 renamed as (
 
     select
@@ -81,6 +90,9 @@ renamed as (
         cast({{ json_str('latest.payload', 'loss_reason_id') }} as bigint) as loss_reason_id,
         cast({{ json_str('latest.payload', 'created_by') }} as bigint) as created_by,
         main_contact.contact_id as main_contact_id,
+        -- a lead links at most one company
+        cast({{ json_str('latest.payload', '_embedded.companies.0.id') }} as bigint)
+            as company_id,
 
         ----------  text
         {{ json_str('latest.payload', 'name') }} as lead_name,
@@ -94,7 +106,17 @@ renamed as (
         cast({{ json_str('latest.payload', 'price') }} as numeric(18, 2)) as price,
 
         ----------  booleans
-        coalesce({{ json_str('latest.payload', 'is_deleted') }} = 'true', false) as is_deleted,
+        -- deleted when the element says so, or when amoCRM listed it as deleted at or after
+        -- the version we hold (a lead restored later comes back with a newer updated_at)
+        coalesce({{ json_str('latest.payload', 'is_deleted') }} = 'true', false)
+            or (
+                deleted_leads.lead_id is not null
+                and coalesce(
+                    deleted_leads.deleted_at
+                        >= {{ epoch_to_local(json_str('latest.payload', 'updated_at')) }},
+                    true
+                )
+            ) as is_deleted,
 
         ----------  timestamps (local, reporting time zone)
         {{ epoch_to_local(json_str('latest.payload', 'created_at')) }} as created_at,
@@ -111,6 +133,9 @@ renamed as (
     left join main_contact
         on latest.account = main_contact.account
         and latest.record_id = main_contact.record_id
+    left join deleted_leads
+        on latest.account = deleted_leads.account
+        and cast(latest.record_id as bigint) = deleted_leads.lead_id
 
 )
 

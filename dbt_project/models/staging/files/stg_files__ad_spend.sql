@@ -26,10 +26,8 @@ fields as (
         trim({{ json_str('payload', 'platform') }}) as platform_raw,
         trim({{ json_str('payload', 'campaign_id') }}) as campaign_id,
         nullif(trim({{ json_str('payload', 'campaign_name') }}), '') as campaign_name,
-        -- drop thousands separators (space, no-break space); one comma and no dot = decimal
-        replace(replace(trim({{ json_str('payload', 'spend') }}), ' ', ''), chr(160), '')
-            as spend_text,
-        nullif(upper(trim({{ json_str('payload', 'currency') }})), '') as currency,
+        {{ json_str('payload', 'spend') }} as spend_text,
+        {{ file_currency(json_str('payload', 'currency')) }} as currency,
         nullif(trim({{ json_str('payload', 'impressions') }}), '') as impressions,
         nullif(trim({{ json_str('payload', 'clicks') }}), '') as clicks,
         lower(trim({{ json_str('payload', 'vat_included') }})) as vat_included_text,
@@ -51,22 +49,9 @@ parsed as (
         platform_raw,
         campaign_id,
         campaign_name,
-        case
-            -- DD.MM.YYYY (no hyphen); otherwise ISO, possibly with a time after ' ' or 'T'
-            when date_text not like '%-%'
-                then cast(
-                    split_part(split_part(date_text, ' ', 1), '.', 3)
-                    || '-' || lpad(split_part(date_text, '.', 2), 2, '0')
-                    || '-' || lpad(split_part(date_text, '.', 1), 2, '0')
-                    as date
-                )
-            else cast(split_part(split_part(date_text, ' ', 1), 'T', 1) as date)
-        end as report_date,
-        case
-            when spend_text like '%,%' and spend_text not like '%.%'
-                then replace(spend_text, ',', '.')
-            else spend_text
-        end as spend_text,
+        {{ parse_date_text('date_text') }} as report_date,
+        -- spaces as thousands separators, a lone decimal comma (macros/text_parsing.sql)
+        {{ parse_money('spend_text') }} as cost,
         currency,
         impressions,
         clicks,
@@ -117,7 +102,7 @@ renamed as (
         ----------  numerics
         cast(impressions as bigint) as impressions,
         cast(clicks as bigint) as clicks,
-        {{ money('spend_text') }} as cost,
+        cost,
 
         ----------  booleans
         is_vat_included,

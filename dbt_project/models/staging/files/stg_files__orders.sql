@@ -1,0 +1,78 @@
+-- One row per order of the orders files (newest landed version per order_id). Every value
+-- arrives as text exactly as in the file, already checked against the file contract
+-- (extractors/files.py): dates are YYYY-MM-DD or DD.MM.YYYY, money may use spaces as
+-- thousands separators and a decimal comma ("45 000,50"); the parsing macros are shared with
+-- stg_files__ad_spend (macros/text_parsing.sql).
+with
+
+source as (
+
+    {{ raw_source('files', 'files__orders') }}
+
+),
+
+latest as (
+
+    {{ latest_version('source') }}
+
+),
+
+fields as (
+
+    select
+        account,
+        record_id,
+        trim({{ json_str('payload', 'order_id') }}) as order_id,
+        trim({{ json_str('payload', 'order_date') }}) as order_date_text,
+        {{ json_str('payload', 'amount') }} as amount_text,
+        {{ json_str('payload', 'gross_margin') }} as gross_margin_text,
+        {{ json_str('payload', 'currency') }} as currency_text,
+        nullif(trim({{ json_str('payload', 'customer_phone') }}), '') as customer_phone,
+        nullif(trim({{ json_str('payload', 'customer_email') }}), '') as customer_email,
+        nullif(trim({{ json_str('payload', 'customer_name') }}), '') as customer_name,
+        nullif(trim({{ json_str('payload', 'product') }}), '') as product,
+        {{ tag_value(json_str('payload', 'utm_source')) }} as utm_source,
+        {{ tag_value(json_str('payload', 'utm_medium')) }} as utm_medium,
+        {{ tag_value(json_str('payload', 'utm_campaign')) }} as utm_campaign,
+        {{ json_str('payload', '_file') }} as file_name,
+        {{ json_str('payload', '_line') }} as file_line
+    from latest
+
+),
+
+renamed as (
+
+    select
+        ----------  ids
+        account,
+        order_id,
+        -- the raw key; identity resolution (raw.contact_points) names file orders by it
+        record_id as order_record_id,
+
+        ----------  dates
+        {{ parse_date_text('order_date_text') }} as order_date,
+
+        ----------  money
+        {{ parse_money('amount_text') }} as amount,
+        -- an empty currency cell means the account currency, as for file ad spend
+        {{ file_currency('currency_text') }} as currency,
+        {{ parse_money('gross_margin_text') }} as gross_margin,
+
+        ----------  text
+        customer_phone,
+        customer_email,
+        customer_name,
+        product,
+        utm_source,
+        utm_medium,
+        utm_campaign,
+
+        ----------  lineage
+        file_name,
+        cast(file_line as bigint) as file_line
+
+    from fields
+
+)
+
+select * from renamed
