@@ -13,10 +13,11 @@ Design choices, each answering a Bitrix24 gotcha:
   its lock *before* the new access token is used. ``client_secret`` goes only to the OAuth
   server (``oauth_url``), never to the portal.
 - **Rate limit**: the portal's leaky bucket (2 req/s drain, burst 50 on standard plans) is
-  mirrored client-side by ``LeakyBucketLimiter`` (one per portal, shared by every entity), kept a
-  little below the server's burst so a normal run never earns a 503. A 503
-  ``QUERY_LIMIT_EXCEEDED`` anyway (another app on the same IP) marks our bucket full and retries
-  with growing delays; 429 ``OPERATION_TIME_LIMIT`` waits until ``time.operating_reset_at``.
+  mirrored client-side by the shared layer's ``LeakyBucketLimiter`` (``bucket_for``: one per
+  portal, shared by every entity), kept a little below the server's burst so a normal run
+  never earns a 503. A 503 ``QUERY_LIMIT_EXCEEDED`` anyway (another app on the same IP) marks
+  our bucket full and retries with growing delays; 429 ``OPERATION_TIME_LIMIT`` waits until
+  ``time.operating_reset_at``.
 - **Paging**: 50 rows per call, fixed. Full loads use the documented fast-export pattern
   (``order[ID]=ASC``, ``filter[>ID]=last``, ``start=-1``: no count), chaining ``batch_pages``
   pages per HTTP request through ``batch`` with ``$result[pK][49][ID]`` references. Batch
@@ -37,10 +38,8 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,6 +52,7 @@ from extractors.http import (
     HttpOptions,
     Page,
     Redactor,
+    bucket_for,
     describe_error_body,
     error_code_of,
 )
@@ -135,98 +135,6 @@ def _as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-class LeakyBucketLimiter:
-    """Client-side mirror of the portal's leaky bucket: +1 per request, drains ``rate_per_s``.
-
-    A request waits while the bucket would go over ``capacity`` (a margin below the server's
-    burst, since other clients may share the portal's budget). ``saturate`` marks the bucket
-    full after the server said 503, so the following calls go at the drain rate.
-    """
-
-    def __init__(self, rate_per_s: float, burst: int, *,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        if rate_per_s <= 0 or burst < 1:
-            raise ValueError("rate_per_s must be positive and burst >= 1")
-        self.rate_per_s = rate_per_s
-        self.burst = burst
-        self.capacity = max(1, int(burst * 0.9))
-        self._clock = clock
-        self._sleep = sleep
-        self._level = 0.0
-        self._t = clock()
-        self._paused_until = 0.0
-        self._lock = threading.Lock()
-
-    def _drain(self, now: float) -> None:
-        self._level = max(0.0, self._level - (now - self._t) * self.rate_per_s)
-        self._t = now
-
-    def acquire(self) -> float:
-        waited = 0.0
-        while True:
-            with self._lock:
-                now = self._clock()
-                self._drain(now)
-                wait = self._paused_until - now
-                if wait <= 0 and self._level + 1 <= self.capacity:
-                    self._level += 1
-                    return waited
-                if wait <= 0:
-                    wait = (self._level + 1 - self.capacity) / self.rate_per_s
-            wait = max(wait, 0.001)
-            self._sleep(wait)
-            waited += wait
-
-    def pause(self, seconds: float) -> None:
-        with self._lock:
-            self._paused_until = max(self._paused_until, self._clock() + seconds)
-
-    def saturate(self) -> None:
-        with self._lock:
-            self._drain(self._clock())
-            self._level = float(self.capacity)
-
-
-class _RedactingFilter(logging.Filter):
-    """``urllib3`` logs every request line at DEBUG level: the webhook code sits in the path and
-    the OAuth renewal is a GET with ``client_secret`` and ``refresh_token`` in the query (as
-    documented). This filter passes those records through every live source's redactor."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.redactors: weakref.WeakSet[Redactor] = weakref.WeakSet()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            text = record.getMessage()
-        except Exception:  # pragma: no cover - a broken record is not ours to fix
-            return True
-        redacted = text
-        for redactor in list(self.redactors):
-            redacted = redactor(redacted)
-        if redacted != text:
-            record.msg, record.args = redacted, None
-        return True
-
-
-_URLLIB3_FILTER = _RedactingFilter()
-logging.getLogger("urllib3.connectionpool").addFilter(_URLLIB3_FILTER)
-
-_BUCKETS: dict[str, LeakyBucketLimiter] = {}
-_BUCKETS_LOCK = threading.Lock()
-
-
-def bucket_for(key: str, rate_per_s: float, burst: int,
-               sleep: Callable[[float], None] = time.sleep) -> LeakyBucketLimiter:
-    """The process-wide limiter of one portal, so all its entities share one bucket."""
-    with _BUCKETS_LOCK:
-        limiter = _BUCKETS.get(key)
-        if limiter is None or (limiter.rate_per_s, limiter.burst) != (rate_per_s, burst):
-            limiter = _BUCKETS[key] = LeakyBucketLimiter(rate_per_s, burst, sleep=sleep)
-        return limiter
-
-
 # --------------------------------------------------------------------------------------------
 # the source
 # --------------------------------------------------------------------------------------------
@@ -285,9 +193,10 @@ class Bitrix24Source:
             self.redactor.add(parts[-1])  # the webhook code is a password
         else:
             api_base = self.base_url + "/rest"
-        _URLLIB3_FILTER.redactors.add(self.redactor)
+        # the shared bucket of the portal; HttpClient registers the redactor with the
+        # urllib3 log filter (the webhook code is in every request line's path)
         self.limiter = bucket_for(f"bitrix24:{urlsplit(api_base).netloc}", rate_limit_per_s,
-                                  burst, options.sleep)
+                                  burst)
         self.client = HttpClient(api_base, limiter=self.limiter, redact=self.redactor,
                                  source=SOURCE, headers={"Accept": "application/json"},
                                  **options.client_kwargs())
@@ -415,7 +324,7 @@ class Bitrix24Source:
                 delay = max(self.client.backoff(limit_retries), 1.0 / self.rate_limit_per_s)
                 limit_retries += 1
                 self.limiter.saturate()
-                self.limiter.pause(delay)
+                self.limiter.pause(delay, sleep=self._sleep)
                 log.warning("Bitrix24 %s: %s -> 503 %s; the portal's request bucket is full, "
                             "retry %d/%d in %.2fs", self.account, shown, code or "",
                             limit_retries, self.options.max_retries, delay)

@@ -45,6 +45,7 @@ from extractors.http import (
     Page,
     Redactor,
     limiter_for,
+    parse_error_body,
 )
 from extractors.windows import date_chunks, settling_range
 from warehouse.records import RawRecord
@@ -60,9 +61,10 @@ QUERY_FIELDS = (
     "customer.currency_code", "customer.time_zone",
     "metrics.impressions", "metrics.clicks", "metrics.cost_micros",
 )
-# Non-retryable answers we read in full ourselves (HttpClient keeps only a 500-char excerpt,
-# too short for Google's error envelope); 401 stays with HttpClient for the token refresh.
-_READ_STATUSES = (400, 403, 404, 429)
+# 429s are read here (retryDelay, and RESOURCE_EXHAUSTED is not retried); the shared client
+# raises every other error with the code and message of Google's envelope, and keeps 401 for
+# the token refresh.
+_READ_STATUSES = (429,)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
 
@@ -105,56 +107,24 @@ def _find_key(obj: Any, key: str) -> Any:
 def parse_google_error(text: str | None) -> tuple[str | None, str, float | None]:
     """``(error code, one-line description, retryDelay seconds)`` of a Google error body.
 
-    The code is the first ``GoogleAdsFailure`` ``errorCode`` value (``USER_PERMISSION_DENIED``,
-    ``RESOURCE_TEMPORARILY_EXHAUSTED``...), else the canonical status. ``retryDelay`` is looked
-    up anywhere in ``details`` because its exact JSON nesting is not pinned down in the notes.
-    A truncated body falls back to regular expressions.
+    Code and description come from the shared envelope parser (the first ``GoogleAdsFailure``
+    ``errorCode`` value, else the canonical status). ``retryDelay`` is looked up anywhere in
+    ``details`` because its exact JSON nesting is not pinned down in the notes. A truncated
+    body (an ``ApiError`` excerpt) falls back to regular expressions.
     """
     if not text:
         return None, "", None
-    try:
-        body = json.loads(text)
-    except (ValueError, TypeError):
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        err = body["error"]
-        status = err.get("status")
-        failures = [d for d in err.get("details") or []
-                    if isinstance(d, dict) and isinstance(d.get("errors"), list)]
-        codes, messages = [], []
-        request_id = None
-        for failure in failures:
-            request_id = request_id or failure.get("requestId")
-            for e in failure["errors"]:
-                if not isinstance(e, dict):
-                    continue
-                for kind, value in (e.get("errorCode") or {}).items():
-                    codes.append((kind, str(value)))
-                if e.get("message"):
-                    messages.append(str(e["message"]))
-        parts = [str(status or err.get("code") or "error")]
-        parts += [f"{kind}={value}" for kind, value in codes]
-        text_out = " ".join(parts)
-        detail = "; ".join(messages) or err.get("message")
-        if detail:
-            text_out += f": {detail}"
-        if request_id:
-            text_out += f" (requestId={request_id})"
-        code = codes[0][1] if codes else (str(status) if status else None)
-        return code, text_out, parse_duration(_find_key(err.get("details"), "retryDelay"))
-    if isinstance(body, dict) and isinstance(body.get("error"), str):  # OAuth endpoint
-        desc = body.get("error_description")
-        return body["error"], f"{body['error']}: {desc}" if desc else body["error"], None
-    # truncated JSON (an ApiError excerpt) or HTML
+    info = parse_error_body(text)
+    if info.fields:
+        delay = parse_duration(_find_key(info.fields.get("details"), "retryDelay"))
+        return info.code, info.message or "", delay
     m = re.search(r'"(\w+Error)"\s*:\s*"([A-Z_]+)"', text)
     s = re.search(r'"status"\s*:\s*"([A-Z_]+)"', text)
     d = re.search(r'"retryDelay"\s*:\s*"([^"]+)"', text)
     code = m.group(2) if m else (s.group(1) if s else None)
     desc = " ".join(x for x in (s.group(1) if s else None,
                                 f"{m.group(1)}={m.group(2)}" if m else None) if x)
-    if not desc:
-        desc = text.strip().splitlines()[0][:200] if text.strip() else ""
-    return code, desc, parse_duration(d.group(1)) if d else None
+    return code, desc or info.message or "", parse_duration(d.group(1)) if d else None
 
 
 class GoogleAdsSource:
@@ -269,11 +239,10 @@ class GoogleAdsSource:
         try:
             resp = self.token_client.post(self._token_path, data=form, authenticate=False)
         except ApiError as exc:
-            code, detail, _ = parse_google_error(exc.body_excerpt)
             if exc.status in (400, 401, 403):
                 raise AuthorizationError(
-                    exc.status, exc.url, exc.body_excerpt, SOURCE, error_code=code,
-                    message=f"Google refused the OAuth refresh ({detail or 'no detail'}); the "
+                    exc.status, exc.url, exc.body_excerpt, SOURCE, error_code=exc.error_code,
+                    message=f"Google refused the OAuth refresh ({exc.detail or 'no detail'}); the "
                     "refresh token is revoked or expired, or the client id/secret is wrong: "
                     "re-run the OAuth consent flow and store the new refresh token",
                 ) from None
@@ -350,9 +319,9 @@ class GoogleAdsSource:
                                         ok_statuses=_READ_STATUSES)
             except AuthorizationError:
                 raise
-            except ApiError as exc:
-                raise self._google_api_error(exc.status, exc.url, exc.body_excerpt,
-                                             exc.attempts) from None
+            except ApiError as exc:  # code and message already parsed from the whole body
+                raise self._error(exc.status, exc.url, exc.body_excerpt, exc.attempts,
+                                  exc.error_code, exc.detail) from None
             if 200 <= resp.status_code < 300:
                 return self.parse_stream(resp.text, self._shown(resp)), retries
             body = self.redactor(resp.text)
@@ -374,8 +343,7 @@ class GoogleAdsSource:
             retries += 1
             log.warning("Google Ads %s: HTTP 429 %s; retry %d/%d in %.2fs (retryDelay)",
                         self.customer_id, code, retries, self._max_retries, delay)
-            self.limiter.pause(delay)
-            self._sleep(delay)
+            self.limiter.pause(delay, sleep=self._sleep)
 
     def _shown(self, resp: requests.Response) -> str:
         return self.client.safe_url(resp.url or self.client.url_for(self.stream_path))
@@ -383,6 +351,12 @@ class GoogleAdsSource:
     def _google_api_error(self, status: int | None, url: str, body: str,
                           attempts: int) -> ApiError:
         code, detail, _ = parse_google_error(body)
+        return self._error(status, url, body, attempts, code, detail)
+
+    def _error(self, status: int | None, url: str, body: str, attempts: int,
+               code: str | None, detail: str) -> ApiError:
+        """The ApiError of a Google error, with voronka's hint for a permission error; a 401
+        after the token refresh is an ``AuthorizationError``."""
         cls = AuthorizationError if status == 401 else ApiError
         if code == "USER_PERMISSION_DENIED":
             detail += (f" [voronka: check login_customer_id (sent: "

@@ -2,13 +2,18 @@
 
 It owns what every API source needs and no source should re-implement:
 
-- a client-side rate limiter shared by every entity of one API account (``limiter_for``), so a
-  normal run never earns a 429 (amoCRM blocks the IP with 403s after repeated 429s);
+- client-side rate limiters shared by every entity of one API account, so a normal run never
+  earns a 429 (amoCRM blocks the IP with 403s after repeated 429s): a sliding window
+  (``limiter_for``: amoCRM, Yandex Direct, the ad APIs) and a leaky bucket (``bucket_for``:
+  Bitrix24), with one interface (``acquire``/``pause``/``saturate``);
 - retries with exponential backoff and jitter on 429, 5xx, dropped connections and timeouts,
   honouring ``Retry-After``, amoCRM's ``retry_after`` (problem+json body) and Yandex's ``retryIn``;
-- one token refresh on 401 through a callback;
-- ``ApiError`` with a redacted URL and body excerpt: no token, client secret or refresh token
-  ever reaches an exception message or a log line;
+- one token refresh on 401 through a callback, and an ``on_response`` hook through which a
+  source adapts to rate-limit headers (VK ``X-RateLimit-*``, Meta's usage headers);
+- ``ApiError`` naming the source, the HTTP status and the platform's own code and message
+  (``parse_error_body`` knows every source's error envelope), with a redacted URL and body
+  excerpt: no token, client secret or refresh token ever reaches an exception message or a log
+  line, ``urllib3``'s request lines included (``LOG_REDACTION``);
 - HAL pagination (amoCRM v4: follow ``_links.next.href``; an empty list is HTTP 204).
 """
 
@@ -21,6 +26,7 @@ import random
 import re
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +46,7 @@ SENSITIVE_PARAMS = frozenset(
     {"access_token", "refresh_token", "client_secret", "token", "code", "auth", "password"}
 )
 _EXCERPT_CHARS = 500
+_ERROR_BODY_CHARS = 65_536  # enough for any error envelope
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,46 +179,202 @@ class Redactor:
         return self(url)
 
 
-def describe_error_body(text: str | None) -> str | None:
-    """A one-line summary of an API error body (amoCRM problem+json, Yandex Direct v5)."""
-    if not text:
+class _RedactingFilter(logging.Filter):
+    """Passes third-party log records that print URLs through every live ``Redactor``.
+
+    ``urllib3`` logs each request line at DEBUG with its full path and query: Bitrix24's
+    webhook code sits in the path, its OAuth renewal is a GET with ``client_secret`` and
+    ``refresh_token`` in the query (as documented), and Graph's ``next`` links repeat
+    ``access_token``. voronka's own log lines show redacted URLs; these records are not ours,
+    so they are scrubbed here. Redactors are held weakly, so a finished source's secrets go
+    with it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._redactors: weakref.WeakSet[Redactor] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def register(self, redactor: Redactor) -> None:
+        with self._lock:
+            self._redactors.add(redactor)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # pragma: no cover - a broken record is not ours to fix
+            return True
+        with self._lock:
+            redactors = list(self._redactors)
+        redacted = text
+        for redactor in redactors:
+            redacted = redactor(redacted)
+        if redacted != text:
+            record.msg, record.args = redacted, None
+        return True
+
+
+# The loggers of ``urllib3`` that print request URLs. A filter on a logger sees only records
+# logged on that very logger (not its children's), so each one gets it.
+URL_LOGGERS = ("urllib3.connectionpool", "urllib3.poolmanager", "urllib3.util.retry")
+LOG_REDACTION = _RedactingFilter()
+for _name in URL_LOGGERS:
+    logging.getLogger(_name).addFilter(LOG_REDACTION)  # idempotent: one filter per logger
+
+
+def register_redactor(redactor: Redactor) -> None:
+    """Scrub ``redactor``'s secrets from ``urllib3``'s request logs too (``HttpClient`` does
+    this for its own redactor)."""
+    LOG_REDACTION.register(redactor)
+
+
+# --------------------------------------------------------------------------------------------
+# Error envelopes
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """What an API error body says, whichever platform sent it.
+
+    ``code`` is the platform's own error code (``ERR_LIMIT_EXCEEDED``, ``53``, ``17``,
+    ``USER_PERMISSION_DENIED``...), ``message`` a one-line summary for an ``ApiError``, and
+    ``fields`` the raw error object, for the few source-specific fields a source acts on
+    (Meta's ``error_subcode``, Google's ``details``).
+    """
+
+    code: str | None = None
+    message: str | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _code(value: Any) -> str | None:
+    """A code as text; a value the Redactor masked (``***``) is no code at all."""
+    if value is None or value == "" or value == "***":
         return None
+    return str(value)
+
+
+def _yandex_error(err: Mapping[str, Any]) -> ErrorInfo:
+    """Yandex Direct v5: ``{"error": {"error_code", "error_string", "error_detail",
+    "request_id"}}``."""
+    parts = [f"error_code={err.get('error_code')}"]
+    parts += [str(err[k]) for k in ("error_string", "error_detail") if err.get(k)]
+    if err.get("request_id"):
+        parts.append(f"(request_id={err['request_id']})")
+    return ErrorInfo(_code(err.get("error_code")), " ".join(parts), err)
+
+
+def _google_error(err: Mapping[str, Any]) -> ErrorInfo:
+    """Google APIs: ``{"error": {"code": 403, "status", "message", "details": [GoogleAdsFailure
+    {"errors": [{"errorCode": {"authorizationError": "USER_PERMISSION_DENIED"}, "message"}],
+    "requestId"}]}}``; the code is the first ``errorCode`` value, else the canonical status."""
+    failures = [d for d in err.get("details") or []
+                if isinstance(d, dict) and isinstance(d.get("errors"), list)]
+    errors = [e for f in failures for e in f["errors"] if isinstance(e, dict)]
+    codes = [(kind, str(value)) for e in errors for kind, value in
+             (e.get("errorCode") if isinstance(e.get("errorCode"), dict) else {}).items()]
+    status = err.get("status")
+    text = " ".join([str(status or err.get("code") or "error")]
+                    + [f"{kind}={value}" for kind, value in codes])
+    detail = "; ".join(str(e["message"]) for e in errors if e.get("message")) or err.get(
+        "message")
+    if detail:
+        text += f": {detail}"
+    request_id = next((f["requestId"] for f in failures if f.get("requestId")), None)
+    if request_id:
+        text += f" (requestId={request_id})"
+    return ErrorInfo(codes[0][1] if codes else _code(status), text, err)
+
+
+def _graph_error(err: Mapping[str, Any]) -> ErrorInfo:
+    """Meta Graph: ``{"error": {"message", "type", "code": 17, "error_subcode",
+    "error_user_msg", "fbtrace_id"}}``."""
+    text = f"Graph error code={err.get('code')}"
+    if err.get("error_subcode") is not None:
+        text += f" subcode={err['error_subcode']}"
+    if err.get("type"):
+        text += f" ({err['type']})"
+    if err.get("message"):
+        text += f": {err['message']}"
+    if err.get("error_user_msg"):
+        text += f" - {err['error_user_msg']}"
+    if err.get("fbtrace_id"):
+        text += f" (fbtrace_id={err['fbtrace_id']})"
+    return ErrorInfo(_code(err.get("code")), text, err)
+
+
+def _coded_error(err: Mapping[str, Any]) -> ErrorInfo:
+    """VK Ads and the like: ``{"error": {"code": "ERR_WRONG_PARAMETER", "message"}}``."""
+    code = _code(err.get("code"))
+    pieces = [p for p in (code, err.get("message")) if p]
+    return ErrorInfo(code, ": ".join(str(p) for p in pieces) or None, err)
+
+
+def _is_graph(err: Mapping[str, Any]) -> bool:
+    return isinstance(err.get("code"), int) or any(
+        k in err for k in ("error_subcode", "fbtrace_id", "type", "error_user_msg"))
+
+
+def parse_error_object(err: Mapping[str, Any]) -> ErrorInfo:
+    """The ``error`` object of an ``{"error": {...}}`` envelope (also one a source assembles,
+    such as a failed Meta report run's ``error_*`` fields): the platforms differ in its keys."""
+    if "error_code" in err:
+        return _yandex_error(err)
+    if "status" in err or "details" in err:
+        return _google_error(err)
+    if _is_graph(err):
+        return _graph_error(err)
+    return _coded_error(err)
+
+
+def _problem_or_oauth(body: Mapping[str, Any]) -> ErrorInfo:
+    """amoCRM problem+json (``title``/``detail``/``hint``, ``validation-errors``) and the
+    OAuth/Bitrix24 ``{"error": "CODE", "error_description"}`` shape."""
+    err = body.get("error")
+    pieces = [str(err)] if isinstance(err, str) and err else []
+    pieces += [str(body[k]) for k in ("title", "detail", "hint", "error_description")
+               if body.get(k)]
+    invalid = [e for v in body.get("validation-errors") or [] if isinstance(v, dict)
+               for e in v.get("errors") or [] if isinstance(e, dict)]
+    pieces += [" ".join(str(e[k]) for k in ("path", "code", "detail") if _code(e.get(k)))
+               for e in invalid]
+    message = ": ".join(p for p in pieces if p) or None
+    if message and body.get("trace_id"):
+        message += f" (trace_id={body['trace_id']})"
+    code = _code(err) if isinstance(err, str) else next(
+        (_code(e.get("code")) for e in invalid if _code(e.get("code"))), None)
+    return ErrorInfo(code, message, body)
+
+
+def parse_error_body(text: str | None) -> ErrorInfo:
+    """The code and summary of any source's documented error body (see ``ErrorInfo``).
+
+    One parser for every platform, so an ``ApiError`` names the platform's code and message
+    whichever source raised it; a body that is not JSON is summarised by its first line (an
+    HTML error page from a proxy).
+    """
+    if not text or not text.strip():
+        return ErrorInfo()
     try:
         body = json.loads(text)
     except (ValueError, TypeError):
-        return text.strip().splitlines()[0][:200] if text.strip() else None
+        return ErrorInfo(message=text.strip().splitlines()[0][:200])
     if not isinstance(body, dict):
-        return None
-    err = body.get("error")
-    if isinstance(err, dict):  # Yandex Direct v5
-        parts = [f"error_code={err.get('error_code')}"]
-        if err.get("error_string"):
-            parts.append(str(err["error_string"]))
-        if err.get("error_detail"):
-            parts.append(str(err["error_detail"]))
-        if err.get("request_id"):
-            parts.append(f"(request_id={err['request_id']})")
-        return " ".join(parts)
-    pieces = [str(body[k]) for k in ("title", "detail", "hint") if body.get(k)]
-    if isinstance(err, str):  # Bitrix24 / OAuth style {"error": "...", "error_description"}
-        pieces.insert(0, err)
-        if body.get("error_description"):
-            pieces.append(str(body["error_description"]))
-    return ": ".join(pieces) or None
+        return ErrorInfo()
+    if isinstance(body.get("error"), dict):
+        return parse_error_object(body["error"])
+    return _problem_or_oauth(body)
+
+
+def describe_error_body(text: str | None) -> str | None:
+    """A one-line summary of an API error body (every source's envelope)."""
+    return parse_error_body(text).message
 
 
 def error_code_of(text: str | None) -> str | None:
-    try:
-        body = json.loads(text or "")
-    except (ValueError, TypeError):
-        return None
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict) and err.get("error_code") is not None:
-            return str(err["error_code"])
-        if isinstance(err, str):
-            return err
-    return None
+    """The platform's error code in an API error body, or None."""
+    return parse_error_body(text).code
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,7 +382,73 @@ def error_code_of(text: str | None) -> str | None:
 # --------------------------------------------------------------------------------------------
 
 
-class RateLimiter:
+class Limiter:
+    """What every client-side limiter kind shares: the blocking ``acquire`` loop and the
+    server-ordered ``pause``. A kind only says how long the next call must wait (``_take``).
+
+    ``clock`` and ``sleep`` pace the limiter's own waits (a fake pair in unit tests); a
+    pause the caller waits out itself goes through the caller's (injected) sleep instead.
+    """
+
+    def __init__(self, clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._paused_until = 0.0
+        self._served_until = 0.0  # pauses up to here were waited out by the caller's sleep
+        self._lock = threading.Lock()
+
+    def _take(self, now: float) -> float:
+        """Take a slot and return 0, or return the seconds to wait (under the lock)."""
+        raise NotImplementedError
+
+    def _fill(self, now: float) -> None:
+        """Use up the whole budget (under the lock)."""
+        raise NotImplementedError
+
+    def _pause_left(self, now: float) -> float:
+        if self._paused_until <= self._served_until:
+            return 0.0
+        return max(0.0, self._paused_until - now)
+
+    def acquire(self) -> float:
+        """Block until a call is allowed; return the seconds waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                wait = self._pause_left(now)
+                if wait <= 0:
+                    wait = self._take(now)
+                    if wait <= 0:
+                        return waited
+            wait = max(wait, 0.001)
+            self._sleep(wait)
+            waited += wait
+
+    def pause(self, seconds: float, sleep: Callable[[float], None] | None = None) -> None:
+        """Hold every caller of this limiter for ``seconds`` (the server said Retry-After).
+
+        With ``sleep`` the caller waits the pause out here, through its own injected sleep
+        (so a test records the wait instead of sitting through it), and the limiter then
+        counts that stretch as served instead of holding the caller a second time.
+        """
+        with self._lock:
+            until = self._clock() + seconds
+            self._paused_until = max(self._paused_until, until)
+        if sleep is None:
+            return
+        sleep(seconds)
+        with self._lock:
+            self._served_until = max(self._served_until, until)
+
+    def saturate(self) -> None:
+        """The server said our budget is spent (another client shares it): go at the base
+        rate from now on."""
+        with self._lock:
+            self._fill(self._clock())
+
+
+class RateLimiter(Limiter):
     """Thread-safe sliding-window limiter: at most ``rate_per_s * per`` calls in any ``per`` s.
 
     ``RateLimiter(7)`` is amoCRM's 7 req/s; ``RateLimiter(2, per=10)`` is Yandex Direct's
@@ -238,53 +467,98 @@ class RateLimiter:
     ) -> None:
         if rate_per_s <= 0 or per <= 0:
             raise ValueError("rate_per_s and per must be positive")
+        super().__init__(clock, sleep)
         self.rate_per_s = rate_per_s
         self.per = per
         self.capacity = max(1, int(rate_per_s * per))
         self.window = per + margin_s
-        self._clock = clock
-        self._sleep = sleep
         self._times: deque[float] = deque()
-        self._paused_until = 0.0
-        self._lock = threading.Lock()
 
-    def acquire(self) -> float:
-        """Block until a call is allowed; return the seconds waited."""
-        waited = 0.0
-        while True:
-            with self._lock:
-                now = self._clock()
-                while self._times and self._times[0] <= now - self.window:
-                    self._times.popleft()
-                wait = self._paused_until - now
-                if wait <= 0 and len(self._times) < self.capacity:
-                    self._times.append(now)
-                    return waited
-                if wait <= 0:
-                    wait = self._times[0] + self.window - now
-            wait = max(wait, 0.001)
-            self._sleep(wait)
-            waited += wait
+    def _take(self, now: float) -> float:
+        while self._times and self._times[0] <= now - self.window:
+            self._times.popleft()
+        if len(self._times) < self.capacity:
+            self._times.append(now)
+            return 0.0
+        return self._times[0] + self.window - now
 
-    def pause(self, seconds: float) -> None:
-        """Hold every caller of this limiter for ``seconds`` (server said Retry-After)."""
-        with self._lock:
-            self._paused_until = max(self._paused_until, self._clock() + seconds)
+    def _fill(self, now: float) -> None:
+        self._times.extend([now] * (self.capacity - len(self._times)))
 
 
-_LIMITERS: dict[str, RateLimiter] = {}
+class LeakyBucketLimiter(Limiter):
+    """Client-side mirror of a server's leaky bucket: +1 per request, drains ``rate_per_s``.
+
+    Bitrix24 counts requests this way (2 req/s drain, burst 50 on standard plans). A request
+    waits while the bucket would go over ``capacity``, a margin below the server's burst since
+    other clients may share the budget. ``saturate`` marks the bucket full after the server
+    said it was (Bitrix24's 503), so the following calls go at the drain rate.
+    """
+
+    def __init__(self, rate_per_s: float, burst: int, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if rate_per_s <= 0 or burst < 1:
+            raise ValueError("rate_per_s must be positive and burst >= 1")
+        super().__init__(clock, sleep)
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self.capacity = max(1, int(burst * 0.9))
+        self._level = 0.0
+        self._t = clock()
+
+    def _drain(self, now: float) -> None:
+        self._level = max(0.0, self._level - (now - self._t) * self.rate_per_s)
+        self._t = now
+
+    def _take(self, now: float) -> float:
+        self._drain(now)
+        if self._level + 1 <= self.capacity:
+            self._level += 1
+            return 0.0
+        return (self._level + 1 - self.capacity) / self.rate_per_s
+
+    def _fill(self, now: float) -> None:
+        self._drain(now)
+        self._level = float(self.capacity)
+
+
+_LIMITERS: dict[str, Limiter] = {}
 _LIMITERS_LOCK = threading.Lock()
 
 
-def limiter_for(key: str, rate_per_s: float, per: float = 1.0) -> RateLimiter:
-    """The process-wide limiter for one API account, so all its entities share one budget."""
+def _shared(key: str, shape: tuple[Any, ...], make: Callable[[], Limiter]) -> Limiter:
+    """The process-wide limiter under ``key``; a new one when its kind or rates changed."""
     with _LIMITERS_LOCK:
         limiter = _LIMITERS.get(key)
-        if limiter is None or (limiter.rate_per_s, limiter.per) != (rate_per_s, per):
+        if limiter is None or _shape_of(limiter) != shape:
             if limiter is not None:
-                log.debug("replacing rate limiter for %s with %s/%ss", key, rate_per_s, per)
-            limiter = _LIMITERS[key] = RateLimiter(rate_per_s, per)
+                log.debug("replacing rate limiter for %s with %s", key, shape)
+            limiter = _LIMITERS[key] = make()
         return limiter
+
+
+def _shape_of(limiter: Limiter) -> tuple[Any, ...]:
+    if isinstance(limiter, LeakyBucketLimiter):
+        return ("bucket", limiter.rate_per_s, limiter.burst)
+    return ("window", limiter.rate_per_s, limiter.per)
+
+
+def limiter_for(key: str, rate_per_s: float, per: float = 1.0) -> RateLimiter:
+    """The process-wide sliding-window limiter for one API account, so all its entities share
+    one budget."""
+    limiter = _shared(key, ("window", rate_per_s, per), lambda: RateLimiter(rate_per_s, per))
+    assert isinstance(limiter, RateLimiter)
+    return limiter
+
+
+def bucket_for(key: str, rate_per_s: float, burst: int) -> LeakyBucketLimiter:
+    """The process-wide leaky bucket for one account (a Bitrix24 portal), so all its entities
+    share one bucket."""
+    limiter = _shared(key, ("bucket", rate_per_s, burst),
+                      lambda: LeakyBucketLimiter(rate_per_s, burst))
+    assert isinstance(limiter, LeakyBucketLimiter)
+    return limiter
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,7 +597,7 @@ class HttpClient:
         self,
         base_url: str,
         *,
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
         timeout: tuple[float, float] = (5.0, 30.0),
         max_retries: int = 5,
         backoff_base: float = 0.5,
@@ -338,6 +612,7 @@ class HttpClient:
         rng: random.Random | None = None,
         session: requests.Session | None = None,
         forbidden_hint: str | None = None,
+        on_response: Callable[[requests.Response], None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.limiter = limiter
@@ -352,6 +627,9 @@ class HttpClient:
         self.source = source
         self.default_headers = dict(headers or {})
         self.forbidden_hint = forbidden_hint
+        # sources that adapt to response headers (VK X-RateLimit-*, Meta usage) plug in here
+        self.on_response = on_response
+        register_redactor(self.redactor)  # urllib3's request logs are scrubbed too
         self._sleep = sleep
         self._rng = rng or random.Random()
         self.session = session or requests.Session()
@@ -414,11 +692,39 @@ class HttpClient:
         return None
 
     def _excerpt(self, resp: requests.Response) -> str:
+        return self._body_text(resp, _EXCERPT_CHARS * 4)[:_EXCERPT_CHARS]
+
+    def _body_text(self, resp: requests.Response, limit: int = _ERROR_BODY_CHARS) -> str:
+        """The redacted start of a response body."""
         try:
-            text = resp.content[: _EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
+            text = resp.content[:limit].decode("utf-8", errors="replace")
         except Exception:  # pragma: no cover - defensive
             text = ""
-        return self.redactor(text)[:_EXCERPT_CHARS]
+        return self.redactor(text)
+
+    def error_info(self, resp: requests.Response) -> ErrorInfo:
+        """The platform's code and message in a failed response (its redacted body)."""
+        return parse_error_body(self._body_text(resp))
+
+    def api_error(
+        self,
+        resp: requests.Response,
+        *,
+        attempts: int = 1,
+        message: str | None = None,
+        cls: type[ApiError] = ApiError,
+    ) -> ApiError:
+        """The ``ApiError`` for a failed response: source, HTTP status, redacted URL, and the
+        platform's code and message as its error envelope says (``parse_error_body``).
+
+        The envelope is parsed from the whole redacted body, not the 500-character excerpt the
+        error keeps: Google's and Graph's envelopes are longer than that. ``message`` replaces
+        the parsed message (a source adding its own hint).
+        """
+        info = self.error_info(resp)
+        return cls(resp.status_code, self.safe_url(resp.url or self.base_url),
+                   self._excerpt(resp), self.source, attempts=attempts, error_code=info.code,
+                   message=message or info.message)
 
     # -- the call -----------------------------------------------------------------------------
 
@@ -445,92 +751,88 @@ class HttpClient:
         attempt = 0  # retries used so far
         refreshed = False
         while True:
-            if self.limiter is not None:
-                self.limiter.acquire()
-            hdrs = dict(self.default_headers)
-            if authenticate and self.auth is not None:
-                hdrs.update(self.auth())
-            if headers:
-                hdrs.update(headers)
-            started = time.monotonic()
             try:
-                resp = self.session.request(
-                    method, url, params=params, json=json, data=data, headers=hdrs,
-                    timeout=self.timeout, auth=_NoNetrcAuth(),
-                )
+                resp = self._send(method, url, shown, params=params, json=json, data=data,
+                                  headers=headers, authenticate=authenticate)
             except (requests.ConnectionError, requests.Timeout) as exc:
-                kind = type(exc).__name__
-                if attempt >= self.max_retries:
-                    raise ApiError(
-                        None, shown, "", self.source, attempts=attempt + 1,
-                        message=f"{kind}: {self.redactor(str(exc))[:300]}",
-                    ) from None
-                delay = self.backoff(attempt)
+                self._wait_after_drop(exc, method, shown, attempt)
                 attempt += 1
-                log.warning(
-                    "%s %s %s failed (%s); retry %d/%d in %.2fs",
-                    self.source, method, shown, kind, attempt, self.max_retries, delay,
-                )
-                self._sleep(delay)
                 continue
-
             status = resp.status_code
-            elapsed = time.monotonic() - started
-            log.debug("%s %s %s -> %s in %.3fs", self.source, method, shown, status, elapsed)
             if 200 <= status < 300 or status in accepted:
                 return resp
-
-            if (
-                status == 401
-                and authenticate
-                and self.on_unauthorized is not None
-                and not refreshed
-            ):
+            if (status == 401 and authenticate and self.on_unauthorized is not None
+                    and not refreshed):
                 refreshed = True
                 log.info("%s %s -> 401; refreshing credentials and retrying", self.source, shown)
                 self.on_unauthorized()
                 continue
+            if status not in RETRY_STATUSES:
+                raise self._final_error(resp, attempt + 1)
+            self._wait_to_retry(resp, method, shown, attempt)
+            attempt += 1
 
-            body = self._excerpt(resp)
-            if status in RETRY_STATUSES:
-                server_delay = self._server_delay(resp)
-                if server_delay is not None and server_delay > self.max_retry_after:
-                    raise ApiError(
-                        status, shown, body, self.source, attempts=attempt + 1,
-                        error_code=error_code_of(body),
-                        message=(
-                            f"server asked to wait {server_delay:.0f}s, more than "
-                            f"max_retry_after={self.max_retry_after:.0f}s; "
-                            f"{describe_error_body(body) or 'rate limited'}"
-                        ),
-                    )
-                if attempt >= self.max_retries:
-                    raise ApiError(
-                        status, shown, body, self.source, attempts=attempt + 1,
-                        error_code=error_code_of(body),
-                    )
-                if server_delay is not None:
-                    delay = server_delay
-                    if self.limiter is not None:
-                        self.limiter.pause(delay)
-                else:
-                    delay = self.backoff(attempt)
-                attempt += 1
-                log.warning(
-                    "%s %s %s -> %s; retry %d/%d in %.2fs%s",
-                    self.source, method, shown, status, attempt, self.max_retries, delay,
-                    " (server-requested)" if server_delay is not None else "",
-                )
-                self._sleep(delay)
-                continue
+    def _send(self, method: str, url: str, shown: str, *, authenticate: bool,
+              headers: Mapping[str, str] | None, **kwargs: Any) -> requests.Response:
+        """One attempt: wait for the limiter, send, and show the response to ``on_response``
+        (every response, errors included: rate-limit headers ride on 429s too)."""
+        if self.limiter is not None:
+            self.limiter.acquire()
+        hdrs = dict(self.default_headers)
+        if authenticate and self.auth is not None:
+            hdrs.update(self.auth())
+        if headers:
+            hdrs.update(headers)
+        started = time.monotonic()
+        resp = self.session.request(method, url, headers=hdrs, timeout=self.timeout,
+                                    auth=_NoNetrcAuth(), **kwargs)
+        log.debug("%s %s %s -> %s in %.3fs", self.source, method, shown, resp.status_code,
+                  time.monotonic() - started)
+        if self.on_response is not None:
+            self.on_response(resp)
+        return resp
 
-            message = None
-            if status == 403 and self.forbidden_hint:
-                message = f"{describe_error_body(body) or 'forbidden'} ({self.forbidden_hint})"
+    def _wait_after_drop(self, exc: Exception, method: str, shown: str, attempt: int) -> None:
+        """Back off after a dropped connection or timeout, or raise once retries are spent."""
+        kind = type(exc).__name__
+        if attempt >= self.max_retries:
             raise ApiError(
-                status, shown, body, self.source, attempts=attempt + 1,
-                error_code=error_code_of(body), message=message,
-            )
+                None, shown, "", self.source, attempts=attempt + 1,
+                message=f"{kind}: {self.redactor(str(exc))[:300]}",
+            ) from None
+        delay = self.backoff(attempt)
+        log.warning("%s %s %s failed (%s); retry %d/%d in %.2fs",
+                    self.source, method, shown, kind, attempt + 1, self.max_retries, delay)
+        self._sleep(delay)
+
+    def _wait_to_retry(self, resp: requests.Response, method: str, shown: str,
+                       attempt: int) -> None:
+        """Wait before retrying a 429/5xx: the server's delay (held on the shared limiter, so
+        every entity of the account waits) or backoff; raise when that is not allowed."""
+        server_delay = self._server_delay(resp)
+        if server_delay is not None and server_delay > self.max_retry_after:
+            raise self.api_error(
+                resp, attempts=attempt + 1,
+                message=(f"server asked to wait {server_delay:.0f}s, more than "
+                         f"max_retry_after={self.max_retry_after:.0f}s; "
+                         f"{self.error_info(resp).message or 'rate limited'}"))
+        if attempt >= self.max_retries:
+            raise self.api_error(resp, attempts=attempt + 1)
+        delay = self.backoff(attempt) if server_delay is None else server_delay
+        log.warning("%s %s %s -> %s; retry %d/%d in %.2fs%s",
+                    self.source, method, shown, resp.status_code, attempt + 1, self.max_retries,
+                    delay, " (server-requested)" if server_delay is not None else "")
+        if server_delay is not None and self.limiter is not None:
+            self.limiter.pause(delay, sleep=self._sleep)
+        else:
+            self._sleep(delay)
+
+    def _final_error(self, resp: requests.Response, attempts: int) -> ApiError:
+        """The error for a status that is not retried; a 403 carries the source's hint."""
+        message = None
+        if resp.status_code == 403 and self.forbidden_hint:
+            message = f"{self.error_info(resp).message or 'forbidden'} ({self.forbidden_hint})"
+        return self.api_error(resp, attempts=attempts, message=message)
 
     def get(self, path_or_url: str, **kwargs: Any) -> requests.Response:
         return self.request("GET", path_or_url, **kwargs)

@@ -13,19 +13,20 @@ API notes: docs reference ``ad_apis.md`` §A4
   ``ApiError`` carrying the run's v25.0 ``error_*`` fields. Sync: ``GET /act_<id>/insights``.
 - Paging follows ``paging.next`` until it is absent. The token travels only in the
   ``Authorization: Bearer`` header (the notes allow either): Graph's ``next`` links repeat it as
-  ``access_token=``, so that parameter is stripped from them before they are followed. A token
-  in a URL would reach ``urllib3``'s DEBUG log, which the shared ``Redactor`` cannot scrub; the
-  ``Redactor`` still masks ``access_token`` in every URL voronka itself shows.
+  ``access_token=``, so that parameter is stripped from them before they are followed (fewer
+  places for it to travel); the shared ``Redactor`` masks ``access_token`` in every URL voronka
+  shows, and the shared log filter in ``urllib3``'s request lines.
 - Rows land exactly as received: every number, ``spend`` included, is a string in the account
   currency's major units; ``account_currency`` is a field of the row.
 - Conversions restate for up to 28 days, so each run re-pulls the last ``settle_days`` days up
   to the cursor; landing de-duplicates unchanged rows by payload hash. The cursor is the last
   date pulled (ISO), dates are in the ad account's time zone (default Europe/Moscow).
-- Throttling (Business Use Case limits): every response's ``X-Business-Use-Case-Usage`` is read
-  and the next call is delayed once any percentage passes ``slowdown_at``; codes 4, 17, 613 and
-  80000–80014 wait ``estimated_time_to_regain_access`` minutes (else exponential backoff with
-  jitter) and retry. Graph answers these with HTTP 400, which the shared client does not retry,
-  so this module accepts 4xx from it and interprets the Graph error body itself.
+- Throttling (Business Use Case limits): every successful response's
+  ``X-Business-Use-Case-Usage`` is read (the shared client's ``on_response`` hook) and the next
+  call is delayed once any percentage passes ``slowdown_at``; codes 4, 17, 613 and 80000–80014
+  wait ``estimated_time_to_regain_access`` minutes (else exponential backoff with jitter) and
+  retry. Graph answers these with HTTP 400, which the shared client does not retry, so this
+  module accepts 4xx from it and decides on the Graph code the shared layer parses.
 - Code 190 (invalid/expired token) → ``AuthorizationError`` asking for a new token.
 """
 
@@ -44,10 +45,12 @@ import requests
 from extractors.http import (
     ApiError,
     AuthorizationError,
+    ErrorInfo,
     HttpClient,
     HttpOptions,
     Page,
     limiter_for,
+    parse_error_object,
 )
 from extractors.windows import date_chunks, settling_range
 from warehouse.records import RawRecord
@@ -72,30 +75,14 @@ def account_today(tz: ZoneInfo) -> date:
     return datetime.now(tz).date()
 
 
-def graph_error(text: str | None) -> dict[str, Any] | None:
-    """The ``error`` object of a Graph error body, or None."""
-    try:
-        body = json.loads(text or "")
-    except (ValueError, TypeError):
-        return None
-    err = body.get("error") if isinstance(body, dict) else None
-    return err if isinstance(err, dict) else None
-
-
-def describe_graph_error(err: Mapping[str, Any]) -> str:
-    code, subcode = err.get("code"), err.get("error_subcode")
-    text = f"Graph error code={code}"
-    if subcode is not None:
-        text += f" subcode={subcode}"
-    if err.get("type"):
-        text += f" ({err['type']})"
-    if err.get("message"):
-        text += f": {err['message']}"
-    if err.get("error_user_msg"):
-        text += f" - {err['error_user_msg']}"
-    if err.get("fbtrace_id"):
-        text += f" (fbtrace_id={err['fbtrace_id']})"
-    return text
+def _graph_codes(info: ErrorInfo) -> tuple[int | None, int | None]:
+    """(code, error_subcode) of a Graph error; Graph codes are integers, other bodies have
+    none."""
+    code = info.fields.get("code")
+    if not isinstance(code, int):
+        return None, None
+    subcode = info.fields.get("error_subcode")
+    return code, subcode if isinstance(subcode, int) else None
 
 
 def usage_of(headers: Mapping[str, str]) -> tuple[float, float]:
@@ -191,6 +178,7 @@ class MetaAdsSource:
             auth=lambda: {"Authorization": f"Bearer {self.access_token}"},
             redact=[access_token],
             source=SOURCE,
+            on_response=self._observe_usage,
             **options.client_kwargs(),
         )
 
@@ -281,7 +269,7 @@ class MetaAdsSource:
                        "message": run.get("error_message"),
                        "error_user_msg": run.get("error_user_msg")}
                 err = {k: v for k, v in err.items() if v is not None}
-                detail = describe_graph_error(err) if err else "no error details"
+                detail = parse_error_object(err).message if err else "no error details"
                 raise ApiError(
                     200, self.client.safe_url(self.client.url_for(self._path(run_id))),
                     "", SOURCE, error_code=str(run.get("error_code", "")) or None,
@@ -345,48 +333,50 @@ class MetaAdsSource:
                 self._sleep(delay)
             resp = self.client.request(method, path_or_url, params=query,
                                        ok_statuses=_ACCEPTED)
-            pct, regain = usage_of(resp.headers)
             if resp.status_code < 300:
-                self._note_usage(pct, regain)
                 return self._json(resp)
-            shown = self.client.safe_url(resp.url)
-            excerpt = self.client.redactor(resp.text)[:500]
-            err = graph_error(resp.text) or {}
-            code, subcode = err.get("code"), err.get("error_subcode")
-            detail = describe_graph_error(err) if err else f"HTTP {resp.status_code}"
-            if code in AUTH_CODES or (not err and resp.status_code == 401):
-                raise AuthorizationError(
-                    resp.status_code, shown, excerpt, SOURCE,
-                    error_code=None if code is None else str(code),
-                    message=f"{self.client.redactor(detail)}; the access token for "
-                    f"{self.ad_account_id} is invalid or expired: renew it (a System User token "
-                    "with ads_read) and update the configuration")
-            retryable = code in THROTTLE_CODES or (code, subcode) in INTERMITTENT
-            if not retryable:
-                hint = ""
-                if (code, subcode) in SYNC_TIMEOUTS:
-                    hint = "; narrow chunk_days or use the async path (use_async=True)"
-                raise ApiError(resp.status_code, shown, excerpt, SOURCE,
-                               error_code=None if code is None else str(code),
-                               message=self.client.redactor(detail) + hint)
-            if regain > 0:
-                wait, why = regain * 60.0, f"estimated_time_to_regain_access={regain:g} min"
-            else:
-                wait, why = self.client.backoff(throttled), "backoff"
-            if wait > self._max_wait or throttled >= self._max_retries:
-                reason = (f"asked to wait {wait:.0f}s, more than max_retry_after="
-                          f"{self._max_wait:.0f}s" if wait > self._max_wait
-                          else f"still throttled after {throttled + 1} attempts")
-                raise ApiError(resp.status_code, shown, excerpt, SOURCE, attempts=throttled + 1,
-                               error_code=str(code),
-                               message=f"{self.client.redactor(detail)}; {reason}")
+            wait = self._throttle_wait(resp, method, throttled)
             throttled += 1
-            log.warning("Meta Ads %s %s -> code %s/%s; retry %d/%d in %.1fs (%s)", method, shown,
-                        code, subcode, throttled, self._max_retries, wait, why)
             self._sleep(wait)
 
-    def _note_usage(self, pct: float, regain: float) -> None:
-        """Plan a pause before the next call when usage nears 100% (throttling starts there)."""
+    def _throttle_wait(self, resp: requests.Response, method: str, throttled: int) -> float:
+        """How long to wait before retrying a Graph error; raise when it is not retried."""
+        info = self.client.error_info(resp)
+        code, subcode = _graph_codes(info)
+        if code in AUTH_CODES or (code is None and resp.status_code == 401):
+            raise self.client.api_error(
+                resp, cls=AuthorizationError,
+                message=f"{info.message or 'HTTP 401'}; the access token for "
+                f"{self.ad_account_id} is invalid or expired: renew it (a System User token "
+                "with ads_read) and update the configuration")
+        if code not in THROTTLE_CODES and (code, subcode) not in INTERMITTENT:
+            hint = ("; narrow chunk_days or use the async path (use_async=True)"
+                    if (code, subcode) in SYNC_TIMEOUTS else "")
+            raise self.client.api_error(
+                resp, message=f"{info.message or f'HTTP {resp.status_code}'}{hint}")
+        regain = usage_of(resp.headers)[1]
+        if regain > 0:
+            wait, why = regain * 60.0, f"estimated_time_to_regain_access={regain:g} min"
+        else:
+            wait, why = self.client.backoff(throttled), "backoff"
+        if wait > self._max_wait or throttled >= self._max_retries:
+            reason = (f"asked to wait {wait:.0f}s, more than max_retry_after="
+                      f"{self._max_wait:.0f}s" if wait > self._max_wait
+                      else f"still throttled after {throttled + 1} attempts")
+            raise self.client.api_error(resp, attempts=throttled + 1,
+                                        message=f"{info.message}; {reason}")
+        log.warning("Meta Ads %s %s -> code %s/%s; retry %d/%d in %.1fs (%s)", method,
+                    self.client.safe_url(resp.url), code, subcode, throttled + 1,
+                    self._max_retries, wait, why)
+        return wait
+
+    def _observe_usage(self, resp: requests.Response) -> None:
+        """The client's ``on_response`` hook: plan a pause before the next call when a
+        successful response says usage nears 100% (throttling starts there). A throttled
+        response's wait is the retry's business (``_throttle_wait``), not planned twice."""
+        if resp.status_code >= 300:
+            return
+        pct, regain = usage_of(resp.headers)
         if regain > 0:
             self._pending_delay = max(self._pending_delay, min(regain * 60.0, self._max_wait))
         elif pct >= self.slowdown_at:

@@ -18,14 +18,15 @@ API notes: docs reference ``ad_apis.md`` §A2 (https://ads.vk.com/doc/api/info/S
   ``settle_days`` days ending at the cursor; landing de-duplicates unchanged rows.
 - **Rate limits**: a client-side limiter shared per client_id (``limiter_for``), lowered to the
   ``X-RateLimit-RPS-Limit`` the API reports; a ``…-Remaining: 0`` header holds the limiter until
-  that calendar period ends, so a normal run makes no 429. A 429 is retried by the shared layer.
-- **Errors** ``{"error": {"code": "ERR_…", "message": …}}`` become an ``ApiError`` whose
-  ``error_code`` and message name the code (the shared layer only knows Yandex's ``error_code``).
+  that calendar period ends, so a normal run makes no 429. The headers are read by the shared
+  client's ``on_response`` hook on every response; a 429 is retried by the shared layer.
+- **Errors** ``{"error": {"code": "ERR_…", "message": …}}`` are parsed by the shared layer
+  (``ApiError.error_code`` is the ``ERR_*`` code); this module adds the notes' hints and, where
+  a body names no code, the one the notes' table gives for the status.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -70,9 +71,7 @@ ERROR_HINTS = {
     "ERR_ACCESS_DENIED": "the token is invalid, expired or lacks rights",
 }
 
-# 4xx answers the shared layer would raise on with the VK error code masked; we read them
-# ourselves (401 stays with the shared layer, which renews the token once on it)
-VK_ERROR_STATUSES = (400, 403, 404, 405, 413)
+# the code the notes' error table gives for a status whose body names none
 FALLBACK_CODES = {401: "ERR_ACCESS_DENIED", 403: "ERR_ACCESS_DENIED"}
 
 # X-RateLimit-RPS-Limit values reported by the API, per limiter key (shared by all instances)
@@ -82,25 +81,6 @@ _REPORTED_LOCK = threading.Lock()
 
 def moscow_today() -> date:
     return datetime.now(MOSCOW).date()
-
-
-def vk_error(text: str | None) -> tuple[str | None, str | None]:
-    """(code, message) of a VK Ads error body: ``{"error": {"code", "message"}}``; also the
-    OAuth style ``{"error": "...", "error_description": "..."}``."""
-    try:
-        body = json.loads(text or "")
-    except (ValueError, TypeError):
-        return None, None
-    if not isinstance(body, dict):
-        return None, None
-    err = body.get("error")
-    if isinstance(err, dict):
-        code = err.get("code")
-        return (str(code) if code is not None else None), (
-            str(err["message"]) if err.get("message") else None)
-    if isinstance(err, str):
-        return err, (str(body["error_description"]) if body.get("error_description") else None)
-    return None, None
 
 
 class VKAdsSource:
@@ -164,6 +144,7 @@ class VKAdsSource:
             redact=[client_secret],
             source=SOURCE,
             headers={"Accept": "application/json", "Accept-Encoding": "gzip"},
+            on_response=self._observe_limits,
             **options.client_kwargs(),
         )
 
@@ -253,50 +234,35 @@ class VKAdsSource:
             reported = _REPORTED_RPS.get(self._limiter_key)
         return min(self.rate_limit_per_s, reported) if reported else self.rate_limit_per_s
 
-    @staticmethod
-    def _detail(code: str | None, message: str | None) -> str:
-        detail = code or "error"
-        if message:
-            detail += f": {message}"
-        if code in ERROR_HINTS:
-            detail += f" ({ERROR_HINTS[code]})"
-        return detail
-
     def _translate(self, exc: ApiError) -> ApiError:
-        """An ApiError of the shared layer (401 after the renewal, retries exhausted) re-raised
-        with the VK ``ERR_*`` code named. The shared redactor masks every JSON ``"code"`` value
-        (OAuth codes are secrets), so where the excerpt lost it the code comes from the status,
-        as the notes' error table gives it."""
+        """The shared layer's ApiError with the notes' hint for its ``ERR_*`` code. The shared
+        redactor masks a JSON ``"code"`` that does not look like an error name (OAuth codes
+        are secrets), so where the body lost it the code comes from the status, as the notes'
+        error table gives it."""
         if isinstance(exc, AuthorizationError) or exc.status is None:
             return exc
-        code, message = vk_error(exc.body_excerpt)
-        if code in (None, "***"):
-            code = FALLBACK_CODES.get(exc.status) or (
-                "ERR_INTERNAL" if exc.status >= 500 else None)
-        if code is None and message is None:
+        code = exc.error_code or FALLBACK_CODES.get(exc.status) or (
+            "ERR_INTERNAL" if exc.status >= 500 else None)
+        if code is None:
             return exc
+        detail = exc.detail or "error"
+        if not detail.startswith(code):
+            detail = f"{code}: {detail}"
+        if code in ERROR_HINTS:
+            detail += f" ({ERROR_HINTS[code]})"
         cls = AuthorizationError if exc.status == 401 else ApiError
-        return cls(exc.status, exc.url, exc.body_excerpt, SOURCE,
-                   message=self._detail(code, message), error_code=code,
-                   attempts=exc.attempts)
+        return cls(exc.status, exc.url, exc.body_excerpt, SOURCE, message=detail,
+                   error_code=code, attempts=exc.attempts)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """One request through the shared layer; a VK error body becomes an ApiError whose
-        ``error_code`` and message name the ``ERR_*`` code."""
+        """One request through the shared layer; its ApiError gains the ``ERR_*`` hints."""
         try:
-            resp = self.client.request(method, path, ok_statuses=VK_ERROR_STATUSES, **kwargs)
+            return self.client.request(method, path, **kwargs)
         except ApiError as exc:
             raise self._translate(exc) from None
-        if resp.status_code < 400:
-            return resp
-        code, message = vk_error(resp.text)
-        raise ApiError(resp.status_code, self.client.safe_url(resp.url),
-                       self.client._excerpt(resp), SOURCE, error_code=code,
-                       message=self.client.redactor(self._detail(code, message)))
 
     def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
         resp = self._call("GET", path, params=params)
-        self._observe_limits(resp)
         try:
             body = resp.json()
         except ValueError:
@@ -308,7 +274,8 @@ class VKAdsSource:
         return body
 
     def _observe_limits(self, resp: requests.Response) -> None:
-        """Adopt the reported per-second limit; hold the limiter when a budget is spent."""
+        """The client's ``on_response`` hook: adopt the reported per-second limit; hold the
+        limiter when a budget is spent (every response carries the X-RateLimit headers)."""
         try:
             rps = float(resp.headers.get("X-RateLimit-RPS-Limit", "") or 0)
         except ValueError:

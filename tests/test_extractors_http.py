@@ -21,11 +21,14 @@ from emulators import AmoCRMEmulator
 from extractors.http import (
     ApiError,
     HttpClient,
+    LeakyBucketLimiter,
     RateLimiter,
     Redactor,
+    bucket_for,
     describe_error_body,
     iter_hal_pages,
     limiter_for,
+    parse_error_body,
 )
 from extractors.state import TokenSet, TokenStore
 
@@ -116,6 +119,46 @@ def test_limiter_for_shares_one_limiter_per_key():
     a = limiter_for("test:acct-1", 7)
     assert limiter_for("test:acct-1", 7) is a
     assert limiter_for("test:acct-2", 7) is not a
+    bucket = bucket_for("test:portal-1", 2, 50)
+    assert bucket_for("test:portal-1", 2, 50) is bucket
+    assert isinstance(bucket, LeakyBucketLimiter) and bucket.capacity == 45
+
+
+def test_leaky_bucket_bursts_then_drains_at_its_rate():
+    clock = FakeClock()
+    bucket = LeakyBucketLimiter(2, 10, clock=clock, sleep=clock.sleep)  # capacity 9 of 10
+    assert [bucket.acquire() for _ in range(9)] == [0.0] * 9
+    assert bucket.acquire() == pytest.approx(0.5)  # one slot drains in 1 / 2 s
+    assert bucket.acquire() == pytest.approx(0.5)
+    clock.now += 10.0  # idle: the bucket empties
+    assert [bucket.acquire() for _ in range(9)] == [0.0] * 9
+    clock.now += 10.0
+    bucket.saturate()  # the server said 503: full, so calls go at the drain rate at once
+    assert bucket.acquire() == pytest.approx(0.5)
+    bucket.pause(3)
+    assert bucket.acquire() == pytest.approx(3.0)
+
+
+def test_pause_waited_out_through_the_injected_sleep_is_not_waited_twice():
+    for limiter_kind in (lambda c: RateLimiter(7, clock=c, sleep=c.sleep),
+                         lambda c: LeakyBucketLimiter(7, 10, clock=c, sleep=c.sleep)):
+        clock = FakeClock()
+        limiter = limiter_kind(clock)
+        recorded = RecordingSleep()  # a test's sleep: the fake clock does not move
+        limiter.pause(5, sleep=recorded)
+        assert recorded.calls == [5]
+        assert limiter.acquire() == 0.0 and clock.sleeps == []
+        clock.now += 10.0
+        limiter.pause(4)  # a pause nobody waited out holds the next caller
+        assert limiter.acquire() == pytest.approx(4.0)
+
+
+def test_sliding_window_saturate_fills_the_window():
+    clock = FakeClock()
+    limiter = RateLimiter(7, margin_s=0.0, clock=clock, sleep=clock.sleep)
+    limiter.acquire()
+    limiter.saturate()
+    assert limiter.acquire() == pytest.approx(1.0)
 
 
 # -- retries and errors ----------------------------------------------------------------------
@@ -152,14 +195,22 @@ def test_server_delay_headers_and_body():
 
 def test_429_with_retry_after_is_retried_and_pauses_the_shared_limiter(amo):
     amo.faults.add("429", path_prefix="/api/v4/users", retry_after=1)
-    sleep = RecordingSleep()
-    limiter = RateLimiter(7)
+    clock = FakeClock()
+    limiter = RateLimiter(7, clock=clock, sleep=clock.sleep)
+    held: list[float] = []
+
+    def sleep(seconds: float) -> None:  # while this caller waits, another one is held too
+        calls.append(seconds)
+        held.append(limiter.acquire())
+
+    calls: list[float] = []
     client = client_for(amo, sleep, limiter=limiter)
     started = time.monotonic()
     resp = client.get("/api/v4/users")
     assert resp.status_code == 200
-    assert sleep.calls == [1.0]
-    assert time.monotonic() - started >= 0.9  # the limiter held the retry for Retry-After
+    assert calls == [1.0]  # Retry-After, waited through the injected sleep
+    assert held == [pytest.approx(1.0)]  # the shared limiter held the other caller as long
+    assert time.monotonic() - started < 0.9  # and nothing really slept a second
     assert [r["status"] for r in amo.request_log] == [429, 200]
 
 
@@ -231,6 +282,57 @@ def test_api_error_survives_pickling():
     assert (back.status, back.error_code, back.attempts) == (500, "1000", 3)
 
 
+ERROR_BODIES = {
+    "amocrm": ({"validation-errors": [{"request_id": "0", "errors": [
+        {"code": "NotSupportedChoice", "path": "custom_fields_values.0.field_id",
+         "detail": "The value you selected is not a valid choice."}]}],
+        "title": "Bad Request", "type": "https://httpstatus.es/400", "status": 400,
+        "detail": "Request validation failed"}, "NotSupportedChoice",
+        ["Bad Request", "Request validation failed", "custom_fields_values.0.field_id",
+         "not a valid choice"]),
+    "bitrix24": ({"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"},
+                 "QUERY_LIMIT_EXCEEDED", ["QUERY_LIMIT_EXCEEDED: Too many requests"]),
+    "yandex_direct": ({"error": {"request_id": "8695", "error_code": 53,
+                                 "error_string": "Authorization error",
+                                 "error_detail": "Invalid OAuth token"}},
+                      "53", ["error_code=53", "Invalid OAuth token", "request_id=8695"]),
+    "vk_ads": ({"error": {"code": "ERR_WRONG_PARAMETER", "message": "Unknown field 'x'"}},
+               "ERR_WRONG_PARAMETER", ["ERR_WRONG_PARAMETER: Unknown field 'x'"]),
+    "google_ads": ({"error": {"code": 403, "status": "PERMISSION_DENIED",
+                              "message": "The caller does not have permission", "details": [
+        {"@type": "type.googleapis.com/google.ads.googleads.v26.errors.GoogleAdsFailure",
+         "errors": [{"errorCode": {"authorizationError": "USER_PERMISSION_DENIED"},
+                     "message": "User doesn't have permission to access customer."}],
+         "requestId": "rq-1"}]}},
+        "USER_PERMISSION_DENIED",
+        ["PERMISSION_DENIED authorizationError=USER_PERMISSION_DENIED",
+         "permission to access customer", "requestId=rq-1"]),
+    "meta_ads": ({"error": {"message": "(#17) User request limit reached",
+                            "type": "OAuthException", "code": 17, "error_subcode": 2446079,
+                            "fbtrace_id": "AbC123xyz"}},
+                 "17", ["code=17 subcode=2446079", "User request limit reached",
+                        "fbtrace_id=AbC123xyz"]),
+}
+
+
+@pytest.mark.parametrize("source", sorted(ERROR_BODIES))
+def test_every_sources_error_envelope_names_code_and_message(source):
+    body, code, parts = ERROR_BODIES[source]
+    info = parse_error_body(json.dumps(body))
+    assert info.code == code
+    for part in parts:
+        assert part in info.message
+    # what an ApiError of the shared client then says: source, status, code and message
+    resp = requests.Response()
+    resp.status_code, resp.url = 400, "http://127.0.0.1:9/x?access_token=tok-secret-77"
+    resp._content = json.dumps(body).encode()
+    err = HttpClient("http://127.0.0.1:9", source=source).api_error(resp)
+    assert str(err).startswith(f"{source}: HTTP 400 for http://127.0.0.1:9/x?access_token=***")
+    assert all(part in str(err) for part in parts)
+    # the Redactor masks a JSON "code" that is not an UPPER_CASE name (OAuth codes are secrets)
+    assert err.error_code == (None if source == "amocrm" else code)
+
+
 def test_error_bodies_are_summarised():
     yandex = json.dumps({"error": {"request_id": "86952", "error_code": 4000,
                                    "error_string": "Invalid request parameters",
@@ -244,7 +346,26 @@ def test_error_bodies_are_summarised():
     assert describe_error_body("<html>\n<title>502</title>") == "<html>"
 
 
+def test_on_response_sees_every_response_errors_included(amo):
+    amo.faults.add("429", path_prefix="/api/v4/users", retry_after=0)
+    seen: list[int] = []
+    client = client_for(amo, on_response=lambda resp: seen.append(resp.status_code))
+    assert client.get("/api/v4/users").status_code == 200
+    assert seen == [429, 200]
+
+
 # -- redaction -------------------------------------------------------------------------------
+
+
+def test_urllib3_request_logs_carry_no_registered_secret(amo, caplog):
+    caplog.set_level(logging.DEBUG)
+    secret = "wh-code-in-path-9x7q"
+    client = client_for(amo, redact=[secret, "llt-http-test-token-1234"])
+    with pytest.raises(ApiError):
+        client.get(f"/rest/1/{secret}/user.get.json", params={"auth": "query-token-5566"})
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("urllib3")]
+    assert any("/rest/1/***/user.get.json" in line for line in lines)  # it did log the line
+    assert secret not in caplog.text and "query-token-5566" not in caplog.text
 
 
 def test_redactor_masks_known_secrets_and_secret_shapes():
