@@ -1,5 +1,5 @@
-"""The seeded synthetic business (amoCRM + Yandex Direct, VK Ads, Google Ads, Meta) and its
-ground truth."""
+"""The seeded synthetic business (two brands: amoCRM and Bitrix24, an online shop's order files,
+and Yandex Direct, VK Ads, Google Ads, Meta) and its ground truth."""
 
 from synthetic.business import GroundTruth, SyntheticBusiness, generate
 from synthetic.catalog import CHANNELS, channel_for

@@ -1,35 +1,56 @@
-"""A seeded, deterministic synthetic online business (amoCRM + four ad platforms), API-shaped.
+"""A seeded, deterministic synthetic business (two brands, two CRMs, an online shop and four ad
+platforms), API-shaped.
 
-``generate(seed, scale, start, end)`` simulates an online-education business that sells three
-products and advertises on Yandex Direct, VK Ads, Google Ads and Meta. New people arrive through
-eight channels (the volume of the four paid ones is driven by the day's spend per campaign or
-ad plan), each gets a lead in the sales pipeline that moves stage by stage and is
-won, lost or still open at the as-of date (``end``). Customers come back for repeat purchases
-(a second, small "repeat sales" pipeline); some people are entered twice as duplicate contacts.
+``generate(seed, scale, start, end)`` simulates an online-education business that advertises on
+Yandex Direct, VK Ads, Google Ads and Meta. New people arrive through eight channels (the volume
+of the four paid ones is driven by the day's spend per campaign or ad plan). Most inquiries go
+to the main brand, which sells three courses through amoCRM: each gets a lead that moves stage
+by stage and is won, lost or still open at the as-of date (``end``); customers come back for
+repeat purchases (a second "repeat sales" pipeline, or transactions of the buyer funnel); some
+people are entered twice as duplicate contacts, a few leads are B2B (a company), and spam leads
+get deleted. About a fifth of the inquiries go to the second brand, which sells through a
+Bitrix24 portal (``synthetic.bitrix24``); the brand's online shop exports its orders as files
+(``synthetic.shop``). Some people buy from both brands: their records in the two CRMs share a
+phone or an e-mail, which is how the warehouse can tell it is one person.
 
-The ground truth is computed from the simulation's own model (who is the same person, which
-leads were won), never by re-parsing the emitted payloads.
+The ground truth (``synthetic.truth``) is computed from the simulation's own model (who is the
+same person, which inquiries were won), never by re-parsing the emitted payloads.
 
-All times are Moscow local (UTC+3, fixed) and emitted as Unix seconds. Only ``random.Random``
-seeded from ``seed`` is used: the same arguments give identical payloads.
+All times are Moscow local (UTC+3, fixed); amoCRM gets Unix seconds, Bitrix24 ISO strings with
+the +03:00 offset. Only ``random.Random`` seeded from ``seed`` is used: the same arguments give
+identical payloads.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections import Counter
-from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from dataclasses import dataclass
+from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pandas as pd
 
+from synthetic import amocrm_extra, shop, truth
 from synthetic import catalog as C
+from synthetic.bitrix24 import Bitrix24Brand, bitrix24_payloads
+from synthetic.model import (
+    DAY,
+    MSK,
+    Company,
+    Contact,
+    Customer,
+    Lead,
+    Person,
+    ShopOrder,
+    SpamLead,
+    Transaction,
+    msk_date,
+    msk_ts,
+)
 
-MSK = timezone(timedelta(hours=3), "MSK")
-DAY = 86_400
+__all__ = ["DAY", "MSK", "GroundTruth", "SyntheticBusiness", "generate"]
 
 # first-lead win probability by channel, and how the losses spread over the 4 steps
 # (incoming->qualification, ->proposal, ->invoice, ->won): step pass prob q_i = w ** share_i
@@ -50,7 +71,7 @@ CHANNEL_LOSS_SHAPE = {
 # mean days spent before each step of the main pipeline, and of the repeat pipeline
 MAIN_STEP_DAYS = (0.4, 2.5, 4.0, 5.0)
 REPEAT_STEP_DAYS = (0.7, 3.0)
-# first products by channel (weights over catalog.PRODUCTS)
+# first products by channel (weights over catalog.PRODUCTS, and over catalog.B24_PRODUCTS)
 CHANNEL_PRODUCTS = {
     "yandex_direct": (6, 2, 3), "vk_ads": (6, 1, 3), "google_ads": (5, 3, 2),
     "meta_ads": (7, 1, 2), "organic": (5, 3, 2), "referral": (3, 5, 2), "direct": (4, 3, 3),
@@ -72,6 +93,12 @@ HOUR_WEIGHTS = (1, 1, 0, 0, 0, 0, 1, 2, 4, 7, 9, 10, 10, 9, 9, 9, 8, 8, 7, 7, 6,
 STALL_P = 0.012  # a lead that nobody touches again and stays open forever
 REINQUIRY_P = 0.12  # a lost first lead comes back later with a new inquiry
 DUPLICATE_P = 0.11  # a later lead of a person gets a new (duplicate) contact
+B24_SHARE = 0.22  # share of new people's inquiries that go to the Bitrix24 brand
+CROSS_BRAND_P = 0.09  # a buyer of one brand later also inquires at the other
+B2B_P = 0.02  # a first amoCRM lead that comes from a company (B2B)
+CUSTOMER_P = 0.3  # a first amoCRM win opens a buyer-funnel customer
+TRANSACTION_P = 0.6  # a buyer-funnel customer's repeat purchase is a transaction, not a lead
+SPAM_RATE = 0.03  # spam leads per day at scale 1 (deleted by a manager within hours)
 
 _ULID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 
@@ -86,10 +113,13 @@ class GroundTruth:
     spend_by_channel_month: pd.DataFrame  # month, channel, spend
     cohort_sizes: pd.DataFrame  # cohort_month, customers
     leads_by_channel_month: pd.DataFrame  # month, channel, leads
+    orders_by_source_month: pd.DataFrame  # month, order_source, orders, revenue
+    leads_by_crm_month: pd.DataFrame  # month, crm, leads
 
     TABLES = (
         "new_customers_by_channel_month", "revenue_by_month", "spend_by_channel_month",
-        "cohort_sizes", "leads_by_channel_month",
+        "cohort_sizes", "leads_by_channel_month", "orders_by_source_month",
+        "leads_by_crm_month",
     )
 
     def tables(self) -> dict[str, pd.DataFrame]:
@@ -104,7 +134,14 @@ class SyntheticBusiness:
     end: date  # the as-of date of the business
     account_id: int
     subdomain: str
-    amocrm: dict[str, list[dict]]  # users, pipelines, loss_reasons, contacts, leads, events
+    # users, pipelines, loss_reasons, contacts, leads (deleted spam leads too, is_deleted true),
+    # events, companies, customers, customer_statuses, transactions
+    amocrm: dict[str, list[dict]]
+    # users, statuses, categories, leads, deals, contacts, stagehistory: native values, in the
+    # shape emulators.bitrix24.Bitrix24Emulator(data=...) takes (it stringifies on output)
+    bitrix24: dict[str, list[dict]]
+    # rows of the online shop's orders files: extractors.files.ORDER_COLUMNS, all strings
+    file_orders: list[dict[str, str]]
     # daily rows, money Decimal RUB without VAT (2 decimals), date 'YYYY-MM-DD', one row per
     # campaign (ad plan) per day, in the shape the platform's emulator takes:
     yandex_direct: list[dict]  # date, campaign_id, campaign_name, impressions, clicks, cost
@@ -112,6 +149,7 @@ class SyntheticBusiness:
     google_ads: list[dict]  # date, campaign_id, campaign_name, impressions, clicks, cost
     meta_ads: list[dict]  # date, campaign_id (str), campaign_name, impressions, clicks, spend
     ground_truth: GroundTruth
+    bitrix24_account: str = C.B24_PORTAL  # the portal host: the Bitrix24 `account`
 
     def ad_rows(self) -> dict[str, list[dict]]:
         """The daily spend rows of every ad platform, by channel."""
@@ -121,7 +159,7 @@ class SyntheticBusiness:
     @property
     def as_of_ts(self) -> int:
         """Unix seconds of the last second of ``end`` in Moscow time."""
-        return _msk_ts(self.end + timedelta(days=1)) - 1
+        return msk_ts(self.end + timedelta(days=1)) - 1
 
     def write_ground_truth(self, folder: Path) -> None:
         """Write one CSV per ground-truth table (``<table>.csv``, dates as YYYY-MM-DD)."""
@@ -130,69 +168,10 @@ class SyntheticBusiness:
         for name, frame in self.ground_truth.tables().items():
             frame.to_csv(folder / f"{name}.csv", index=False)
 
-
-# -- internal model -----------------------------------------------------------------------------
-@dataclass(eq=False)
-class _Person:
-    idx: int
-    gender: str
-    first_name: str
-    last_name: str
-    phone: str | None  # national 10 digits (valid RU mobile) or None
-    email: str | None  # lower-case, unique
-    contacts: list[_Contact] = field(default_factory=list)
-    leads: list[_Lead] = field(default_factory=list)
-    alt_email: str | None = None  # second address introduced by a duplicate contact
-
-
-@dataclass(eq=False)
-class _Contact:
-    seq: int
-    person: _Person
-    created_ts: int
-    name: str
-    first_name: str
-    last_name: str
-    phones: list[str]  # raw strings as typed
-    emails: list[tuple[str, str]]  # (raw value, enum_code)
-    responsible: int
-    id: int = 0
-    updated_ts: int = 0
-
-
-@dataclass(eq=False)
-class _Lead:
-    seq: int
-    person: _Person
-    contact: _Contact
-    created_ts: int
-    channel: str
-    utm: tuple[str | None, str | None, str | None] | None
-    pipeline_id: int
-    product: C.Product
-    responsible: int
-    created_by: int
-    is_repeat: bool
-    status_id: int = 0
-    price: int = 0
-    closed_ts: int | None = None
-    loss_reason_id: int | None = None
-    moves: list[tuple[int, int, int]] = field(default_factory=list)  # (ts, from, to)
-    updated_ts: int = 0
-    closest_task_ts: int | None = None
-    id: int = 0
-
-
-def _msk_ts(d: date, t: time = time(0, 0)) -> int:
-    return int(datetime.combine(d, t, tzinfo=MSK).timestamp())
-
-
-def _msk_date(ts: int) -> date:
-    return datetime.fromtimestamp(ts, MSK).date()
-
-
-def _month(d: date) -> date:
-    return d.replace(day=1)
+    def write_order_files(self, folder: Path) -> list[Path]:
+        """Write the shop's orders as files under ``<folder>/orders/`` (see ``shop.write``):
+        the files source reads that folder."""
+        return shop.write_order_files(self.file_orders, Path(folder) / "orders")
 
 
 class _Simulator:
@@ -206,15 +185,21 @@ class _Simulator:
         self.scale = scale
         self.start = start
         self.end = end
-        self.start_ts = _msk_ts(start)
-        self.end_ts = _msk_ts(end + timedelta(days=1)) - 1
+        self.start_ts = msk_ts(start)
+        self.end_ts = msk_ts(end + timedelta(days=1)) - 1
         self.n_days = (end - start).days + 1
-        self.persons: list[_Person] = []
-        self.contacts: list[_Contact] = []
-        self.leads: list[_Lead] = []
+        self.persons: list[Person] = []
+        self.contacts: list[Contact] = []
+        self.leads: list[Lead] = []
         self.ad_rows: dict[str, list[dict]] = {channel: [] for channel in C.AD_CAMPAIGNS}
         self._phones: set[str] = set()
         self._emails: set[str] = set()
+        self.companies: list[Company] = []
+        self.customers: list[Customer] = []
+        self.transactions: list[Transaction] = []
+        self.spam: list[SpamLead] = []
+        self.shop_orders: list[ShopOrder] = []
+        self.b24 = Bitrix24Brand(self)
 
     # ---- small random helpers ----
     def _poisson(self, lam: float) -> int:
@@ -288,19 +273,19 @@ class _Simulator:
             return f"{local.capitalize()}@{domain.capitalize()}"
         return f" {email} "
 
-    def _new_person(self) -> _Person:
+    def _new_person(self) -> Person:
         gender = "f" if self.rng.random() < 0.58 else "m"
         first = self.rng.choice(C.FEMALE_FIRST if gender == "f" else C.MALE_FIRST)
         last = self.rng.choice(C.SURNAMES) + ("а" if gender == "f" else "")
         r = self.rng.random()
         phone = self._new_phone() if r < 0.965 else None
         email = self._new_email(first, last) if self.rng.random() < 0.7 else None
-        person = _Person(len(self.persons), gender, first, last, phone, email)
+        person = Person(len(self.persons), gender, first, last, phone, email)
         self.persons.append(person)
         return person
 
-    def _add_contact(self, person: _Person, ts: int, responsible: int, phones: list[str],
-                     emails: list[tuple[str, str]], name_style: int = 0) -> _Contact:
+    def _add_contact(self, person: Person, ts: int, responsible: int, phones: list[str],
+                     emails: list[tuple[str, str]], name_style: int = 0) -> Contact:
         first, last = person.first_name, person.last_name
         if name_style == 1:  # only the first name was typed
             last = ""
@@ -308,14 +293,14 @@ class _Simulator:
             first, last = first.lower(), last.lower()
         name = f"{first} {last}".strip() if name_style != 3 else f"{last} {first}"
         ts = max(ts, self.start_ts)
-        contact = _Contact(len(self.contacts), person, ts, name, first, last, phones, emails,
+        contact = Contact(len(self.contacts), person, ts, name, first, last, phones, emails,
                            responsible)
         contact.updated_ts = ts
         person.contacts.append(contact)
         self.contacts.append(contact)
         return contact
 
-    def _first_contact(self, person: _Person, ts: int, responsible: int) -> _Contact:
+    def _first_contact(self, person: Person, ts: int, responsible: int) -> Contact:
         phones: list[str] = []
         if person.phone:
             phones.append(self._format_phone(person.phone))
@@ -327,7 +312,7 @@ class _Simulator:
             emails.append((raw, "WORK" if self.rng.random() < 0.3 else "PRIV"))
         return self._add_contact(person, ts, responsible, phones, emails)
 
-    def _duplicate_contact(self, person: _Person, ts: int, responsible: int) -> _Contact | None:
+    def _duplicate_contact(self, person: Person, ts: int, responsible: int) -> Contact | None:
         """A second (or third) contact for the same person, findable by phone or e-mail."""
         used = {p for c in person.contacts for p in c.phones}
         name_style = self._weighted([0, 1, 2, 3], [5, 3, 1, 1])
@@ -367,7 +352,7 @@ class _Simulator:
         return self._add_contact(person, ts, responsible, phones,
                                  [(self._email_variant(address), "PRIV")], name_style)
 
-    def _contact_for_next_lead(self, person: _Person, ts: int, responsible: int) -> _Contact:
+    def _contact_for_next_lead(self, person: Person, ts: int, responsible: int) -> Contact:
         # a person who introduced a second e-mail (a "chain") often writes again from it alone
         chain = person.alt_email is not None and len(person.contacts) == 2
         if self.rng.random() < (0.6 if chain else DUPLICATE_P):
@@ -402,23 +387,23 @@ class _Simulator:
                            ("telegram", None, None), ("partner_chat", "messenger", None)])
 
     # ---- leads ----
-    def _new_lead(self, person: _Person, contact: _Contact, ts: int, channel: str,
-                  utm, product: C.Product, manager: C.Manager, repeat: bool) -> _Lead:
+    def _new_lead(self, person: Person, contact: Contact, ts: int, channel: str,
+                  utm, product: C.Product, manager: C.Manager, repeat: bool) -> Lead:
         created_by = manager.id if channel == "direct" or repeat else 0
-        lead = _Lead(len(self.leads), person, contact, ts, channel, utm,
-                     C.REPEAT_PIPELINE_ID if repeat else C.MAIN_PIPELINE_ID, product,
-                     manager.id, created_by, repeat)
+        lead = Lead(len(self.leads), person, contact, ts, channel, utm,
+                    C.REPEAT_PIPELINE_ID if repeat else C.MAIN_PIPELINE_ID, product,
+                    manager.id, created_by, repeat, company=person.company)
         person.leads.append(lead)
         self.leads.append(lead)
         contact.updated_ts = max(contact.updated_ts, ts)
         return lead
 
     def _price(self, product: C.Product, ts: int) -> int:
-        base = product.price * (C.PRICE_RISE if _msk_date(ts) >= C.PRICE_RISE_DATE else 1.0)
+        base = product.price * (C.PRICE_RISE if msk_date(ts) >= C.PRICE_RISE_DATE else 1.0)
         discount = self._weighted([1.0, 0.95, 0.9, 0.85], [10, 3, 2, 1])
         return int(round(base * discount / 10.0) * 10)
 
-    def _play(self, lead: _Lead, win_p: float) -> None:
+    def _play(self, lead: Lead, win_p: float) -> None:
         """Move the lead through its pipeline; cut everything after the as-of moment."""
         rng = self.rng
         repeat = lead.is_repeat
@@ -486,59 +471,136 @@ class _Simulator:
         w = CHANNEL_WIN[channel] * manager.skill * product.win_factor * (0.9 + 0.2 * frac)
         return min(0.95, max(0.02, w))
 
-    def _person_journey(self, ts: int, channel: str, campaign: C.Campaign | None) -> None:
+    def _person_journey(self, ts: int, channel: str, campaign: C.Campaign | None,
+                        person: Person | None = None) -> None:
+        """A person's life at the main brand: a first amoCRM lead, then repeat purchases
+        (leads, or buyer-funnel transactions) or a re-inquiry after a loss."""
         rng = self.rng
-        person = self._new_person()
-        d = _msk_date(ts)
+        person = person or self._new_person()
+        d = msk_date(ts)
         manager = self._manager(d)
         contact = self._first_contact(person, ts - rng.randrange(5, 120), manager.id)
+        if person.company is None and rng.random() < B2B_P:
+            self._open_company(person, contact, ts, manager.id)
         product = self._weighted(C.PRODUCTS, CHANNEL_PRODUCTS[channel])
         lead = self._new_lead(person, contact, ts, channel, self._utm(channel, campaign),
                               product, manager, repeat=False)
         self._play(lead, self._win_p(channel, product, manager, ts))
-        cohort_frac = (ts - self.start_ts) / max(1, self.end_ts - self.start_ts)
+        self._purchases(person, lead)
+        self._maybe_cross_brand(person, to_bitrix24=True)
+
+    def _purchases(self, person: Person, last: Lead | Transaction) -> None:
+        """Repeat purchases after a win, a new inquiry after a loss, until the person stops."""
+        rng = self.rng
+        cohort_frac = (last.created_ts - self.start_ts) / max(1, self.end_ts - self.start_ts)
         n_orders = 0
         retries = 0
         while True:
-            if lead.status_id == C.WON_STATUS_ID:
+            if last.status_id == C.WON_STATUS_ID:
                 n_orders += 1
-                p = lead.product.repeat_p * (0.92 ** (n_orders - 1)) * (1.1 - 0.25 * cohort_frac)
-                gap = lead.product.cycle_days * rng.lognormvariate(0.0, 0.35)
-                weights = C.NEXT_PRODUCT[lead.product.code]
+                if n_orders == 1:
+                    self._maybe_open_customer(person, last)
+                p = last.product.repeat_p * (0.92 ** (n_orders - 1)) * (1.1 - 0.25 * cohort_frac)
+                gap = last.product.cycle_days * rng.lognormvariate(0.0, 0.35)
+                weights = C.NEXT_PRODUCT[last.product.code]
                 next_product = self._weighted(C.PRODUCTS, weights)
                 repeat = True
-            elif lead.status_id == C.LOST_STATUS_ID and n_orders == 0 and retries == 0:
+            elif last.status_id == C.LOST_STATUS_ID and n_orders == 0 and retries == 0:
                 p, gap, next_product, repeat = REINQUIRY_P, rng.uniform(20, 240), None, False
                 retries += 1
-            elif lead.status_id == C.LOST_STATUS_ID and n_orders > 0 and retries < 2:
-                p, gap = 0.35, lead.product.cycle_days * rng.uniform(0.3, 0.8)
-                next_product, repeat = lead.product, True
+            elif last.status_id == C.LOST_STATUS_ID and n_orders > 0 and retries < 2:
+                p, gap = 0.35, last.product.cycle_days * rng.uniform(0.3, 0.8)
+                next_product, repeat = last.product, True
                 retries += 1
             else:
                 return
             if rng.random() >= p:
                 return
-            start = lead.closed_ts or lead.created_ts
+            start = last.closed_ts or last.created_ts
             nts = start + int(gap * DAY)
-            nd = _msk_date(nts)
-            nts = _msk_ts(nd) + self._time_of_day()
-            if nts > self.end_ts or nts <= lead.created_ts:
+            nd = msk_date(nts)
+            nts = msk_ts(nd) + self._time_of_day()
+            if nts > self.end_ts or nts <= last.created_ts:
                 return
             if repeat:
                 ch = self._weighted(list(REPEAT_CHANNELS), list(REPEAT_CHANNELS.values()))
                 camp = next((c for c in C.AD_CAMPAIGNS.get(ch, ()) if c.retargeting), None)
-                manager = self._manager(nd, prefer=lead.responsible)
+                manager = self._manager(nd, prefer=last.responsible)
+                customer = person.customer
+                if (customer is not None and customer.created_ts < nts
+                        and rng.random() < TRANSACTION_P):
+                    last = self._transaction(customer, nts, next_product, manager.id)
+                    continue
             else:
                 ch = self._weighted(list(REINQUIRY_CHANNELS), list(REINQUIRY_CHANNELS.values()))
                 camp = None
                 next_product = self._weighted(C.PRODUCTS, CHANNEL_PRODUCTS[ch])
                 manager = self._manager(nd)
             contact = self._contact_for_next_lead(person, nts, manager.id)
-            lead = self._new_lead(person, contact, nts, ch, self._utm(ch, camp), next_product,
+            last = self._new_lead(person, contact, nts, ch, self._utm(ch, camp), next_product,
                                   manager, repeat=repeat)
             win_p = (min(0.95, 0.82 * math.sqrt(manager.skill)) if repeat
                      else self._win_p(ch, next_product, manager, nts))
-            self._play(lead, win_p)
+            self._play(last, win_p)
+
+    # ---- B2B, buyer funnel, the other brand ----
+    def _open_company(self, person: Person, contact: Contact, ts: int, responsible: int) -> None:
+        """A B2B buyer: the company is created with the first lead and linked to it."""
+        name = self.rng.choice(C.COMPANY_FORMS) + " «" + self.rng.choice(C.COMPANY_NAMES) + "»"
+        company = Company(len(self.companies), name, contact.created_ts, responsible,
+                          updated_ts=ts)
+        self.companies.append(company)
+        person.company = company
+        contact.company = company
+
+    def _maybe_open_customer(self, person: Person, won: Lead | Transaction) -> None:
+        """After a first win a manager sometimes opens a buyer-funnel customer for the main
+        contact; later repeat purchases may then be recorded as its transactions."""
+        if person.customer is not None or not isinstance(won, Lead):
+            return
+        if self.rng.random() >= CUSTOMER_P:
+            return
+        created = won.closed_ts + self.rng.randrange(600, 2 * DAY)
+        if created > self.end_ts:
+            return
+        customer = Customer(len(self.customers), person, won.contact, created, won.responsible,
+                            won.product)
+        self.customers.append(customer)
+        person.customer = customer
+
+    def _transaction(self, customer: Customer, ts: int, product: C.Product,
+                     responsible: int) -> Transaction:
+        recorded = min(self.end_ts, ts + self.rng.randrange(60, 4 * 3600))
+        tx = Transaction(len(self.transactions), customer, ts, recorded,
+                         self._price(product, ts), product, responsible)
+        customer.transactions.append(tx)
+        customer.person.transactions.append(tx)
+        self.transactions.append(tx)
+        return tx
+
+    def _cross_ts(self, person: Person) -> int | None:
+        """When a buyer of one brand first inquires at the other (None: never, or too late)."""
+        wins = [x.closed_ts for x in person.leads if x.status_id == C.WON_STATUS_ID]
+        wins += [x.closed_ts for x in person.b24_deals if x.is_won and x.closed_ts]
+        if not wins or not person.has_point or self.rng.random() >= CROSS_BRAND_P:
+            return None
+        ts = min(wins) + int(self.rng.uniform(20, 300) * DAY)
+        ts = msk_ts(msk_date(ts)) + self._time_of_day()
+        return ts if ts <= self.end_ts else None
+
+    def _maybe_cross_brand(self, person: Person, to_bitrix24: bool) -> None:
+        """Some buyers also buy from the other brand: one person in two CRMs, matched by a
+        shared phone or e-mail (the other CRM's contact always carries one of them)."""
+        if person.b24_contact is not None and person.contacts:
+            return  # already in both
+        ts = self._cross_ts(person)
+        if ts is None:
+            return
+        ch = self._weighted(list(REINQUIRY_CHANNELS), list(REINQUIRY_CHANNELS.values()))
+        if to_bitrix24 and person.b24_contact is None:
+            self.b24.journey(ts, ch, None, person)
+        elif not to_bitrix24 and not person.contacts:
+            self._person_journey(ts, ch, None, person)
 
     # ---- the run ----
     def run(self) -> None:
@@ -567,24 +629,54 @@ class _Simulator:
                     })
                     lam = float(cost) / camp.cpl * wd * rng.lognormvariate(0.0, 0.2)
                     for _ in range(self._poisson(lam)):
-                        arrivals.append((_msk_ts(d) + self._time_of_day(), channel, camp))
+                        arrivals.append((msk_ts(d) + self._time_of_day(), channel, camp))
             for channel, rate in CHANNEL_RATE.items():
                 for _ in range(self._poisson(rate * self.scale * g * wd)):
-                    arrivals.append((_msk_ts(d) + self._time_of_day(), channel, None))
+                    arrivals.append((msk_ts(d) + self._time_of_day(), channel, None))
+        brand_rng = random.Random(f"{self.seed}:brand")
         for ts, channel, camp in arrivals:
-            self._person_journey(ts, channel, camp)
+            if brand_rng.random() < B24_SHARE:
+                self.b24.journey(ts, channel, camp)
+            else:
+                self._person_journey(ts, channel, camp)
+        self._spam_leads(random.Random(f"{self.seed}:spam"))
+        shop.simulate(self)
         self._assign_ids()
+        self.b24.assign_ids()
+
+    def _spam_leads(self, rng: random.Random) -> None:
+        """Bots filling the site form: a manager deletes the lead within hours."""
+        for i in range(self.n_days):
+            d = self.start + timedelta(days=i)
+            lam = SPAM_RATE * self.scale
+            if rng.random() >= lam:
+                continue
+            created = msk_ts(d) + rng.randrange(DAY)
+            deleted = created + rng.randrange(600, 12 * 3600)
+            if deleted > self.end_ts:
+                continue
+            utm = rng.choice([None, ("yandex", "cpc", str(C.CAMPAIGNS[3].id)),
+                              ("telegram", None, None)])
+            self.spam.append(SpamLead(len(self.spam), created, deleted, utm))
 
     def _assign_ids(self) -> None:
+        """amoCRM ids grow with creation time (gaps: other users' entities in between)."""
         rng = self.rng
         next_id = 51_020_000
         for c in sorted(self.contacts, key=lambda c: (c.created_ts, c.seq)):
             next_id += rng.randrange(1, 40)
             c.id = next_id
         next_id = 30_410_000
-        for lead in sorted(self.leads, key=lambda x: (x.created_ts, x.seq)):
+        leads: list[Lead | SpamLead] = [*self.leads, *self.spam]
+        for lead in sorted(leads, key=lambda x: (x.created_ts, isinstance(x, SpamLead), x.seq)):
             next_id += rng.randrange(1, 30)
             lead.id = next_id
+        for start, items in ((60_220_000, self.companies), (1_530_000, self.customers),
+                             (880_000, self.transactions)):
+            next_id = start
+            for item in sorted(items, key=lambda x: (x.created_ts, x.seq)):
+                next_id += rng.randrange(1, 20)
+                item.id = next_id
 
 
 # -- payload builders ---------------------------------------------------------------------------
@@ -616,7 +708,7 @@ def _pipeline_payload(pid: int, name: str, sort: int, is_main: bool, statuses) -
     }
 
 
-def _contact_payload(c: _Contact) -> dict:
+def _contact_payload(c: Contact) -> dict:
     cfv = []
     if c.phones:
         cfv.append({"field_id": C.FIELD_PHONE, "field_name": "Телефон", "field_code": "PHONE",
@@ -635,20 +727,16 @@ def _contact_payload(c: _Contact) -> dict:
         "updated_by": c.responsible, "created_at": c.created_ts, "updated_at": c.updated_ts,
         "closest_task_at": None, "is_deleted": False, "is_unsorted": False,
         "account_id": C.ACCOUNT_ID, "custom_fields_values": cfv or None,
-        "_embedded": {"tags": [], "companies": []},
+        "_embedded": {"tags": [], "companies": _company_refs(c.company)},
     }
 
 
-def _lead_payload(lead: _Lead) -> dict:
-    cfv = None
-    if lead.utm is not None:
-        cfv = [
-            {"field_id": C.FIELD_UTM[code], "field_name": code.lower(), "field_code": code,
-             "field_type": "tracking_data", "values": [{"value": value}]}
-            for code, value in zip(("UTM_SOURCE", "UTM_MEDIUM", "UTM_CAMPAIGN"), lead.utm,
-                                   strict=True)
-            if value is not None
-        ] or None
+def _company_refs(company: Company | None) -> list[dict]:
+    return [] if company is None else [{"id": company.id}]
+
+
+def _lead_payload(lead: Lead) -> dict:
+    cfv = amocrm_extra.utm_fields(lead.utm)
     name = (f"Повторная покупка: {lead.product.name}" if lead.is_repeat
             else f"Заявка: {lead.product.name}")
     return {
@@ -661,7 +749,7 @@ def _lead_payload(lead: _Lead) -> dict:
         "account_id": C.ACCOUNT_ID, "labor_cost": None, "custom_fields_values": cfv,
         "_embedded": {
             "tags": [dict(C.TAG_REPEAT)] if lead.is_repeat else [],
-            "companies": [],
+            "companies": _company_refs(lead.company),
             "contacts": [{"id": lead.contact.id, "is_main": True}],
         },
     }
@@ -676,7 +764,7 @@ def _ulid(ts: int, rng: random.Random) -> str:
     return "".join(reversed(chars))
 
 
-def _event_payloads(leads: list[_Lead], rng: random.Random) -> list[dict]:
+def _event_payloads(leads: list[Lead], rng: random.Random) -> list[dict]:
     events = []
     for lead in sorted(leads, key=lambda x: x.id):
         for ts, src, dst in lead.moves:
@@ -689,51 +777,6 @@ def _event_payloads(leads: list[_Lead], rng: random.Random) -> list[dict]:
             })
     events.sort(key=lambda e: (e["created_at"], e["id"]))
     return events
-
-
-# -- ground truth -------------------------------------------------------------------------------
-def _ground_truth(sim: _Simulator) -> GroundTruth:
-    leads_ct: Counter = Counter()
-    for lead in sim.leads:
-        leads_ct[(_month(_msk_date(lead.created_ts)), lead.channel)] += 1
-    revenue: dict[date, int] = {}
-    orders: Counter = Counter()
-    new_ct: Counter = Counter()
-    cohorts: Counter = Counter()
-    for person in sim.persons:
-        won = [x for x in person.leads if x.status_id == C.WON_STATUS_ID]
-        for x in won:
-            m = _month(_msk_date(x.closed_ts))
-            revenue[m] = revenue.get(m, 0) + x.price
-            orders[m] += 1
-        if won:
-            cohort = _month(_msk_date(min(x.closed_ts for x in won)))
-            first = min(person.leads, key=lambda x: (x.created_ts, x.id))
-            new_ct[(cohort, first.channel)] += 1
-            cohorts[cohort] += 1
-    spend: dict[tuple[date, str], Decimal] = {}
-    for channel, rows in sim.ad_rows.items():
-        money_key = C.AD_ROW_KEYS[channel][3]
-        for row in rows:
-            key = (_month(date.fromisoformat(row["date"])), channel)
-            spend[key] = spend.get(key, Decimal("0")) + row[money_key]
-
-    def frame(rows, columns):
-        return pd.DataFrame(sorted(rows), columns=columns)
-
-    return GroundTruth(
-        new_customers_by_channel_month=frame(
-            [(m, ch, n) for (m, ch), n in new_ct.items()], ["month", "channel", "new_customers"]),
-        revenue_by_month=frame(
-            [(m, round(float(revenue[m]), 2), orders[m]) for m in revenue],
-            ["month", "revenue", "orders"]),
-        spend_by_channel_month=frame(
-            [(m, ch, float(v.quantize(Decimal("0.01")))) for (m, ch), v in spend.items()],
-            ["month", "channel", "spend"]),
-        cohort_sizes=frame(list(cohorts.items()), ["cohort_month", "customers"]),
-        leads_by_channel_month=frame(
-            [(m, ch, n) for (m, ch), n in leads_ct.items()], ["month", "channel", "leads"]),
-    )
 
 
 # -- entry point --------------------------------------------------------------------------------
@@ -760,9 +803,14 @@ def generate(seed: int = 42, scale: float = 1.0, start: date = date(2024, 11, 1)
         "leads": [_lead_payload(x) for x in sorted(sim.leads, key=lambda x: x.id)],
         "events": _event_payloads(sim.leads, id_rng),
     }
+    # deleted spam leads sit in the same list: the emulator serves them only to with=only_deleted
+    amocrm["leads"] = sorted(amocrm["leads"] + amocrm_extra.spam_payloads(sim.spam),
+                             key=lambda x: x["id"])
+    amocrm |= amocrm_extra.buyer_payloads(sim)
     return SyntheticBusiness(
         seed=seed, scale=scale, start=start, end=end, account_id=C.ACCOUNT_ID,
-        subdomain=C.SUBDOMAIN, amocrm=amocrm, yandex_direct=sim.ad_rows["yandex_direct"],
+        subdomain=C.SUBDOMAIN, amocrm=amocrm, bitrix24=bitrix24_payloads(sim.b24),
+        file_orders=shop.order_rows(sim.shop_orders), yandex_direct=sim.ad_rows["yandex_direct"],
         vk_ads=sim.ad_rows["vk_ads"], google_ads=sim.ad_rows["google_ads"],
-        meta_ads=sim.ad_rows["meta_ads"], ground_truth=_ground_truth(sim),
+        meta_ads=sim.ad_rows["meta_ads"], ground_truth=truth.ground_truth(sim),
     )

@@ -234,3 +234,81 @@ _TRANSLIT = {
 
 def translit(text: str) -> str:
     return "".join(_TRANSLIT.get(ch, ch) for ch in text.lower())
+
+
+# -- amoCRM: B2B companies and the buyer funnel -------------------------------------------------
+COMPANY_FORMS = ["ООО", "ООО", "АО", "ИП"]
+COMPANY_NAMES = [
+    "Вектор", "Альфа-Софт", "Северный ветер", "ТехноПром", "Меридиан", "Горизонт", "Статус",
+    "Лидер-Групп", "Эталон", "Прогресс", "Сфера", "Импульс", "Ростверк", "Квадрат", "Орбита",
+]
+# buyer-funnel statuses: (id, name, sort, is_default, color, type); types per crm_apis.md §1.9:
+# 0 regular, 1 expected purchase, 2 did not purchase, 3 closed, 4 recently purchased
+CUSTOMER_STATUSES = [
+    (4401001, "Недавно купили", 1, False, "#ccff66", 4),
+    (4401005, "Ожидается покупка", 2, False, "#99ccff", 1),
+    (4401009, "Постоянные клиенты", 3, True, "#fffeb2", 0),
+    (4401013, "Не купили", 4, False, "#ffcccc", 2),
+    (4401017, "Закрытые", 5, False, "#d5d8db", 3),
+]
+CUSTOMER_STATUS_BY_TYPE = {stype: sid for sid, _n, _s, _d, _c, stype in CUSTOMER_STATUSES}
+
+# -- the second brand: Bitrix24 portal ----------------------------------------------------------
+B24_PORTAL = "voronka.bitrix24.ru"  # the portal host is the Bitrix24 `account`
+B24_MANAGERS = [
+    Manager(1, "Сергей Орлов", "s.orlov@speakup-demo.ru", 1.1, 0.4, is_admin=True),
+    Manager(12, "Татьяна Белова", "t.belova@speakup-demo.ru", 1.05, 1.0),
+    Manager(15, "Кирилл Зайцев", "k.zaitsev@speakup-demo.ru", 0.9, 1.0,
+            left=date(2025, 12, 31)),
+    Manager(19, "Алина Фролова", "a.frolova@speakup-demo.ru", 1.0, 1.0,
+            joined=date(2025, 11, 10)),
+]
+B24_POSITIONS = {1: "Руководитель отдела продаж"}  # others: "Менеджер по продажам"
+B24_PRODUCTS = [
+    Product("speak", "Курс «Разговорный английский»", 14_900, 120, 0.55, 1.0),
+    Product("business", "Интенсив «Бизнес-английский»", 24_900, 150, 0.45, 0.85),
+    Product("club", "Разговорный клуб, абонемент", 3_900, 30, 0.7, 1.2),
+]
+B24_NEXT_PRODUCT = {"speak": (3, 3, 4), "business": (1, 4, 5), "club": (2, 1, 7)}
+# lead statuses (crm.status.list ENTITY_ID=STATUS): (STATUS_ID, NAME, SORT, SEMANTICS, COLOR)
+B24_LEAD_STATUSES = [
+    ("NEW", "Не обработан", 10, None, "#39A8EF"),
+    ("IN_PROCESS", "В работе", 20, None, "#2FC6F6"),
+    ("PROCESSED", "Обработан", 30, None, "#55D0E0"),
+    ("CONVERTED", "Качественный лид", 40, "S", "#7BD500"),
+    ("JUNK", "Некачественный лид", 50, "F", "#FF5752"),
+]
+# deal stages by category: (STATUS_ID, NAME, SORT, SEMANTICS, COLOR)
+B24_DEAL_STAGES = {
+    0: [
+        ("NEW", "Новая", 10, None, "#39A8EF"),
+        ("PREPARATION", "Подготовка документов", 20, None, "#2FC6F6"),
+        ("PREPAYMENT_INVOICE", "Счёт на предоплату", 30, None, "#55D0E0"),
+        ("EXECUTING", "В работе", 40, None, "#47E4C2"),
+        ("WON", "Сделка успешна", 60, "S", "#7BD500"),
+        ("LOSE", "Сделка провалена", 70, "F", "#FF5752"),
+    ],
+    1: [
+        ("C1:NEW", "Новая", 10, None, "#39A8EF"),
+        ("C1:PREPARATION", "Согласование", 20, None, "#2FC6F6"),
+        ("C1:WON", "Оплачено", 60, "S", "#7BD500"),
+        ("C1:LOSE", "Отказ", 70, "F", "#FF5752"),
+    ],
+}
+B24_CATEGORIES = [(0, "Продажи", 100, True), (1, "Повторные продажи", 200, False)]
+# channel -> SOURCE_ID of a lead/deal (repeat deals: REPEAT_SALE)
+B24_SOURCE_ID = {
+    "yandex_direct": "ADVERTISING", "vk_ads": "ADVERTISING", "google_ads": "ADVERTISING",
+    "meta_ads": "ADVERTISING", "organic": "WEB", "referral": "RECOMMENDATION", "direct": "CALL",
+    "other": "OTHER",
+}
+
+# -- the second brand's online shop (orders files) ----------------------------------------------
+# (product, price RUB, weight)
+SHOP_PRODUCTS = [
+    ("Рабочая тетрадь «Разговорный английский»", 990, 5),
+    ("Видеокурс «Произношение»", 2_490, 3),
+    ("Разговорный клуб, 4 встречи", 1_990, 4),
+    ("Подарочный сертификат 5000", 5_000, 1),
+]
+SHOP_MARGIN = 0.62  # gross margin share of the shop's products

@@ -1,7 +1,8 @@
 """The demo: a seeded synthetic business served by local API emulators, run end to end.
 
-The real extractors talk HTTP to the emulators, exactly as they would to amoCRM and Yandex
-Direct; only the base URLs and the (demo) credentials differ.
+The real extractors talk HTTP to the emulators, exactly as they would to amoCRM, Bitrix24 and
+the ad platforms; only the base URLs and the (demo) credentials differ. The brand's online-shop
+orders are written as files into the folder the files source reads.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from emulators import (
     AmoCRMEmulator,
+    Bitrix24Emulator,
     GoogleAdsEmulator,
     MetaAdsEmulator,
     VKAdsEmulator,
@@ -41,6 +44,7 @@ DEMO_GOOGLE = {
     "developer_token": "demo-dev-token",
 }
 DEMO_META = {"ad_account_id": "act_1234567890", "access_token": "demo-meta-token"}
+DEMO_BITRIX24_WEBHOOK_CODE = "demo-b24-webhook-7kq2"  # a secret inside the webhook URL
 VORONKA_SCHEMAS = ("raw", "seeds", "staging", "intermediate", "marts")
 
 
@@ -52,6 +56,8 @@ class DemoServers:
     vk: VKAdsEmulator
     google: GoogleAdsEmulator
     meta: MetaAdsEmulator
+    bitrix24: Bitrix24Emulator
+    files_dir: Path  # holds orders/ with the shop's order files
 
     def environment(self) -> dict[str, str]:
         """Every variable a real deployment would set, pointed at these emulators."""
@@ -59,7 +65,18 @@ class DemoServers:
             self.business, self.amocrm.base_url, self.direct.base_url
         ) | ad_platform_environment(
             self.business, self.vk.base_url, self.google.base_url, self.meta.base_url
-        )
+        ) | crm_and_files_environment(self.business, self.bitrix24, self.files_dir)
+
+
+def crm_and_files_environment(business: SyntheticBusiness, bitrix24: Bitrix24Emulator,
+                              files_dir: Path) -> dict[str, str]:
+    """Bitrix24 (incoming webhook; the code in its URL is the secret) and the files folder."""
+    return {
+        "BITRIX24_WEBHOOK_URL": bitrix24.webhook_url,
+        "BITRIX24_PORTAL_URL": bitrix24.base_url,
+        "BITRIX24_ACCOUNT": business.bitrix24_account,
+        "VORONKA_FILES_DIR": str(files_dir),
+    }
 
 
 def ad_platform_environment(
@@ -117,10 +134,21 @@ def demo_environment(business: SyntheticBusiness, amocrm_url: str, direct_url: s
 @contextmanager
 def running_emulators(
     seed: int = 42, scale: float = 1.0, amocrm_port: int = 0, direct_port: int = 0,
-    direct_polls: int = 1,
+    direct_polls: int = 1, files_dir: Path | None = None,
 ) -> Iterator[DemoServers]:
-    """Start both emulators on loopback, fed by the synthetic business; stop them after."""
+    """Start every emulator on loopback, fed by the synthetic business, and write its order
+    files under ``files_dir`` (default: a temporary folder removed afterwards); stop after."""
     business = generate(seed=seed, scale=scale)
+    with tempfile.TemporaryDirectory(prefix="voronka-files-") as scratch:
+        folder = Path(files_dir) if files_dir is not None else Path(scratch)
+        business.write_order_files(folder)
+        with _emulators(business, amocrm_port, direct_port, direct_polls, folder) as servers:
+            yield servers
+
+
+@contextmanager
+def _emulators(business: SyntheticBusiness, amocrm_port: int, direct_port: int,
+               direct_polls: int, files_dir: Path) -> Iterator[DemoServers]:
     amocrm = AmoCRMEmulator(
         business.amocrm, account_id=business.account_id, subdomain=business.subdomain,
         port=amocrm_port, **DEMO_AMOCRM,
@@ -133,8 +161,20 @@ def running_emulators(
                        **DEMO_VK)
     google = GoogleAdsEmulator(business.google_ads, **DEMO_GOOGLE)
     meta = MetaAdsEmulator(business.meta_ads, async_polls=1, **DEMO_META)
-    with amocrm, direct, vk, google, meta:
-        yield DemoServers(business, amocrm, direct, vk, google, meta)
+    bitrix24 = Bitrix24Emulator(business.bitrix24, portal=business.bitrix24_account,
+                                webhook_code=DEMO_BITRIX24_WEBHOOK_CODE)
+    with amocrm, direct, vk, google, meta, bitrix24:
+        yield DemoServers(business, amocrm, direct, vk, google, meta, bitrix24, files_dir)
+
+
+def opening_counts(business: SyntheticBusiness) -> str:
+    """What the demo serves, in one line: CRM records, shop orders, ad-platform rows."""
+    amo_leads = sum(1 for x in business.amocrm["leads"] if not x.get("is_deleted"))
+    b24 = business.bitrix24
+    ad_rows = sum(len(rows) for rows in business.ad_rows().values())
+    return (f"{amo_leads:,} amoCRM leads, {len(b24['leads']):,} Bitrix24 leads and "
+            f"{len(b24['deals']):,} deals, {len(business.file_orders):,} shop orders in files, "
+            f"{ad_rows:,} daily ad rows on 4 platforms")
 
 
 def reset_demo_state(fresh: bool) -> None:
@@ -158,8 +198,12 @@ def business_fingerprint(business: SyntheticBusiness) -> str:
     sample = {
         "seed": business.seed, "scale": business.scale, "end": business.end.isoformat(),
         "counts": {name: len(rows) for name, rows in business.amocrm.items()},
+        "bitrix24_counts": {name: len(rows) for name, rows in business.bitrix24.items()},
+        "file_orders": len(business.file_orders),
         "tail": [business.amocrm["leads"][-3:], business.yandex_direct[-3:],
-                 business.vk_ads[-3:], business.google_ads[-3:], business.meta_ads[-3:]],
+                 business.vk_ads[-3:], business.google_ads[-3:], business.meta_ads[-3:],
+                 business.bitrix24["deals"][-3:], business.bitrix24["leads"][-3:],
+                 business.file_orders[-3:]],
     }
     return hashlib.sha256(canonical_json(sample).encode()).hexdigest()[:16]
 
@@ -190,7 +234,8 @@ def run_demo(seed: int = 42, scale: float = 1.0, fresh: bool = False) -> int:
 
     started = time.monotonic()
     ensure_dagster_home()
-    with running_emulators(seed=seed, scale=scale) as servers:
+    files_dir = settings.REPO_ROOT / "data" / "files"
+    with running_emulators(seed=seed, scale=scale, files_dir=files_dir) as servers:
         if demo_data_changed(servers.business) and not fresh:
             print("voronka demo: the synthetic business differs from the one in the demo "
                   "warehouse (another seed, scale or version); starting from scratch.")
@@ -202,8 +247,7 @@ def run_demo(seed: int = 42, scale: float = 1.0, fresh: bool = False) -> int:
 
         log_path = settings.log_dir() / "demo.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        print(f"voronka demo: {len(servers.business.amocrm['leads']):,} leads and "
-              f"{len(servers.business.yandex_direct):,} Direct rows served on 127.0.0.1; "
+        print(f"voronka demo: {opening_counts(servers.business)} served on 127.0.0.1; "
               "running daily_refresh (extract, land, dbt build, checks, publish) ...\n"
               f"  full Dagster and dbt log: {log_path}", flush=True)
         with open(log_path, "w") as log, redirect_stdout(log), redirect_stderr(log):
