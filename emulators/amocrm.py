@@ -1,8 +1,11 @@
 """Local emulator of the amoCRM / Kommo API v4 subset that voronka extracts.
 
 Faithful to docs/reference notes (crm_apis.md §1.1-1.12): OAuth2 with single-use rotating
-refresh tokens, Bearer access tokens, HAL+JSON pages with ``_links.next``, HTTP 204 for empty
-results, problem+json errors, 7 req/s sliding-window rate limit (429).
+refresh tokens, Bearer access tokens (or a long-lived token), HAL+JSON pages with
+``_links.next``, HTTP 204 for empty results, problem+json errors, 7 req/s sliding-window rate
+limit (429). Besides leads and contacts it serves companies, the buyer funnel (customers, their
+statuses, 422 while customers mode is off, and transactions) and deleted leads, which only
+``with=only_deleted`` returns (crm_apis.md §1.4, §1.9).
 """
 
 from __future__ import annotations
@@ -23,8 +26,17 @@ HAL = "application/hal+json"
 PROBLEM = "application/problem+json"
 OAUTH_PROBLEM_TYPE = "https://developers.amocrm.ru/v3/errors/OAuthProblemJson"
 
-ENTITY_KEYS = ("users", "pipelines", "loss_reasons", "contacts", "leads", "events")
-PAGED_MAX_LIMIT = {"leads": 250, "contacts": 250, "users": 250, "events": 100}
+ENTITY_KEYS = ("users", "pipelines", "loss_reasons", "contacts", "leads", "events",
+               "companies", "customers", "customer_statuses", "transactions")
+PAGED_MAX_LIMIT = {"leads": 250, "contacts": 250, "companies": 250, "customers": 250,
+                   "transactions": 250, "users": 250, "events": 100}
+# entities with /api/v4/<entity> and /api/v4/<entity>/<id> (transactions live under customers)
+TOP_LEVEL_LISTS = ("leads", "contacts", "companies", "customers", "users", "events")
+# where an item's self link points when that is not /api/v4/<entity>/<id>
+SELF_PATHS = {"transactions": "customers/transactions"}
+# contact references that amoCRM embeds only when the request says with=contacts
+CONTACTS_ON_REQUEST = ("leads", "customers")
+CUSTOMERS_MODES = ("periodicity", "segments", "disabled")
 DEFAULT_LIMIT = 50
 REFRESH_TOKEN_TTL_S = 90 * 86400
 AUTH_CODE_TTL_S = 20 * 60
@@ -36,6 +48,7 @@ _STATUS_TITLES = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    422: "Unprocessable Entity",
     429: "Too Many Requests",
     502: "Bad Gateway",
     503: "Service Unavailable",
@@ -113,6 +126,7 @@ class AmoCRMEmulator(EmulatorServer):
         redirect_uri: str = "http://127.0.0.1/callback",
         authorization_code: str | None = "demo-auth-code",
         long_lived_token: str | None = None,
+        customers_mode: str = "periodicity",
         rate_limit_per_s: float = 7.0,
         access_token_ttl_s: int = 86400,
         host: str = "127.0.0.1",
@@ -123,6 +137,9 @@ class AmoCRMEmulator(EmulatorServer):
         unknown = set(data) - set(ENTITY_KEYS)
         if unknown:
             raise ValueError(f"unknown amoCRM entities in data: {sorted(unknown)}")
+        if customers_mode not in CUSTOMERS_MODES:
+            raise ValueError(f"customers_mode must be one of {CUSTOMERS_MODES}")
+        self.customers_mode = customers_mode
         self.data: dict[str, list[dict]] = {k: copy.deepcopy(list(data.get(k, []))) for k in
                                             ENTITY_KEYS}
         self.account_id = account_id
@@ -178,11 +195,7 @@ class AmoCRMEmulator(EmulatorServer):
         with self._state_lock:
             lead = self._find("leads", lead_id)
             before = (lead.get("pipeline_id"), lead.get("status_id"))
-            new_updated = changes.pop("updated_at", None)
-            lead.update(changes)
-            if new_updated is None:
-                new_updated = max(int(time.time()), int(lead.get("updated_at") or 0) + 1)
-            lead["updated_at"] = int(new_updated)
+            self._touch(lead, changes)
             after = (lead.get("pipeline_id"), lead.get("status_id"))
             if after != before and before[1] is not None:
                 self.data["events"].append({
@@ -199,14 +212,39 @@ class AmoCRMEmulator(EmulatorServer):
             return copy.deepcopy(lead)
 
     def update_contact(self, contact_id: int, **changes: Any) -> dict:
+        return self.update_item("contacts", contact_id, **changes)
+
+    def update_item(self, entity: str, item_id: Any, **changes: Any) -> dict:
+        """Change any stored item (company, customer, transaction...) and bump ``updated_at``
+        the way an edit in amoCRM does, so incremental extraction sees it. Returns a copy."""
         with self._state_lock:
-            contact = self._find("contacts", contact_id)
-            new_updated = changes.pop("updated_at", None)
-            contact.update(changes)
-            if new_updated is None:
-                new_updated = max(int(time.time()), int(contact.get("updated_at") or 0) + 1)
-            contact["updated_at"] = int(new_updated)
-            return copy.deepcopy(contact)
+            item = self._find(entity, item_id)
+            self._touch(item, changes)
+            return copy.deepcopy(item)
+
+    def delete_lead(self, lead_id: int, **changes: Any) -> dict:
+        """Move a lead to the bin: from now on only ``with=only_deleted`` returns it.
+
+        As in amoCRM the deletion bumps ``updated_at`` and logs a ``lead_deleted`` event.
+        Returns a copy of the stored (full) lead.
+        """
+        with self._state_lock:
+            lead = self.update_lead(lead_id, is_deleted=True, **changes)
+            self.data["events"].append({
+                "id": _event_id(), "type": "lead_deleted", "entity_id": lead["id"],
+                "entity_type": "lead", "created_by": 0, "created_at": lead["updated_at"],
+                "value_after": [], "value_before": [], "account_id": self.account_id,
+            })
+            return lead
+
+    @staticmethod
+    def _touch(item: dict, changes: dict[str, Any]) -> None:
+        """Apply ``changes``; ``updated_at`` is the given one or strictly later than before."""
+        new_updated = changes.pop("updated_at", None)
+        item.update(changes)
+        if new_updated is None:
+            new_updated = max(int(time.time()), int(item.get("updated_at") or 0) + 1)
+        item["updated_at"] = int(new_updated)
 
     def _find(self, entity: str, item_id: Any) -> dict:
         for item in self.data[entity]:
@@ -275,11 +313,27 @@ class AmoCRMEmulator(EmulatorServer):
             return self._pipelines(parts[2:])
         if parts == ["leads", "loss_reasons"]:
             return self._list_all("loss_reasons", "/api/v4/leads/loss_reasons")
-        if head in ("leads", "contacts", "users", "events"):
+        if head == "customers" and len(parts) >= 2 and not parts[1].isdigit():
+            return self._customers_sub(request, parts[1:])
+        if head == "customers" and len(parts) == 3 and parts[2] == "transactions":
+            return self._paged(request, "transactions", where=("customer_id", parts[1]))
+        if head in TOP_LEVEL_LISTS:
             if len(parts) == 1:
                 return self._paged(request, head)
             if len(parts) == 2:
                 return self._single(request, head, parts[1])
+        return problem(404, f"Path {request.path} not found")
+
+    def _customers_sub(self, request: Request, rest: list[str]) -> Response:
+        """/api/v4/customers/statuses and /api/v4/customers/transactions (crm_apis.md §1.9)."""
+        if rest == ["transactions"]:
+            return self._paged(request, "transactions")
+        if rest == ["statuses"]:
+            if self.customers_mode == "disabled":
+                return problem(422, "Customers are disabled for this account: turn on the "
+                                    "periodicity mode (PATCH /api/v4/customers/mode)")
+            return self._list_all("customer_statuses", "/api/v4/customers/statuses",
+                                  key="statuses")
         return problem(404, f"Path {request.path} not found")
 
     # -- OAuth -------------------------------------------------------------------------------
@@ -390,12 +444,15 @@ class AmoCRMEmulator(EmulatorServer):
 
     def _render(self, entity: str, item: dict, withs: set[str],
                 leads_index: dict[str, list[Any]] | None = None) -> dict:
+        if entity == "leads" and "only_deleted" in withs:
+            return self._render_deleted_lead(item)
         out = copy.deepcopy(item)
         item_id = out.get("id")
         links = out.get("_links") or {}
-        links.setdefault("self", {"href": f"{self.base_url}/api/v4/{entity}/{item_id}"})
+        links.setdefault(
+            "self", {"href": f"{self.base_url}/api/v4/{SELF_PATHS.get(entity, entity)}/{item_id}"})
         out["_links"] = links
-        if entity == "leads":
+        if entity in CONTACTS_ON_REQUEST:
             emb = out.get("_embedded")
             if "contacts" in withs:
                 emb = dict(emb or {})
@@ -403,6 +460,11 @@ class AmoCRMEmulator(EmulatorServer):
                 out["_embedded"] = emb
             elif isinstance(emb, dict):
                 emb.pop("contacts", None)
+        elif entity == "transactions":
+            emb = dict(out.get("_embedded") or {})
+            emb["customer"] = self._with_link(
+                emb.get("customer") or {"id": out.get("customer_id")}, "customers")
+            out["_embedded"] = emb
         elif entity == "contacts":
             emb = out.get("_embedded")
             if "leads" in withs:
@@ -419,9 +481,25 @@ class AmoCRMEmulator(EmulatorServer):
             out["_links"] = {"self": {"href": f"{self.base_url}/api/v4/events/{item_id}"}}
         return out
 
+    def _render_deleted_lead(self, lead: dict) -> dict:
+        """What ``with=only_deleted`` shows of a lead in the bin: its id, the modification
+        date and ``is_deleted`` (crm_apis.md §1.4), nothing else."""
+        lead_id = lead.get("id")
+        return {"id": lead_id, "updated_at": lead.get("updated_at"), "is_deleted": True,
+                "_links": self._self_link(f"/api/v4/leads/{lead_id}")}
+
+    def _scope(self, entity: str, withs: set[str]) -> list[dict]:
+        """The stored items a request may see: a deleted lead only under ``with=only_deleted``,
+        which in turn shows nothing but deleted leads."""
+        items = self.data[entity]
+        if entity != "leads":
+            return items
+        deleted = "only_deleted" in withs
+        return [i for i in items if bool(i.get("is_deleted")) == deleted]
+
     def _leads_by_contact(self) -> dict[str, list[Any]]:
         index: dict[str, list[Any]] = {}
-        for lead in self.data["leads"]:
+        for lead in self._scope("leads", set()):
             for ref in (lead.get("_embedded") or {}).get("contacts", []):
                 index.setdefault(str(ref.get("id")), []).append(lead["id"])
         return index
@@ -445,7 +523,7 @@ class AmoCRMEmulator(EmulatorServer):
             "country": "RU",
             "currency": "RUB",
             "currency_symbol": "₽",
-            "customers_mode": "disabled",
+            "customers_mode": self.customers_mode,
             "is_unsorted_on": True,
             "is_loss_reason_enabled": True,
             "is_helpbot_enabled": False,
@@ -493,7 +571,8 @@ class AmoCRMEmulator(EmulatorServer):
             )
         return out
 
-    def _list_all(self, entity: str, path: str) -> Response:
+    def _list_all(self, entity: str, path: str, key: str | None = None) -> Response:
+        """An unpaged collection with ``_total_items``; ``key`` is its ``_embedded`` name."""
         with self._state_lock:
             items = copy.deepcopy(self.data[entity])
         if not items:
@@ -503,7 +582,7 @@ class AmoCRMEmulator(EmulatorServer):
         return Response(200, {
             "_total_items": len(items),
             "_links": self._self_link(path),
-            "_embedded": {entity: items},
+            "_embedded": {key or entity: items},
         }, HAL)
 
     def _single(self, request: Request, entity: str, item_id: str) -> Response:
@@ -512,6 +591,8 @@ class AmoCRMEmulator(EmulatorServer):
             try:
                 item = self._find(entity, item_id)
             except KeyError:
+                return Response(204)
+            if not any(i is item for i in self._scope(entity, withs)):
                 return Response(204)
             return Response(200, self._render(entity, item, withs), HAL)
 
@@ -533,7 +614,10 @@ class AmoCRMEmulator(EmulatorServer):
             raise _BadRequest(validation_problem(name, "InvalidType",
                                                  f"{name} must be an integer")) from None
 
-    def _paged(self, request: Request, entity: str) -> Response:
+    def _paged(self, request: Request, entity: str,
+               where: tuple[str, str] | None = None) -> Response:
+        """One page of a collection; ``where`` = (field, value) narrows it to one owner
+        (a customer's transactions)."""
         max_limit = PAGED_MAX_LIMIT[entity]
         limit = self._int(request, "limit", DEFAULT_LIMIT)
         page = self._int(request, "page", 1)
@@ -547,7 +631,10 @@ class AmoCRMEmulator(EmulatorServer):
             return validation_problem("page", "InvalidPage", "Page must be positive")
         withs = self._withs(request)
         with self._state_lock:
-            items = self._filter(request, entity, self.data[entity])
+            items = self._scope(entity, withs)
+            if where is not None:
+                items = [i for i in items if str(i.get(where[0])) == where[1]]
+            items = self._filter(request, entity, items)
             items = self._sort(request, entity, items)
             chunk = items[(page - 1) * limit: page * limit]
             index = (self._leads_by_contact()

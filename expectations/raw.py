@@ -7,6 +7,11 @@ expectation; its `meta` carries the field name and the wording of the quarantine
 Nested payload keys are flattened to dotted columns (`base.spent`, `metrics.costMicros`), and
 reasons name them that way.
 
+Every raw entity that lands has a suite (validate_records refuses one without). amoCRM payloads
+are JSON ints and Unix times; Bitrix24's legacy `crm.*.list` rows are all strings (ids of
+digits, decimal-string amounts, ISO date-times with offset, "" meaning no value) while its stage
+history keeps native ints.
+
 File sources (`files` orders / ad_spend) first go through the column contract of
 `extractors.files.validate_file_rows` (its reason names file, line and field and is kept
 verbatim); the rows it accepts are then validated by a GX suite over parsed values, whose
@@ -19,7 +24,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pandas as pd
@@ -413,6 +418,310 @@ def _meta_insights_suite() -> list[Any]:
     ]
 
 
+# -- amoCRM: companies, the buyer funnel (customers, statuses, transactions), the bin --------
+
+CUSTOMER_STATUS_TYPES = (0, 1, 2, 3, 4)  # regular, expected, did not buy, closed, recent
+NON_NEGATIVE_NUMBER = "a non-negative number"
+
+
+def _number_num(value: Any) -> float:
+    """A JSON number (int or float, not a boolean) as float; NaN for anything else."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return math.nan
+
+
+def _with_amount(row: dict[str, Any], payload: dict[str, Any], *fields: str) -> dict[str, Any]:
+    for f in fields:
+        row[f] = payload.get(f)
+        row[f"{f}__num"] = _number_num(payload.get(f))
+    return row
+
+
+def _flatten_company(p: Any) -> dict[str, Any]:
+    p = _require(p, ("id", "created_at", "updated_at"))
+    row = _with_num({}, p, "id", "responsible_user_id", "created_at", "updated_at")
+    row["custom_fields_values"] = p.get("custom_fields_values")
+    return row
+
+
+def _flatten_customer(p: Any) -> dict[str, Any]:
+    p = _require(p, ("id", "status_id", "created_at", "updated_at"))
+    row = _with_num({}, p, "id", "status_id", "created_at", "updated_at", "next_date",
+                    "periodicity", "purchases_count")
+    _with_amount(row, p, "next_price", "ltv", "average_check")
+    row["_embedded.contacts"] = _nested(p, "_embedded.contacts")
+    return row
+
+
+def _flatten_customer_status(p: Any) -> dict[str, Any]:
+    p = _require(p, ("id", "name"))
+    row = _with_num({"name": p.get("name")}, p, "id", "sort", "type")
+    row["id__text"] = _text(p.get("id"))
+    return row
+
+
+def _flatten_transaction(p: Any) -> dict[str, Any]:
+    p = _require(p, ("id", "price", "completed_at", "customer_id"))
+    row = _with_num({}, p, "id", "customer_id", "completed_at", "created_at", "updated_at")
+    _with_amount(row, p, "price")
+    row["_embedded.customer.id"] = _nested(p, "_embedded.customer.id")
+    return row
+
+
+def _flatten_deleted_lead(p: Any) -> dict[str, Any]:
+    p = _require(p, ("id", "updated_at", "is_deleted"))
+    return _with_num({"is_deleted": p.get("is_deleted")}, p, "id", "updated_at")
+
+
+def _versioned_id(what: str) -> list[Any]:
+    """A JSON-integer id, one version per (account, id, updated_at) in the batch."""
+    return [
+        _not_null("id", what), _integer("id"),
+        _e("ExpectCompoundColumnsToBeUnique", "id",
+           "(account, id, updated_at) unique within the batch", show=["id", "updated_at"],
+           column_list=["account", "id__num", "updated_at__num"],
+           ignore_row_if="any_value_is_missing"),
+    ]
+
+
+def _created_updated(required: bool = True) -> list[Any]:
+    out = [*_epoch("created_at"), *_epoch("updated_at"),
+           _e("ExpectColumnPairValuesAToBeGreaterThanB", "updated_at", "updated_at >= created_at",
+              show=["updated_at", "created_at"], column_A="updated_at__num",
+              column_B="created_at__num", or_equal=True, ignore_row_if="either_value_is_missing")]
+    if required:
+        out[:0] = [_not_null("created_at"), _not_null("updated_at")]
+    return out
+
+
+def _amount(field: str, required: bool = False) -> list[Any]:
+    out = [_e("ExpectColumnValuesToBeInTypeList", field, NON_NEGATIVE_NUMBER, column=field,
+              type_list=["int", "float"]),
+           _e("ExpectColumnValuesToBeBetween", field, NON_NEGATIVE_NUMBER, column=f"{field}__num",
+              min_value=0)]
+    if required:
+        out.insert(0, _not_null(field, NON_NEGATIVE_NUMBER))
+    return out
+
+
+def _count(field: str) -> list[Any]:
+    expected = "a non-negative integer"
+    return [_integer(field, expected),
+            _e("ExpectColumnValuesToBeBetween", field, expected, column=f"{field}__num",
+               min_value=0)]
+
+
+def _list_or_null(field: str) -> Any:
+    return _e("ExpectColumnValuesToBeInTypeList", field, "null or a list", column=field,
+              type_list=["list"])
+
+
+def _company_suite() -> list[Any]:
+    return [*_versioned_id("a company id"), *_created_updated(),
+            _integer("responsible_user_id"), _list_or_null("custom_fields_values")]
+
+
+def _customer_suite() -> list[Any]:
+    return [
+        *_versioned_id("a customer id"), *_created_updated(),
+        _not_null("status_id"), _integer("status_id"),
+        *_amount("next_price"), *_epoch("next_date"), *_count("periodicity"),
+        *_amount("ltv"), *_count("purchases_count"), *_amount("average_check"),
+        _list_or_null("_embedded.contacts"),
+    ]
+
+
+def _customer_status_suite() -> list[Any]:
+    return [
+        _not_null("id", "a customer status id"), _integer("id"),
+        _unique("id", ["id"]),
+        _not_null("name"), _integer("sort"),
+        _e("ExpectColumnValuesToBeInSet", "type",
+           f"a status type in {list(CUSTOMER_STATUS_TYPES)}", column="type__num",
+           value_set=[float(t) for t in CUSTOMER_STATUS_TYPES]),
+        _integer("type"),
+    ]
+
+
+def _transaction_suite() -> list[Any]:
+    return [
+        *_versioned_id("a transaction id"),
+        _not_null("customer_id", "the id of the customer who bought"), _integer("customer_id"),
+        *_amount("price", required=True),
+        _not_null("completed_at", "the moment of the purchase"), *_epoch("completed_at"),
+        *_created_updated(required=False),
+        _e("ExpectColumnPairValuesToBeEqual", "_embedded.customer.id",
+           "the transaction's customer_id", show=["_embedded.customer.id", "customer_id"],
+           column_A="_embedded.customer.id", column_B="customer_id",
+           ignore_row_if="either_value_is_missing"),
+    ]
+
+
+def _deleted_lead_suite() -> list[Any]:
+    return [
+        *_versioned_id("a lead id"),
+        _not_null("updated_at", "the moment of the deletion"), *_epoch("updated_at"),
+        _e("ExpectColumnValuesToBeInSet", "is_deleted", "true (a lead in the bin)",
+           column="is_deleted", value_set=[True]),
+        _not_null("is_deleted", "true (a lead in the bin)"),
+    ]
+
+
+# -- Bitrix24: legacy crm.*.list rows (every scalar a string), stage history (native ints) --
+
+_B24_TIME = r"T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[+-]\d{2}:?\d{2}|Z)?"
+B24_DATETIME = rf"^\d{{4}}-\d{{2}}-\d{{2}}{_B24_TIME}$"
+B24_DATE_OR_DATETIME = rf"^\d{{4}}-\d{{2}}-\d{{2}}(?:{_B24_TIME})?$"
+B24_DATETIME_OK = "an ISO 8601 date-time (YYYY-MM-DDTHH:MM:SS+03:00)"
+B24_SEMANTICS = ("P", "S", "F")
+B24_YES_NO = ("Y", "N")
+B24_HISTORY_TYPES = (1, 2, 3, 5)  # created, moved, final, category changed
+B24_MULTIFIELDS = ("PHONE", "EMAIL")
+B24_DATES = ("DATE_CREATE", "DATE_MODIFY", "DATE_CLOSED", "CLOSEDATE", "CREATED_TIME")
+B24_USER_FIELDS = ("ID", "ACTIVE", "EMAIL")
+B24_STATUS_FIELDS = ("ID", "ENTITY_ID", "STATUS_ID", "NAME", "SORT", "CATEGORY_ID", "SEMANTICS")
+B24_CATEGORY_FIELDS = ("id", "name", "sort", "isDefault")
+B24_LEAD_FIELDS = ("ID", "STATUS_ID", "STATUS_SEMANTIC_ID", "OPPORTUNITY", "CURRENCY_ID",
+                   "ASSIGNED_BY_ID", "CONTACT_ID", "DATE_CREATE", "DATE_MODIFY", "DATE_CLOSED")
+B24_DEAL_FIELDS = ("ID", "CATEGORY_ID", "STAGE_ID", "STAGE_SEMANTIC_ID", "OPPORTUNITY",
+                   "CURRENCY_ID", "ASSIGNED_BY_ID", "CONTACT_ID", "LEAD_ID", "COMPANY_ID",
+                   "DATE_CREATE", "DATE_MODIFY", "CLOSEDATE", "CLOSED")
+B24_CONTACT_FIELDS = ("ID", "ASSIGNED_BY_ID", "DATE_CREATE", "DATE_MODIFY")
+B24_HISTORY_FIELDS = ("ID", "_entityTypeId", "TYPE_ID", "OWNER_ID", "CREATED_TIME",
+                      "CATEGORY_ID", "STAGE_SEMANTIC_ID", "STATUS_SEMANTIC_ID")
+
+
+def _iso_epoch(text: str | None) -> float:
+    """Seconds since the epoch of an ISO date-time, to compare DATE_MODIFY with DATE_CREATE;
+    NaN when it does not parse (the regex reports that)."""
+    if text is None:
+        return math.nan
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return math.nan
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+def _b24_columns(p: dict[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    """Like `_columns`, with two Bitrix24 habits: an empty string is how the legacy lists say
+    "no value" (so it counts as null), and dates get a comparable `__num`."""
+    row = _columns(p, fields)
+    for f in fields:
+        row[f"{f}__text"] = row[f"{f}__text"] or None
+        if f in B24_DATES:
+            row[f"{f}__num"] = _iso_epoch(row[f"{f}__text"])
+    for f in B24_MULTIFIELDS:
+        row[f] = p.get(f)
+    return row
+
+
+def _b24_flatten(fields: Sequence[str], required: Sequence[str]) -> Callable[[Any], dict]:
+    def flatten(p: Any) -> dict[str, Any]:
+        return _b24_columns(_require(p, required), fields)
+    return flatten
+
+
+def _b24_required(field: str, what: str | None = None) -> Any:
+    return _e("ExpectColumnValuesToNotBeNull", field, what or "a value", column=f"{field}__text")
+
+
+def _b24_id(field: str = "ID", what: str = "an id of digits") -> list[Any]:
+    return [_b24_required(field, what), _regex(field, DIGITS, what)]
+
+
+def _b24_in(field: str, values: Sequence[Any]) -> Any:
+    return _e("ExpectColumnValuesToBeInSet", field, f"one of {list(values)}",
+              column=f"{field}__text", value_set=[str(v) for v in values])
+
+
+def _b24_dates_and_version() -> list[Any]:
+    """DATE_CREATE/DATE_MODIFY present and ordered; one version per (ID, DATE_MODIFY)."""
+    return [
+        _b24_required("DATE_CREATE"), _regex("DATE_CREATE", B24_DATETIME, B24_DATETIME_OK),
+        _b24_required("DATE_MODIFY"), _regex("DATE_MODIFY", B24_DATETIME, B24_DATETIME_OK),
+        _e("ExpectColumnPairValuesAToBeGreaterThanB", "DATE_MODIFY", "DATE_MODIFY >= DATE_CREATE",
+           show=["DATE_MODIFY", "DATE_CREATE"], column_A="DATE_MODIFY__num",
+           column_B="DATE_CREATE__num", or_equal=True, ignore_row_if="either_value_is_missing"),
+        _unique("ID", ["ID", "DATE_MODIFY"]),
+    ]
+
+
+def _b24_optional_ids(*fields: str) -> list[Any]:
+    return [_regex(f, DIGITS, "null or an id of digits") for f in fields]
+
+
+def _b24_money() -> list[Any]:
+    return [_regex("OPPORTUNITY", DECIMAL, "a non-negative decimal string"),
+            _regex("CURRENCY_ID", CURRENCY, "an ISO 4217 currency code")]
+
+
+def _b24_user_suite() -> list[Any]:
+    return [*_b24_id(what="a user id of digits"), _unique("ID", ["ID"]),
+            _e("ExpectColumnValuesToBeInSet", "ACTIVE", "Y/N or true/false", column="ACTIVE",
+               value_set=["Y", "N", True, False])]
+
+
+def _b24_status_suite() -> list[Any]:
+    return [
+        *_b24_id(), _b24_required("ENTITY_ID"), _b24_required("STATUS_ID"),
+        _unique("STATUS_ID", ["ENTITY_ID", "STATUS_ID"]),
+        _regex("SORT", DIGITS, "a sort number of digits"),
+        *_b24_optional_ids("CATEGORY_ID"),
+        _b24_in("SEMANTICS", ("S", "F")),
+    ]
+
+
+def _b24_category_suite() -> list[Any]:
+    return [*_b24_id("id", "a category id of digits"), _unique("id", ["id"]),
+            _b24_required("name"), _regex("sort", DIGITS, "a sort number of digits"),
+            _b24_in("isDefault", B24_YES_NO)]
+
+
+def _b24_lead_suite() -> list[Any]:
+    return [
+        *_b24_id(what="a lead id of digits"), _b24_required("STATUS_ID"),
+        _b24_in("STATUS_SEMANTIC_ID", B24_SEMANTICS), *_b24_money(),
+        *_b24_optional_ids("ASSIGNED_BY_ID", "CONTACT_ID"), *_b24_dates_and_version(),
+        _regex("DATE_CLOSED", B24_DATE_OR_DATETIME, "null or an ISO 8601 date(-time)"),
+        *(_list_or_null(f) for f in B24_MULTIFIELDS),
+    ]
+
+
+def _b24_deal_suite() -> list[Any]:
+    return [
+        *_b24_id(what="a deal id of digits"),
+        _b24_required("CATEGORY_ID"), *_b24_optional_ids("CATEGORY_ID"),
+        _b24_required("STAGE_ID"),
+        _b24_required("STAGE_SEMANTIC_ID", f"one of {list(B24_SEMANTICS)}"),
+        _b24_in("STAGE_SEMANTIC_ID", B24_SEMANTICS), *_b24_money(),
+        *_b24_optional_ids("ASSIGNED_BY_ID", "CONTACT_ID", "LEAD_ID", "COMPANY_ID"),
+        *_b24_dates_and_version(),
+        _regex("CLOSEDATE", B24_DATE_OR_DATETIME, "null or an ISO 8601 date(-time)"),
+        _b24_in("CLOSED", B24_YES_NO),
+    ]
+
+
+def _b24_contact_suite() -> list[Any]:
+    return [*_b24_id(what="a contact id of digits"), *_b24_optional_ids("ASSIGNED_BY_ID"),
+            *_b24_dates_and_version(), *(_list_or_null(f) for f in B24_MULTIFIELDS)]
+
+
+def _b24_history_suite() -> list[Any]:
+    return [
+        _not_null("ID", "a history id"), _integer("ID"),
+        _unique("ID", ["_entityTypeId", "ID"]),
+        _not_null("_entityTypeId", "1 (lead) or 2 (deal)"),
+        _b24_in("_entityTypeId", (1, 2)),
+        _integer("TYPE_ID"), _b24_in("TYPE_ID", B24_HISTORY_TYPES),
+        _not_null("OWNER_ID", "the lead or deal id"), _integer("OWNER_ID"),
+        _b24_required("CREATED_TIME"), _regex("CREATED_TIME", B24_DATETIME, B24_DATETIME_OK),
+        _integer("CATEGORY_ID"),
+        _b24_in("STAGE_SEMANTIC_ID", B24_SEMANTICS), _b24_in("STATUS_SEMANTIC_ID", B24_SEMANTICS),
+    ]
+
+
 # -- files: the column contract first, then GX over the conforming rows ----------------------
 
 DATE_MIN = date(2000, 1, 1)
@@ -547,6 +856,39 @@ RAW_SUITES: dict[tuple[str, str], RawSuite] = {
     ("amocrm", "users"): RawSuite("raw.amocrm.users", _flatten_id_only, _id_suite("a user id")),
     ("amocrm", "loss_reasons"): RawSuite("raw.amocrm.loss_reasons", _flatten_id_only,
                                          _id_suite("a loss reason id")),
+    ("amocrm", "companies"): RawSuite("raw.amocrm.companies", _flatten_company,
+                                      _company_suite),
+    ("amocrm", "customers"): RawSuite("raw.amocrm.customers", _flatten_customer,
+                                      _customer_suite),
+    ("amocrm", "customer_statuses"): RawSuite(
+        "raw.amocrm.customer_statuses", _flatten_customer_status, _customer_status_suite),
+    ("amocrm", "transactions"): RawSuite("raw.amocrm.transactions", _flatten_transaction,
+                                         _transaction_suite),
+    ("amocrm", "deleted_leads"): RawSuite("raw.amocrm.deleted_leads", _flatten_deleted_lead,
+                                          _deleted_lead_suite),
+    ("bitrix24", "users"): RawSuite(
+        "raw.bitrix24.users", _b24_flatten(B24_USER_FIELDS, ("ID",)), _b24_user_suite),
+    ("bitrix24", "statuses"): RawSuite(
+        "raw.bitrix24.statuses", _b24_flatten(B24_STATUS_FIELDS, ("ID", "ENTITY_ID", "STATUS_ID")),
+        _b24_status_suite),
+    ("bitrix24", "categories"): RawSuite(
+        "raw.bitrix24.categories", _b24_flatten(B24_CATEGORY_FIELDS, ("id",)),
+        _b24_category_suite),
+    ("bitrix24", "leads"): RawSuite(
+        "raw.bitrix24.leads", _b24_flatten(B24_LEAD_FIELDS, ("ID", "DATE_CREATE", "DATE_MODIFY")),
+        _b24_lead_suite),
+    ("bitrix24", "deals"): RawSuite(
+        "raw.bitrix24.deals",
+        _b24_flatten(B24_DEAL_FIELDS, ("ID", "STAGE_ID", "DATE_CREATE", "DATE_MODIFY")),
+        _b24_deal_suite),
+    ("bitrix24", "contacts"): RawSuite(
+        "raw.bitrix24.contacts",
+        _b24_flatten(B24_CONTACT_FIELDS, ("ID", "DATE_CREATE", "DATE_MODIFY")),
+        _b24_contact_suite),
+    ("bitrix24", "stagehistory"): RawSuite(
+        "raw.bitrix24.stagehistory",
+        _b24_flatten(B24_HISTORY_FIELDS, ("ID", "_entityTypeId", "OWNER_ID", "CREATED_TIME")),
+        _b24_history_suite),
     ("yandex_direct", "campaign_stats"): RawSuite(
         "raw.yandex_direct.campaign_stats", _flatten_campaign_stats, _campaign_stats_suite),
     ("vk_ads", "ad_plans"): RawSuite("raw.vk_ads.ad_plans", _flatten_vk_plan, _vk_plan_suite),

@@ -1,4 +1,5 @@
-"""amoCRM / Kommo API v4 source: leads, contacts, pipelines, events, users, loss reasons.
+"""amoCRM / Kommo API v4 source: leads, contacts, companies, pipelines, events, users, loss
+reasons, the buyer funnel (customers, customer statuses, transactions) and deleted leads.
 
 API notes: docs reference ``crm_apis.md`` §1 (https://developers.kommo.com/docs/).
 
@@ -18,6 +19,16 @@ Design choices, each answering an amoCRM gotcha:
 - **Payloads** are kept as returned except ``_links`` (at every level): links carry the host name,
   which would make identical records hash differently across hosts.
 - Users, pipelines and loss reasons are small and have no usable change filter: full pull.
+- **Companies and customers** follow contacts (``updated_at`` + overlap); customers are asked
+  ``with=contacts`` because a transaction belongs to its customer's main contact.
+- **Transactions** (buyer-funnel purchases, which are orders too) have no documented change
+  filter: full pull, paged.
+- **Customer statuses** answer 422 while the account's customers mode is off: that is "no
+  buyer funnel", logged as a warning and landed as zero records, not a failed run.
+- **Deleted leads** vanish from the normal leads list, so the raw leads keep their last live
+  version; ``with=only_deleted`` lists the bin (``{id, updated_at, is_deleted}`` only). It is
+  pulled in full each run (the bin is small; payload hashes de-duplicate) so staging can tell a
+  lead deleted after the version we hold.
 """
 
 from __future__ import annotations
@@ -57,6 +68,8 @@ class EntitySpec:
     limit: int | None  # None = unpaged endpoint
     extra_params: tuple[tuple[str, str], ...] = ()
     updated_field: str | None = None  # payload field used for RawRecord.updated_at
+    # HTTP statuses meaning "this feature is off for the account": zero records + a warning
+    feature_off_statuses: tuple[int, ...] = ()
 
 
 ENTITY_SPECS: dict[str, EntitySpec] = {
@@ -76,6 +89,24 @@ ENTITY_SPECS: dict[str, EntitySpec] = {
     "events": EntitySpec(
         "/api/v4/events", "events", "created_at", EVENTS_LIMIT,
         (("filter[type]", "lead_status_changed"),), updated_field="created_at",
+    ),
+    "companies": EntitySpec(
+        "/api/v4/companies", "companies", "updated_at", 250,
+        (("order[updated_at]", "asc"),), updated_field="updated_at",
+    ),
+    "customers": EntitySpec(
+        "/api/v4/customers", "customers", "updated_at", 250,
+        (("order[updated_at]", "asc"), ("with", "contacts")), updated_field="updated_at",
+    ),
+    "customer_statuses": EntitySpec(
+        "/api/v4/customers/statuses", "statuses", None, None, feature_off_statuses=(422,),
+    ),
+    "transactions": EntitySpec(
+        "/api/v4/customers/transactions", "transactions", None, 250, updated_field="updated_at",
+    ),
+    "deleted_leads": EntitySpec(
+        "/api/v4/leads", "leads", None, 250, (("with", "only_deleted"),),
+        updated_field="updated_at",
     ),
 }
 
@@ -109,7 +140,8 @@ class AmoCRMSource:
     """Pages of ``RawRecord`` for each amoCRM entity; see the module docstring."""
 
     name = SOURCE
-    ENTITIES = ("users", "pipelines", "loss_reasons", "contacts", "leads", "events")
+    ENTITIES = ("users", "pipelines", "loss_reasons", "contacts", "leads", "events",
+                "companies", "customers", "customer_statuses", "transactions", "deleted_leads")
 
     def __init__(
         self,
@@ -262,16 +294,30 @@ class AmoCRMSource:
         spec = ENTITY_SPECS.get(entity)
         if spec is None:
             raise ValueError(f"unknown amoCRM entity {entity!r}; expected one of {self.ENTITIES}")
+        try:
+            yield from self._pages(entity, spec, cursor)
+        except ApiError as exc:
+            if exc.status not in spec.feature_off_statuses:
+                raise
+            log.warning("amoCRM %s %s: HTTP %s, the feature is off for this account; "
+                        "nothing to land (%s)", self.account, entity, exc.status, exc.detail)
+
+    def _params(self, entity: str, spec: EntitySpec, cursor: str | None) -> dict[str, Any]:
+        """Query of the first page: paging, the spec's fixed filters, and the overlap window."""
         params: dict[str, Any] = dict(spec.extra_params)
         if spec.limit is not None:
             params["limit"] = min(spec.limit, self.page_limit)
             params["page"] = 1
-        best = _as_int(cursor) if spec.incremental_field else None
         if spec.incremental_field and cursor is not None:
-            if best is None:
+            since = _as_int(cursor)
+            if since is None:
                 raise ValueError(f"amoCRM {entity} cursor must be Unix seconds, got {cursor!r}")
-            params[f"filter[{spec.incremental_field}][from]"] = max(0, best - self.overlap_s)
+            params[f"filter[{spec.incremental_field}][from]"] = max(0, since - self.overlap_s)
+        return params
 
+    def _pages(self, entity: str, spec: EntitySpec, cursor: str | None) -> Iterator[Page]:
+        params = self._params(entity, spec, cursor)
+        best = _as_int(cursor) if spec.incremental_field else None
         for hal in iter_hal_pages(self.client, spec.path, params, spec.embedded_key):
             records = []
             for item in hal.items:
@@ -282,22 +328,23 @@ class AmoCRMSource:
                     ts = _as_int(item.get(spec.incremental_field))
                     if ts is not None and (best is None or ts > best):
                         best = ts
-                records.append(
-                    RawRecord(
-                        source=SOURCE,
-                        account=self.account,
-                        entity=entity,
-                        record_id=str(item["id"]),
-                        payload=strip_links(item),
-                        updated_at=unix_to_utc_naive(item.get(spec.updated_field))
-                        if spec.updated_field else None,
-                    )
-                )
+                records.append(self._record(entity, spec, item))
             cursor_after = str(best) if spec.incremental_field and best is not None else None
             log.info("amoCRM %s %s page %d: %d records (cursor_after=%s) %s",
                      self.account, entity, hal.number, len(records), cursor_after, hal.url)
             yield Page(records=records, cursor_after=cursor_after,
                        meta={"page": hal.number, "url": hal.url})
+
+    def _record(self, entity: str, spec: EntitySpec, item: dict[str, Any]) -> RawRecord:
+        return RawRecord(
+            source=SOURCE,
+            account=self.account,
+            entity=entity,
+            record_id=str(item["id"]),
+            payload=strip_links(item),
+            updated_at=unix_to_utc_naive(item.get(spec.updated_field))
+            if spec.updated_field else None,
+        )
 
     def close(self) -> None:
         self.client.close()

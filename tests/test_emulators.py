@@ -77,7 +77,49 @@ def amo_data() -> dict[str, list[dict]]:
             "account_id": 31990211,
         })
     return {"users": users, "pipelines": pipelines, "loss_reasons": loss_reasons,
-            "contacts": contacts, "leads": leads, "events": events}
+            "contacts": contacts, "leads": leads, "events": events, **buyer_funnel_data()}
+
+
+def buyer_funnel_data() -> dict[str, list[dict]]:
+    """Companies, customers (buyer funnel), their statuses and transactions."""
+    companies = [{"id": 61000000 + i, "name": f"Company {i}", "responsible_user_id": 8812031,
+                  "created_at": T0 + i, "updated_at": T0 + 500 + ((i * 5) % 7) * 10,
+                  "is_deleted": False, "custom_fields_values": None, "account_id": 31990211,
+                  "_embedded": {"tags": []}} for i in range(7)]
+    customers = [{"id": 62000000 + i, "name": f"Buyer {i}", "next_price": 2500,
+                  "next_date": T0 + 86400 * 30, "periodicity": 30, "status_id": 7100001,
+                  "responsible_user_id": 8812031, "created_at": T0 + i,
+                  "updated_at": T0 + 700 + ((i * 5) % 6) * 10, "is_deleted": False,
+                  "ltv": 5000, "purchases_count": 2, "average_check": 2500,
+                  "custom_fields_values": None, "account_id": 31990211,
+                  "_embedded": {"tags": [], "segments": [],
+                                "contacts": [{"id": 51022980 + i % 5, "is_main": True}]}}
+                 for i in range(6)]
+    customer_statuses = [{"id": 7100001 + n, "name": name, "sort": 10 * n, "is_default": n == 0,
+                          "color": "#99ccff", "type": n, "account_id": 31990211}
+                         for n, name in enumerate(("Regular", "Expected", "Did not buy"))]
+    transactions = [{"id": 63000000 + i, "price": 2500 + i, "completed_at": T0 + 3600 * i,
+                     "comment": None, "customer_id": 62000000 + i % 3, "created_by": 0,
+                     "updated_by": 0, "created_at": T0 + 3600 * i, "updated_at": T0 + 3600 * i,
+                     "is_deleted": False, "account_id": 31990211} for i in range(8)]
+    return {"companies": companies, "customers": customers,
+            "customer_statuses": customer_statuses, "transactions": transactions}
+
+
+def walk(session: requests.Session, emu: AmoCRMEmulator, path: str, key: str,
+         **params) -> tuple[list[dict], list[int]]:
+    """Every item of a paged collection by following _links.next; also the page sizes."""
+    resp = get(session, emu, path, **params)
+    items: list[dict] = []
+    sizes: list[int] = []
+    while resp.status_code == 200:
+        body = resp.json()
+        sizes.append(len(body["_embedded"][key]))
+        items += body["_embedded"][key]
+        if "next" not in body["_links"]:
+            break
+        resp = session.get(body["_links"]["next"]["href"], timeout=TIMEOUT)
+    return items, sizes
 
 
 @pytest.fixture
@@ -388,6 +430,114 @@ def test_request_log(amo_session):
     assert entry["status"] == 200
     assert abs(entry["t"] - time.time()) < 5
     assert amo.request_log[0]["path"] == "/oauth2/access_token"
+
+
+# --------------------------------------------------------------------------------------------
+# amoCRM: companies, buyer funnel, deleted leads
+# --------------------------------------------------------------------------------------------
+def test_companies_and_customers_page_filter_and_sort(amo_session):
+    amo, session = amo_session
+    for entity in ("companies", "customers"):
+        stored = amo.data[entity]
+        items, sizes = walk(session, amo, f"/api/v4/{entity}", entity, limit=3)
+        assert sizes == [3, 3] + ([1] if len(stored) == 7 else [])
+        assert [i["id"] for i in items] == sorted(i["id"] for i in stored)
+        assert items[0]["_links"]["self"]["href"] == (
+            f"{amo.base_url}/api/v4/{entity}/{items[0]['id']}")
+        lo = sorted(i["updated_at"] for i in stored)[2]
+        asc, _ = walk(session, amo, f"/api/v4/{entity}", entity, limit=2,
+                      **{"filter[updated_at][from]": lo, "order[updated_at]": "asc"})
+        assert [i["updated_at"] for i in asc] == sorted(
+            i["updated_at"] for i in stored if i["updated_at"] >= lo)
+        past = get(session, amo, f"/api/v4/{entity}",
+                   **{"filter[updated_at][from]": T0 + 10**6})
+        assert (past.status_code, past.content) == (204, b"")
+        assert get(session, amo, f"/api/v4/{entity}", limit=251).status_code == 400
+        changed = amo.update_item(entity, stored[0]["id"], name="Renamed")
+        newest = get(session, amo, f"/api/v4/{entity}", **{
+            "filter[updated_at][from]": changed["updated_at"]}).json()["_embedded"][entity]
+        assert [(i["id"], i["name"]) for i in newest] == [(stored[0]["id"], "Renamed")]
+
+
+def test_customers_embed_contacts_only_with_contacts(amo_session):
+    amo, session = amo_session
+    plain = get(session, amo, "/api/v4/customers", limit=1).json()["_embedded"]["customers"][0]
+    assert "contacts" not in plain["_embedded"]
+    assert (plain["next_price"], plain["next_date"], plain["periodicity"]) == (
+        2500, T0 + 86400 * 30, 30)
+    with_c = get(session, amo, "/api/v4/customers", limit=1,
+                 **{"with": "contacts"}).json()["_embedded"]["customers"][0]
+    contact = with_c["_embedded"]["contacts"][0]
+    assert (contact["id"], contact["is_main"]) == (51022980, True)
+    assert contact["_links"]["self"]["href"] == f"{amo.base_url}/api/v4/contacts/51022980"
+    single = get(session, amo, "/api/v4/customers/62000001").json()
+    assert single["id"] == 62000001 and "contacts" not in single["_embedded"]
+    assert "_links" not in amo.data["customers"][0]
+
+
+def test_customer_statuses_and_the_disabled_customers_mode(amo_session):
+    amo, session = amo_session
+    statuses = get(session, amo, "/api/v4/customers/statuses").json()
+    assert statuses["_total_items"] == 3 and "_page" not in statuses
+    assert [s["type"] for s in statuses["_embedded"]["statuses"]] == [0, 1, 2]
+    assert get(session, amo, "/api/v4/account").json()["customers_mode"] == "periodicity"
+    with AmoCRMEmulator(amo_data(), long_lived_token="ll", customers_mode="disabled") as off:
+        r = requests.get(f"{off.base_url}/api/v4/customers/statuses", timeout=TIMEOUT,
+                         headers={"Authorization": "Bearer ll"})
+        assert r.status_code == 422
+        assert r.headers["Content-Type"].startswith("application/problem+json")
+        assert (r.json()["status"], r.json()["title"]) == (422, "Unprocessable Entity")
+    with pytest.raises(ValueError, match="customers_mode"):
+        AmoCRMEmulator(customers_mode="off")
+
+
+def test_transactions_all_and_per_customer(amo_session):
+    amo, session = amo_session
+    items, sizes = walk(session, amo, "/api/v4/customers/transactions", "transactions", limit=3)
+    assert sizes == [3, 3, 2]
+    assert [t["id"] for t in items] == [63000000 + i for i in range(8)]
+    first = items[0]
+    assert first["_links"]["self"]["href"] == (
+        f"{amo.base_url}/api/v4/customers/transactions/63000000")
+    assert first["_embedded"]["customer"]["id"] == first["customer_id"] == 62000000
+    own, _ = walk(session, amo, "/api/v4/customers/62000001/transactions", "transactions")
+    assert [t["id"] for t in own] == [63000001, 63000004, 63000007]
+    assert get(session, amo, "/api/v4/customers/62000005/transactions").status_code == 204
+    assert get(session, amo, "/api/v4/customers/segments").status_code == 404
+    assert get(session, amo, "/api/v4/customers/transactions", limit=251).status_code == 400
+
+
+def test_deleted_leads_only_under_only_deleted(amo_session):
+    amo, session = amo_session
+    assert get(session, amo, "/api/v4/leads", **{"with": "only_deleted"}).status_code == 204
+    before = max(lead["updated_at"] for lead in amo.data["leads"] if lead["id"] == 30412502)
+    for lead_id in (30412502, 30412507, 30412509):
+        amo.delete_lead(lead_id)
+    live, _ = walk(session, amo, "/api/v4/leads", "leads", limit=5, **{"with": "contacts"})
+    assert len(live) == 9 and {30412502, 30412507, 30412509}.isdisjoint(x["id"] for x in live)
+    deleted, sizes = walk(session, amo, "/api/v4/leads", "leads", limit=2,
+                          **{"with": "only_deleted"})
+    assert sizes == [2, 1]
+    assert [d["id"] for d in deleted] == [30412502, 30412507, 30412509]
+    assert set(deleted[0]) == {"id", "updated_at", "is_deleted", "_links"}
+    assert deleted[0]["is_deleted"] is True and deleted[0]["updated_at"] > before
+    assert get(session, amo, "/api/v4/leads/30412502").status_code == 204
+    contact = get(session, amo, "/api/v4/contacts/51022982", **{"with": "leads"}).json()
+    assert contact["_embedded"]["leads"] == []  # its two leads are in the bin
+    events = get(session, amo, "/api/v4/events", **{"filter[type]": "lead_deleted"}).json()
+    assert sorted(e["entity_id"] for e in events["_embedded"]["events"]) == [
+        30412502, 30412507, 30412509]
+
+
+def test_buyer_funnel_collections_are_204_when_empty():
+    data = {**amo_data(), "companies": [], "customers": [], "transactions": [],
+            "customer_statuses": []}
+    with AmoCRMEmulator(data, long_lived_token="ll") as amo, requests.Session() as s:
+        s.headers["Authorization"] = "Bearer ll"
+        for path in ("companies", "customers", "customers/transactions",
+                     "customers/statuses", "customers/62000000/transactions"):
+            r = s.get(f"{amo.base_url}/api/v4/{path}", timeout=TIMEOUT)
+            assert (r.status_code, r.content) == (204, b""), path
 
 
 # --------------------------------------------------------------------------------------------

@@ -70,6 +70,65 @@ AD_SPEND_CSV = (
 )
 
 
+# amoCRM companies, buyer funnel and the bin, as the extractor lands them (docs/SOURCES_CONTRACT)
+COMPANY = {"id": 52000001, "name": "ООО Ромашка", "responsible_user_id": 8812031,
+           "group_id": 0, "created_by": 0, "updated_by": 0, "created_at": 1767160212,
+           "updated_at": 1767229811, "closest_task_at": None, "is_deleted": False,
+           "custom_fields_values": None, "account_id": 31990211, "_embedded": {"tags": []}}
+CUSTOMER = {"id": 53000001, "name": "Buyer", "next_price": 2500, "next_date": 1769821811,
+            "responsible_user_id": 8812031, "status_id": 71001, "periodicity": 30,
+            "created_by": 0, "updated_by": 0, "created_at": 1767160212,
+            "updated_at": 1767229811, "closest_task_at": None, "is_deleted": False,
+            "custom_fields_values": None, "ltv": 5000, "purchases_count": 2,
+            "average_check": 2500.5, "account_id": 31990211, "group_id": 0,
+            "_embedded": {"tags": [], "contacts": [{"id": 51022987, "is_main": True}]}}
+CUSTOMER_STATUS = {"id": 71001, "name": "Regular", "sort": 10, "is_default": True,
+                   "color": "#99ccff", "type": 0, "account_id": 31990211}
+TRANSACTION = {"id": 54000001, "price": 2500, "completed_at": 1767229811, "comment": None,
+               "customer_id": 53000001, "created_by": 0, "updated_by": 0,
+               "created_at": 1767229811, "updated_at": 1767229811, "is_deleted": False,
+               "account_id": 31990211, "_embedded": {"customer": {"id": 53000001}}}
+DELETED_LEAD = {"id": 30412577, "updated_at": 1767229811, "is_deleted": True}
+
+# Bitrix24 rows as the extractor lands them: legacy crm.*.list all strings, history native ints
+B24_DEAL = {"ID": "1204", "TITLE": "Order #1204", "TYPE_ID": "SALE", "CATEGORY_ID": "0",
+            "STAGE_ID": "WON", "STAGE_SEMANTIC_ID": "S", "OPPORTUNITY": "45000.00",
+            "CURRENCY_ID": "RUB", "ASSIGNED_BY_ID": "12", "CREATED_BY_ID": "12",
+            "DATE_CREATE": "2026-01-02T09:15:07+03:00",
+            "DATE_MODIFY": "2026-01-03T10:00:00+03:00",
+            "CLOSEDATE": "2026-01-03T10:00:00+03:00", "CLOSED": "Y", "LEAD_ID": None,
+            "CONTACT_ID": "5001", "COMPANY_ID": None, "SOURCE_ID": "WEB",
+            "UTM_SOURCE": "yandex", "UTM_MEDIUM": "cpc", "UTM_CAMPAIGN": None,
+            "UTM_CONTENT": None, "UTM_TERM": None}
+B24_LEAD = {"ID": "300", "TITLE": "Lead", "NAME": "Ivan", "LAST_NAME": "P",
+            "STATUS_ID": "CONVERTED", "STATUS_SEMANTIC_ID": "S", "OPPORTUNITY": "0.00",
+            "CURRENCY_ID": "RUB", "ASSIGNED_BY_ID": "12",
+            "DATE_CREATE": "2026-01-02T09:00:00+03:00",
+            "DATE_MODIFY": "2026-01-02T09:00:00+03:00", "DATE_CLOSED": "", "CONTACT_ID": "5001",
+            "PHONE": [{"ID": "7000", "VALUE_TYPE": "WORK", "VALUE": "+7 495 000-0000",
+                       "TYPE_ID": "PHONE"}]}
+B24_CONTACT = {"ID": "5001", "NAME": "Ivan", "LAST_NAME": "P", "ASSIGNED_BY_ID": "12",
+               "DATE_CREATE": "2026-01-02T09:00:00+03:00",
+               "DATE_MODIFY": "2026-01-02T09:01:00+03:00",
+               "EMAIL": [{"ID": "9500", "VALUE_TYPE": "WORK", "VALUE": "i@example.com",
+                          "TYPE_ID": "EMAIL"}]}
+B24_STATUS = {"ID": "4", "ENTITY_ID": "DEAL_STAGE_1", "STATUS_ID": "C1:WON", "NAME": "Won",
+              "NAME_INIT": "Won", "SORT": "20", "SYSTEM": "Y", "CATEGORY_ID": "1",
+              "COLOR": "#39A8EF", "SEMANTICS": "S",
+              "EXTRA": {"SEMANTICS": "success", "COLOR": "#39A8EF"}}
+B24_CATEGORY = {"id": 1, "name": "Wholesale", "sort": 200, "entityTypeId": 2, "isDefault": "N"}
+B24_USER = {"ID": "12", "ACTIVE": True, "NAME": "Anna", "LAST_NAME": "K",
+            "EMAIL": "a@example.com", "WORK_POSITION": "Manager"}
+B24_HISTORY = {"ID": 9001, "TYPE_ID": 2, "OWNER_ID": 1204,
+               "CREATED_TIME": "2026-01-03T10:00:00+03:00", "CATEGORY_ID": 0,
+               "STAGE_ID": "WON", "STAGE_SEMANTIC_ID": "S", "_entityTypeId": 2}
+
+
+def b24(entity: str, payload: dict[str, Any], record_id: str | None = None) -> RawRecord:
+    rid = record_id or str(payload.get("ID", payload.get("id")))
+    return RawRecord("bitrix24", "voronka.bitrix24.ru", entity, rid, payload)
+
+
 def lead(record_id: Any = None, **changes: Any) -> RawRecord:
     payload = copy.deepcopy(LEAD)
     payload.update(changes)
@@ -159,6 +218,29 @@ def test_good_batches_pass_for_every_raw_suite(tmp_path: Any) -> None:
         [amocrm("pipelines", pipeline)],
         [amocrm("users", {"id": 8812031, "name": "Anna"})],
         [amocrm("loss_reasons", {"id": 1, "name": "Too expensive"})],
+        [amocrm("companies", COMPANY), amocrm("companies", {**COMPANY, "id": 52000002})],
+        [amocrm("customers", CUSTOMER),
+         amocrm("customers", {**CUSTOMER, "id": 53000002, "next_price": None, "next_date": None,
+                              "_embedded": {"tags": []}})],
+        [amocrm("customer_statuses", CUSTOMER_STATUS),
+         amocrm("customer_statuses", {**CUSTOMER_STATUS, "id": 71002, "type": 4})],
+        [amocrm("transactions", TRANSACTION),
+         amocrm("transactions", {**TRANSACTION, "id": 54000002, "price": 0})],
+        [amocrm("deleted_leads", DELETED_LEAD)],
+        [b24("users", B24_USER), b24("users", {**B24_USER, "ID": "15", "ACTIVE": "N"})],
+        [b24("statuses", B24_STATUS),
+         b24("statuses", {**B24_STATUS, "ID": "5", "STATUS_ID": "C1:NEW", "SEMANTICS": None})],
+        [b24("categories", B24_CATEGORY),
+         b24("categories", {**B24_CATEGORY, "id": "0", "isDefault": "Y"})],
+        [b24("leads", B24_LEAD), b24("leads", {**B24_LEAD, "ID": "301", "CONTACT_ID": None})],
+        [b24("deals", B24_DEAL),
+         b24("deals", {**B24_DEAL, "ID": "1205", "STAGE_SEMANTIC_ID": "P", "CLOSED": "N",
+                       "CLOSEDATE": "2026-02-01T03:00:00+03:00", "LEAD_ID": "300"})],
+        [b24("contacts", B24_CONTACT), b24("contacts", {**B24_CONTACT, "ID": "5002"})],
+        [b24("stagehistory", B24_HISTORY, "2:9001"),
+         b24("stagehistory", {"ID": 101, "TYPE_ID": 1, "OWNER_ID": 300,
+                              "CREATED_TIME": "2026-01-02T09:00:00+03:00", "STATUS_ID": "NEW",
+                              "STATUS_SEMANTIC_ID": "P", "_entityTypeId": 1}, "1:101")],
         [stats("2026-05-01", "70012345"), stats("2026-05-01", "70012346", Cost="2890.00")],
         [vk_plan(20865519), vk_plan(20865520, status="deleted", created=None)],
         [vk_stats("2026-05-01", 20865519), vk_stats("2026-05-02", 20865519),
@@ -525,6 +607,92 @@ def test_other_amocrm_suites_catch_bad_shapes() -> None:
     with pytest.raises(ValueError, match="no raw suite"):
         validate_records([amocrm("tasks", {"id": 1})])
     assert validate_records([]).good == []
+
+
+def test_every_entity_an_extractor_lands_has_a_raw_suite() -> None:
+    """validate_records refuses an entity without a suite, so a new entity must bring one."""
+    from extractors.amocrm import AmoCRMSource
+    from extractors.bitrix24 import Bitrix24Source
+    from extractors.files import FilesSource
+    from extractors.google_ads import GoogleAdsSource
+    from extractors.meta_ads import MetaAdsSource
+    from extractors.vk_ads import VKAdsSource
+    from extractors.yandex_direct import YandexDirectSource
+
+    sources = (AmoCRMSource, Bitrix24Source, FilesSource, GoogleAdsSource, MetaAdsSource,
+               VKAdsSource, YandexDirectSource)
+    landed = {(src.name, entity) for src in sources for entity in src.ENTITIES}
+    assert landed == set(RAW_SUITES)
+
+
+def test_buyer_funnel_suites_name_the_field_and_value() -> None:
+    result = validate_records([
+        amocrm("transactions", TRANSACTION),
+        amocrm("transactions", {**TRANSACTION, "id": 2, "price": "2500"}),
+        amocrm("transactions", {**TRANSACTION, "id": 3, "_embedded": {"customer": {"id": 9}}}),
+        amocrm("transactions", {**TRANSACTION, "id": 4, "completed_at": None}),
+        amocrm("transactions", {k: v for k, v in TRANSACTION.items() if k != "customer_id"}
+               | {"id": 5}),
+    ])
+    reasons = by_id(result)
+    assert [r.record_id for r in result.good] == ["54000001"]
+    assert reasons["2"] == ("amocrm transactions id=2: field 'price' expected a non-negative "
+                            "number, got '2500' (expect_column_values_to_be_in_type_list)")
+    assert "field '_embedded.customer.id' expected the transaction's customer_id" in reasons["3"]
+    assert "field 'completed_at' expected the moment of the purchase, got null" in reasons["4"]
+    assert reasons["5"].endswith("payload is missing key(s) 'customer_id' (flatten)")
+
+    result = validate_records([
+        amocrm("customers", {**CUSTOMER, "periodicity": -30}),
+        amocrm("customers", {**CUSTOMER, "id": 2, "_embedded": {"contacts": {"id": 1}}}),
+        amocrm("companies", {**COMPANY, "id": 7, "updated_at": COMPANY["created_at"] - 1}),
+        amocrm("companies", COMPANY), amocrm("companies", {**COMPANY, "name": "other"}),
+        amocrm("customer_statuses", {**CUSTOMER_STATUS, "type": 9}),
+        amocrm("deleted_leads", {**DELETED_LEAD, "updated_at": 17672298110}),
+    ])
+    failed = {(q.record.entity, q.record.record_id): q.failed_fields for q in result.quarantined}
+    assert failed == {
+        ("customers", "53000001"): ("periodicity",),
+        ("customers", "2"): ("_embedded.contacts",),
+        ("companies", "7"): ("updated_at",),
+        ("companies", "52000001"): ("id",),  # two versions with the same updated_at
+        ("customer_statuses", "71001"): ("type",),
+        ("deleted_leads", "30412577"): ("updated_at",),
+    }
+    assert len(result.quarantined) == 5 + 2  # both same-second company versions
+
+
+def test_bitrix24_suites_pass_emulator_rows_and_catch_corrupted_ones() -> None:
+    """Rows straight from Bitrix24Source against its emulator; then one corrupted per entity."""
+    import test_bitrix24 as t
+
+    from emulators import Bitrix24Emulator
+
+    with Bitrix24Emulator(t.b24_data(), webhook_code=t.WEBHOOK_CODE) as emu:
+        source = t.webhook_source(emu)
+        pulled = {e: [r for p in source.pages(e, None) for r in p.records]
+                  for e in source.ENTITIES}
+    assert {("bitrix24", e) for e in pulled} <= set(RAW_SUITES)
+    for entity, batch in pulled.items():
+        result = validate_records(batch)
+        assert result.good == batch, (entity, [q.reason for q in result.quarantined])
+
+    cases = [("deals", "OPPORTUNITY", "45 000,00"), ("deals", "STAGE_SEMANTIC_ID", "X"),
+             ("deals", "CATEGORY_ID", ""), ("leads", "DATE_MODIFY", "02.01.2026 09:00"),
+             ("contacts", "ID", "c-1"), ("statuses", "SEMANTICS", "success"),
+             ("categories", "isDefault", "yes"), ("users", "ACTIVE", "1"),
+             ("stagehistory", "TYPE_ID", "2"), ("stagehistory", "CREATED_TIME", None)]
+    for entity, field, value in cases:
+        batch = list(pulled[entity])
+        bad = batch[1]
+        batch[1] = RawRecord(bad.source, bad.account, bad.entity, bad.record_id,
+                             {**bad.payload, field: value})
+        result = validate_records(batch)
+        assert [q.record.record_id for q in result.quarantined] == [bad.record_id], (
+            entity, field, [q.reason for q in result.quarantined])
+        q = result.quarantined[0]
+        assert q.failed_fields[0] == field, (entity, field, q.reason)
+        assert q.reason.startswith(f"bitrix24 {entity} id={bad.record_id}: field '{field}'")
 
 
 def test_quarantine_path_lands_good_records_and_keeps_bad_ones(tmp_path: Any) -> None:

@@ -24,6 +24,11 @@ BASE_TS = 1767225600  # 2026-01-01T00:00:00Z
 N_LEADS = 230
 N_CONTACTS = 120
 N_EVENTS = 130
+N_COMPANIES = 60
+N_CUSTOMERS = 70
+N_TRANSACTIONS = 120
+N_DELETED = 55
+ACCOUNT_ID = 31990211
 CLIENT_SECRET = "demo-secret-Zq81x"
 INITIAL_REFRESH = "demo-refresh-0-Kp20a"
 PIPELINE_ID = 7310455
@@ -84,8 +89,53 @@ def amo_data() -> dict[str, list[dict]]:
                    "entity_id": 30000000, "entity_type": "lead", "created_by": 0,
                    "created_at": BASE_TS + 10, "account_id": 31990211,
                    "value_before": [], "value_after": [{"note": {"id": 1}}]})
+    leads += [{**lead, "id": 39000000 + i, "is_deleted": True,
+               "updated_at": BASE_TS + 10**5 + i}  # in the bin: only with=only_deleted
+              for i, lead in enumerate(leads[:N_DELETED])]
     return {"users": users, "pipelines": pipelines, "loss_reasons": loss_reasons,
-            "contacts": contacts, "leads": leads, "events": events}
+            "contacts": contacts, "leads": leads, "events": events, **buyer_data()}
+
+
+CUSTOMER_STATUS_IDS = (71001, 71002, 71003, 71004)
+
+
+def buyer_data() -> dict[str, list[dict]]:
+    """Companies and the buyer funnel (customers, their statuses, transactions)."""
+    companies = [
+        {"id": 52000000 + i, "name": f"Company {i}", "responsible_user_id": 8812000,
+         "group_id": 0, "created_by": 0, "updated_by": 0, "created_at": BASE_TS + 40 * i,
+         "updated_at": BASE_TS + 40 * i + 7, "closest_task_at": None, "is_deleted": False,
+         "custom_fields_values": None, "account_id": ACCOUNT_ID, "_embedded": {"tags": []}}
+        for i in range(N_COMPANIES)
+    ]
+    statuses = [
+        {"id": sid, "name": name, "sort": 10 * (n + 1), "is_default": n == 0,
+         "color": "#99ccff", "type": kind, "account_id": ACCOUNT_ID}
+        for n, (sid, name, kind) in enumerate(zip(
+            CUSTOMER_STATUS_IDS, ("Regular", "Expected purchase", "Did not buy", "Closed"),
+            (0, 1, 2, 3), strict=True))
+    ]
+    customers = [
+        {"id": 53000000 + i, "name": f"Buyer {i}", "next_price": 1500 * (i % 5),
+         "next_date": BASE_TS + 30 * 86400 + i, "responsible_user_id": 8812000,
+         "status_id": CUSTOMER_STATUS_IDS[i % 4], "periodicity": 30, "created_by": 0,
+         "updated_by": 0, "created_at": BASE_TS + 50 * i, "updated_at": BASE_TS + 50 * i + 9,
+         "closest_task_at": None, "is_deleted": False, "custom_fields_values": None,
+         "ltv": 1500 * (i % 3), "purchases_count": i % 3, "average_check": 1500 if i % 3 else 0,
+         "account_id": ACCOUNT_ID, "group_id": 0,
+         "_embedded": {"tags": [], "segments": [],
+                       "contacts": [{"id": 51000000 + i % N_CONTACTS, "is_main": True}]}}
+        for i in range(N_CUSTOMERS)
+    ]
+    transactions = [
+        {"id": 54000000 + i, "price": 1500 + 10 * i, "completed_at": BASE_TS + 3600 * i,
+         "comment": None if i % 2 else f"purchase {i}", "customer_id": 53000000 + i % N_CUSTOMERS,
+         "created_by": 0, "updated_by": 0, "created_at": BASE_TS + 3600 * i,
+         "updated_at": BASE_TS + 3600 * i, "is_deleted": False, "account_id": ACCOUNT_ID}
+        for i in range(N_TRANSACTIONS)
+    ]
+    return {"companies": companies, "customers": customers, "customer_statuses": statuses,
+            "transactions": transactions}
 
 
 class RecordingSleep:
@@ -150,7 +200,10 @@ def test_full_sync_of_every_entity_pages_and_lands_everything(amo, wh, tmp_path,
     results = {e: sync_entity(src, e, wh, run_id="run-1") for e in src.ENTITIES}
 
     expected = {"users": 3, "pipelines": 1, "loss_reasons": 2, "contacts": N_CONTACTS,
-                "leads": N_LEADS, "events": N_EVENTS}
+                "leads": N_LEADS, "events": N_EVENTS, "companies": N_COMPANIES,
+                "customers": N_CUSTOMERS, "customer_statuses": 4,
+                "transactions": N_TRANSACTIONS, "deleted_leads": N_DELETED}
+    assert set(expected) == set(src.ENTITIES)
     for entity, n in expected.items():
         assert wh.count_rows(f"raw.amocrm__{entity}") == n, entity
         assert results[entity].fetched == n
@@ -158,17 +211,22 @@ def test_full_sync_of_every_entity_pages_and_lands_everything(amo, wh, tmp_path,
         assert results[entity].duplicates == 0
     assert results["leads"].pages == math.ceil(N_LEADS / 50)
     assert results["events"].pages == math.ceil(N_EVENTS / 50)
+    for entity in ("companies", "customers", "transactions", "deleted_leads"):
+        assert results[entity].pages == math.ceil(expected[entity] / 50) > 1, entity
     assert len(set(raw_ids(wh, "leads"))) == N_LEADS
 
     # cursors: max updated_at / created_at; full-pull entities keep none
     assert wh.get_cursor("amocrm", "voronka-demo", "leads") == str(BASE_TS + 60 * 229 + 30)
     assert wh.get_cursor("amocrm", "voronka-demo", "contacts") == str(BASE_TS + 30 * 119 + 5)
     assert wh.get_cursor("amocrm", "voronka-demo", "events") == str(BASE_TS + 60 * 129 + 30)
-    assert wh.get_cursor("amocrm", "voronka-demo", "pipelines") is None
+    assert wh.get_cursor("amocrm", "voronka-demo", "companies") == str(BASE_TS + 40 * 59 + 7)
+    assert wh.get_cursor("amocrm", "voronka-demo", "customers") == str(BASE_TS + 50 * 69 + 9)
+    for entity in ("pipelines", "customer_statuses", "transactions", "deleted_leads"):
+        assert wh.get_cursor("amocrm", "voronka-demo", entity) is None, entity
 
     # the requests carried the documented parameters
     lead_q = [r["query"] for r in api_requests(amo, "/api/v4/leads")
-              if r["path"] == "/api/v4/leads"]
+              if r["path"] == "/api/v4/leads" and r["query"].get("with") != "only_deleted"]
     assert all(q["order[updated_at]"] == "asc" and q["with"] == "contacts" for q in lead_q)
     assert [q["page"] for q in lead_q] == ["1", "2", "3", "4", "5"]
     assert all("filter[updated_at][from]" not in q for q in lead_q)  # first run: no cursor
@@ -485,36 +543,59 @@ def test_no_secret_reaches_logs_in_a_run_with_faults(amo, wh, tmp_path, caplog, 
     assert "Bearer" not in caplog.text
 
 
-def test_long_lived_token_needs_no_refresh(tmp_path):
-    with AmoCRMEmulator(amo_data(), long_lived_token="llt-abcdef-123456") as amo:
-        src = AmoCRMSource(amo.base_url, account="voronka-demo",
-                           long_lived_token="llt-abcdef-123456",
-                           http_options=HttpOptions(sleep=RecordingSleep()))
-        assert sum(len(p.records) for p in src.pages("users", None)) == 3
+def test_long_lived_token_from_the_resource_needs_no_oauth_and_stays_secret(
+    tmp_path, wh, monkeypatch, caplog
+):
+    """AMOCRM_LONG_LIVED_TOKEN alone (no client secret, no refresh token) is enough."""
+    from orchestration.resources import AmoCRMResource
+
+    caplog.set_level(logging.DEBUG)
+    token, revoked = "llt-abcdef-123456", "llt-revoked-999999"
+    for name in ("AMOCRM_CLIENT_SECRET", "AMOCRM_REFRESH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("VORONKA_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("AMOCRM_LONG_LIVED_TOKEN", token)
+    with AmoCRMEmulator(amo_data(), long_lived_token=token, client_secret=CLIENT_SECRET) as amo:
+        resource = AmoCRMResource(base_url=amo.base_url, subdomain="voronka-demo")
+        result = sync_entity(resource.source(), "leads", wh, run_id="r")
+        assert result.inserted == N_LEADS and result.pages == math.ceil(N_LEADS / 250)
         assert amo.token_refreshes == 0
-        bad = AmoCRMSource(amo.base_url, account="voronka-demo",
-                           long_lived_token="llt-revoked-999999",
-                           http_options=HttpOptions(sleep=RecordingSleep()))
+        assert [r for r in amo.request_log if r["path"] == "/oauth2/access_token"] == []
+        assert not (tmp_path / "state").exists() or not any((tmp_path / "state").iterdir())
+
+        monkeypatch.setenv("AMOCRM_LONG_LIVED_TOKEN", revoked)
         with pytest.raises(AuthorizationError) as info:
-            list(bad.pages("users", None))
+            list(resource.source().pages("users", None))
         assert "long-lived token" in str(info.value)
-        assert "llt-revoked-999999" not in str(info.value)
+        assert [r for r in amo.request_log if r["path"] == "/oauth2/access_token"] == []
+    assert "page 1" in caplog.text  # it did log
+    for secret in (token, revoked):
+        assert secret not in caplog.text
+        assert secret not in str(info.value) and secret not in repr(info.value)
+    assert "Bearer" not in caplog.text
 
 
 def test_synthetic_business_lands_completely_and_reruns_add_nothing(tmp_path, wh):
     synthetic = pytest.importorskip("synthetic")
     biz = synthetic.generate(scale=0.1)
-    expected = {e: len(items) for e, items in biz.amocrm.items()}
-    expected["events"] = sum(1 for ev in biz.amocrm["events"]
-                             if ev.get("type") == "lead_status_changed")
-    with AmoCRMEmulator(biz.amocrm, client_secret=CLIENT_SECRET,
+    data = biz.amocrm
+    expected = {e: len(data.get(e, [])) for e in AmoCRMSource.ENTITIES}
+    expected["events"] = sum(1 for ev in data["events"] if ev.get("type") == "lead_status_changed")
+    expected["deleted_leads"] = sum(1 for lead in data["leads"] if lead.get("is_deleted"))
+    expected["leads"] -= expected["deleted_leads"]
+
+    def counts() -> dict[str, int]:
+        tables = set(wh.list_tables("raw"))
+        return {e: wh.count_rows(f"raw.amocrm__{e}") if f"amocrm__{e}" in tables else 0
+                for e in AmoCRMSource.ENTITIES}
+
+    with AmoCRMEmulator(data, client_secret=CLIENT_SECRET,
                         refresh_token=INITIAL_REFRESH) as amo:
         src = make_source(amo, tmp_path / "tokens.json", page_limit=250)
         for entity in src.ENTITIES:
             sync_entity(src, entity, wh, run_id="run-1")
-        counts = {e: wh.count_rows(f"raw.amocrm__{e}") for e in src.ENTITIES}
-        assert counts == expected
+        assert counts() == expected
         again = [sync_entity(src, e, wh, run_id="run-2") for e in src.ENTITIES]
         assert [r.inserted for r in again] == [0] * len(src.ENTITIES)
-        assert {e: wh.count_rows(f"raw.amocrm__{e}") for e in src.ENTITIES} == expected
+        assert counts() == expected
         assert [r for r in amo.request_log if r["status"] == 429] == []
