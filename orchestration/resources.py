@@ -1,22 +1,29 @@
 """Dagster resources, configured from environment variables (see .env.example).
 
-Secrets (client secret, refresh and long-lived tokens, the Direct token) are not config fields
-at all: they are read from the environment at the moment a source is built, so they can never
-show up in the Dagster UI, run config or metadata.
+Secrets (client secrets, refresh and long-lived tokens, the Direct token, the Bitrix24 webhook
+URL) are not config fields at all: they are read from the environment at the moment a source
+is built, so they can never show up in the Dagster UI, run config or metadata.
+
+The ad platforms' ``source(start_date, until_date)`` takes the partition range of a run; the
+configured ``*_START_DATE``/``*_UNTIL_DATE`` still bound it (see ``orchestration.partitions``).
 """
 
 from __future__ import annotations
 
 import os
 from datetime import date
+from urllib.parse import urlsplit
 
 import dagster as dg
 
 from extractors.amocrm import AmoCRMSource
+from extractors.bitrix24 import OAUTH_URL as BITRIX24_OAUTH_URL
+from extractors.bitrix24 import Bitrix24Source
 from extractors.files import FilesSource
 from extractors.google_ads import GoogleAdsSource
 from extractors.meta_ads import MetaAdsSource
 from extractors.state import TokenStore
+from extractors.vk_ads import MAX_DAYS_BACK as VK_MAX_DAYS
 from extractors.vk_ads import VKAdsSource
 from extractors.yandex_direct import YandexDirectSource
 from voronka import settings
@@ -66,6 +73,18 @@ class AmoCRMResource(dg.ConfigurableResource):
         )
 
 
+def _bounded(
+    configured_start: date, configured_until: date | None,
+    start: date | None, until: date | None,
+) -> tuple[date, date | None]:
+    """A requested range (a run's partitions) cut to the configured start and until dates;
+    no request: the configured range (until None = yesterday, the extractor's default)."""
+    first = max(configured_start, start) if start else configured_start
+    if until and configured_until:
+        return first, min(until, configured_until)
+    return first, until or configured_until
+
+
 class YandexDirectResource(dg.ConfigurableResource):
     """One Yandex Direct advertiser (Reports API v5). Secret: YANDEX_DIRECT_TOKEN.
 
@@ -77,17 +96,19 @@ class YandexDirectResource(dg.ConfigurableResource):
     start_date: str
     chunk_days: int = 366
 
-    def source(self) -> YandexDirectSource:
+    def source(self, start_date: date | None = None,
+               until_date: date | None = None) -> YandexDirectSource:
         token = _secret("YANDEX_DIRECT_TOKEN")
         if not token:
             raise ValueError("YANDEX_DIRECT_TOKEN is not set")
-        until = os.environ.get("YANDEX_DIRECT_UNTIL_DATE")
+        first, last = _bounded(date.fromisoformat(self.start_date),
+                               _env_date("YANDEX_DIRECT_UNTIL_DATE"), start_date, until_date)
         return YandexDirectSource(
             os.environ.get("YANDEX_DIRECT_BASE_URL") or "https://api.direct.yandex.com",
             token=token,
             client_login=self.client_login,
-            start_date=date.fromisoformat(self.start_date),
-            until_date=date.fromisoformat(until) if until else None,
+            start_date=first,
+            until_date=last,
             chunk_days=self.chunk_days,
         )
 
@@ -121,20 +142,29 @@ def _required(name: str) -> str:
     return value
 
 
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name) or default)
+
+
 class VKAdsResource(dg.ConfigurableResource):
     """One VK Ads cabinet. Env: VK_ADS_ACCOUNT, VK_ADS_CLIENT_ID, VK_ADS_CLIENT_SECRET (secret),
-    VK_ADS_START_DATE, optional VK_ADS_BASE_URL, VK_ADS_UNTIL_DATE, VK_ADS_TODAY."""
+    VK_ADS_START_DATE, optional VK_ADS_BASE_URL, VK_ADS_UNTIL_DATE, VK_ADS_TODAY,
+    VK_ADS_CHUNK_DAYS (default 366, the most one statistics request may span)."""
 
-    def source(self) -> VKAdsSource:
+    def source(self, start_date: date | None = None,
+               until_date: date | None = None) -> VKAdsSource:
         account = _required("VK_ADS_ACCOUNT")
+        first, last = _bounded(date.fromisoformat(_required("VK_ADS_START_DATE")),
+                               _env_date("VK_ADS_UNTIL_DATE"), start_date, until_date)
         return VKAdsSource(
             os.environ.get("VK_ADS_BASE_URL") or "https://ads.vk.com",
             account=account,
             client_id=_required("VK_ADS_CLIENT_ID"),
             client_secret=_required("VK_ADS_CLIENT_SECRET"),
             token_store=TokenStore(settings.state_dir() / f"vk_ads_{account}_token.json"),
-            start_date=date.fromisoformat(_required("VK_ADS_START_DATE")),
-            until_date=_env_date("VK_ADS_UNTIL_DATE"),
+            start_date=first,
+            until_date=last,
+            chunk_days=_env_int("VK_ADS_CHUNK_DAYS", VK_MAX_DAYS),
             today=_env_date("VK_ADS_TODAY"),
         )
 
@@ -143,9 +173,12 @@ class GoogleAdsResource(dg.ConfigurableResource):
     """One Google Ads customer. Env: GOOGLE_ADS_CUSTOMER_ID, GOOGLE_ADS_CLIENT_ID,
     GOOGLE_ADS_CLIENT_SECRET, GOOGLE_ADS_REFRESH_TOKEN (secrets), GOOGLE_ADS_START_DATE,
     optional GOOGLE_ADS_LOGIN_CUSTOMER_ID, GOOGLE_ADS_DEVELOPER_TOKEN, GOOGLE_ADS_BASE_URL,
-    GOOGLE_ADS_TOKEN_URL, GOOGLE_ADS_UNTIL_DATE."""
+    GOOGLE_ADS_TOKEN_URL, GOOGLE_ADS_UNTIL_DATE, GOOGLE_ADS_CHUNK_DAYS (default 90)."""
 
-    def source(self) -> GoogleAdsSource:
+    def source(self, start_date: date | None = None,
+               until_date: date | None = None) -> GoogleAdsSource:
+        first, last = _bounded(date.fromisoformat(_required("GOOGLE_ADS_START_DATE")),
+                               _env_date("GOOGLE_ADS_UNTIL_DATE"), start_date, until_date)
         return GoogleAdsSource(
             os.environ.get("GOOGLE_ADS_BASE_URL") or "https://googleads.googleapis.com",
             os.environ.get("GOOGLE_ADS_TOKEN_URL") or "https://oauth2.googleapis.com/token",
@@ -155,8 +188,9 @@ class GoogleAdsResource(dg.ConfigurableResource):
             client_id=_required("GOOGLE_ADS_CLIENT_ID"),
             client_secret=_required("GOOGLE_ADS_CLIENT_SECRET"),
             refresh_token=_required("GOOGLE_ADS_REFRESH_TOKEN"),
-            start_date=date.fromisoformat(_required("GOOGLE_ADS_START_DATE")),
-            until_date=_env_date("GOOGLE_ADS_UNTIL_DATE"),
+            start_date=first,
+            until_date=last,
+            chunk_days=_env_int("GOOGLE_ADS_CHUNK_DAYS", 90),
         )
 
 
@@ -165,14 +199,17 @@ class MetaAdsResource(dg.ConfigurableResource):
     META_ADS_START_DATE, optional META_ADS_BASE_URL, META_ADS_UNTIL_DATE, META_ADS_CHUNK_DAYS,
     META_ADS_POLL_INTERVAL_S."""
 
-    def source(self) -> MetaAdsSource:
+    def source(self, start_date: date | None = None,
+               until_date: date | None = None) -> MetaAdsSource:
+        first, last = _bounded(date.fromisoformat(_required("META_ADS_START_DATE")),
+                               _env_date("META_ADS_UNTIL_DATE"), start_date, until_date)
         return MetaAdsSource(
             os.environ.get("META_ADS_BASE_URL") or "https://graph.facebook.com",
             ad_account_id=_required("META_ADS_ACCOUNT_ID"),
             access_token=_required("META_ADS_ACCESS_TOKEN"),
-            start_date=date.fromisoformat(_required("META_ADS_START_DATE")),
-            until_date=_env_date("META_ADS_UNTIL_DATE"),
-            chunk_days=int(os.environ.get("META_ADS_CHUNK_DAYS") or 30),
+            start_date=first,
+            until_date=last,
+            chunk_days=_env_int("META_ADS_CHUNK_DAYS", 30),
             poll_interval=float(os.environ.get("META_ADS_POLL_INTERVAL_S") or 2.0),
         )
 
@@ -185,17 +222,53 @@ class FilesResource(dg.ConfigurableResource):
                            account=os.environ.get("VORONKA_FILES_ACCOUNT") or "files")
 
 
-# A source joins the graph when its identifying variable is set (amoCRM and Direct always).
-OPTIONAL_SOURCES: dict[str, tuple[str, type[dg.ConfigurableResource]]] = {
-    "vk_ads": ("VK_ADS_CLIENT_ID", VKAdsResource),
-    "google_ads": ("GOOGLE_ADS_CUSTOMER_ID", GoogleAdsResource),
-    "meta_ads": ("META_ADS_ACCOUNT_ID", MetaAdsResource),
-    "files": ("VORONKA_FILES_DIR", FilesResource),
+class Bitrix24Resource(dg.ConfigurableResource):
+    """One Bitrix24 portal (CRM), through an incoming webhook or an OAuth 2.0 application.
+
+    Webhook: BITRIX24_WEBHOOK_URL (secret: ``https://{portal}/rest/{user_id}/{code}/``, the
+    code is a password). OAuth: BITRIX24_PORTAL_URL, BITRIX24_CLIENT_ID,
+    BITRIX24_CLIENT_SECRET (secret), BITRIX24_REFRESH_TOKEN (secret; seeds an empty token
+    store only, rotated tokens are kept under VORONKA_STATE_DIR), optional BITRIX24_OAUTH_URL.
+    Optional: BITRIX24_ACCOUNT (default: the portal's host), BITRIX24_RATE_LIMIT_PER_S.
+    """
+
+    def source(self) -> Bitrix24Source:
+        webhook = _secret("BITRIX24_WEBHOOK_URL")
+        portal = webhook or _required("BITRIX24_PORTAL_URL")
+        parts = urlsplit(portal)
+        account = os.environ.get("BITRIX24_ACCOUNT") or parts.hostname or ""
+        if not account:
+            raise ValueError("BITRIX24_ACCOUNT is not set and the portal URL names no host")
+        rate = float(os.environ.get("BITRIX24_RATE_LIMIT_PER_S") or 2.0)
+        if webhook:
+            return Bitrix24Source(f"{parts.scheme}://{parts.netloc}", account=account,
+                                  webhook_url=webhook, rate_limit_per_s=rate)
+        return Bitrix24Source(
+            portal,
+            account=account,
+            client_id=_required("BITRIX24_CLIENT_ID"),
+            client_secret=_required("BITRIX24_CLIENT_SECRET"),
+            token_store=TokenStore(settings.state_dir() / f"bitrix24_{account}_token.json"),
+            initial_refresh_token=_secret("BITRIX24_REFRESH_TOKEN"),
+            oauth_url=os.environ.get("BITRIX24_OAUTH_URL") or BITRIX24_OAUTH_URL,
+            rate_limit_per_s=rate,
+        )
+
+
+# A source joins the graph when one of its identifying variables is set (amoCRM and Direct
+# always).
+OPTIONAL_SOURCES: dict[str, tuple[tuple[str, ...], type[dg.ConfigurableResource]]] = {
+    "vk_ads": (("VK_ADS_CLIENT_ID",), VKAdsResource),
+    "google_ads": (("GOOGLE_ADS_CUSTOMER_ID",), GoogleAdsResource),
+    "meta_ads": (("META_ADS_ACCOUNT_ID",), MetaAdsResource),
+    "files": (("VORONKA_FILES_DIR",), FilesResource),
+    "bitrix24": (("BITRIX24_WEBHOOK_URL", "BITRIX24_CLIENT_ID"), Bitrix24Resource),
 }
 
 
 def enabled_optional_sources() -> list[str]:
-    return [name for name, (var, _) in OPTIONAL_SOURCES.items() if os.environ.get(var)]
+    return [name for name, (names, _) in OPTIONAL_SOURCES.items()
+            if any(os.environ.get(var) for var in names)]
 
 
 def optional_resources() -> dict[str, dg.ConfigurableResource]:

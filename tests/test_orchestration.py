@@ -51,6 +51,11 @@ def test_mart_checks_are_blocking_and_secrets_are_not_config() -> None:
     amocrm_fields = set(defs.resources["amocrm"].__class__.model_fields)
     assert not {"client_secret", "refresh_token", "long_lived_token"} & amocrm_fields
     assert "token" not in defs.resources["yandex_direct"].__class__.model_fields
+    from orchestration.resources import OPTIONAL_SOURCES
+
+    secretish = ("secret", "token", "webhook", "password")
+    for _, resource_class in OPTIONAL_SOURCES.values():  # Bitrix24, VK, Google, Meta, files
+        assert not [f for f in resource_class.model_fields if any(w in f for w in secretish)]
 
 
 @pytest.fixture
@@ -138,7 +143,7 @@ def test_optional_sources_join_the_graph_when_configured(monkeypatch: pytest.Mon
     from orchestration.definitions import build_defs
 
     for var in ("VK_ADS_CLIENT_ID", "GOOGLE_ADS_CUSTOMER_ID", "META_ADS_ACCOUNT_ID",
-                "VORONKA_FILES_DIR"):
+                "VORONKA_FILES_DIR", "BITRIX24_WEBHOOK_URL", "BITRIX24_CLIENT_ID"):
         monkeypatch.delenv(var, raising=False)
     keys = materializable_keys(build_defs())
     assert "raw/vk_ads__ad_plan_stats" not in keys and "raw/files__orders" not in keys
@@ -149,3 +154,4 @@ def test_optional_sources_join_the_graph_when_configured(monkeypatch: pytest.Mon
     assert {"raw/vk_ads__ad_plans", "raw/vk_ads__ad_plan_stats", "raw/files__orders",
             "raw/files__ad_spend"} <= keys
     assert "raw/google_ads__campaign_stats" not in keys
+    assert not any(k.startswith("raw/bitrix24__") for k in keys)

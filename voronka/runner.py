@@ -1,17 +1,50 @@
-"""Run the daily job in-process (the CLI path; `dagster dev` runs the same job)."""
+"""Run the daily job in-process (the CLI path; `dagster dev` runs the same job).
+
+One run of ``daily_refresh`` does everything: ad spend is pulled over one partition range
+(``orchestration.partitions.in_process_range``: the whole ``*_START_DATE``..``*_UNTIL_DATE``
+history on a fresh warehouse, the settling windows after that), the unpartitioned rest as
+usual. The 06:00 schedule splits the same work into per-platform runs (see
+``orchestration.schedules``).
+"""
 
 from __future__ import annotations
+
+from datetime import date
 
 import dagster as dg
 
 
-def run_daily_refresh(instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
-    """Build the Definitions now (they read the environment) and execute `daily_refresh`."""
+def _raw_counts() -> dict[str, int]:
+    from voronka import settings
+
+    try:
+        return settings.WarehouseSettings.from_env().open().table_counts("raw")
+    except Exception:  # no warehouse yet: a fresh one, pull the whole history
+        return {}
+
+
+def run_daily_refresh(
+    instance: dg.DagsterInstance | None = None,
+    ad_spend_range: tuple[date, date] | None = None,
+) -> dg.ExecuteInProcessResult:
+    """Build the Definitions now (they read the environment) and execute `daily_refresh`
+    in-process, ad spend over ``ad_spend_range`` (default: see the module docstring)."""
     from expectations import warm_up_in_background
-    from orchestration.definitions import build_defs
+    from orchestration.definitions import ad_spend_platforms_enabled, build_defs
+    from orchestration.partitions import in_process_range, range_tags
 
     warm_up_in_background()
-    job = build_defs().resolve_job_def("daily_refresh")
+    defs = build_defs()
+    job = defs.resolve_job_def("daily_refresh")
+    platforms = ad_spend_platforms_enabled()
+    span = ad_spend_range or in_process_range(platforms, _raw_counts())
+    kwargs: dict = {}
+    if span is not None:
+        kwargs["tags"] = range_tags(*span)
+    elif job.partitions_def is not None:  # nothing to pull: the unpartitioned assets only
+        graph = defs.resolve_asset_graph()
+        kwargs["asset_selection"] = [k for k in graph.materializable_asset_keys
+                                     if graph.get(k).partitions_def is None]
     return job.execute_in_process(
-        instance=instance or dg.DagsterInstance.get(), raise_on_error=False
+        instance=instance or dg.DagsterInstance.get(), raise_on_error=False, **kwargs
     )

@@ -1,48 +1,126 @@
-"""Raw assets: one per source entity. Extract → validate (GX raw suite) → land → cursor."""
+"""Raw assets: one per source entity. Extract → validate (GX raw suite) → land → cursor.
+
+The entity lists come from the extractors (``<Source>.ENTITIES``), so an entity an extractor
+learns joins the graph by itself. Ad platforms' daily statistics (``orchestration.partitions``)
+are partitioned by day: a run pulls exactly its partition range, whatever cursor is stored, and
+the stored cursor only ever moves forward. Everything else is unpartitioned and incremental
+from its cursor (or a full pull), as before. Offline ad spend files stay unpartitioned: the
+files source has no date filter, it re-reads every file each run (landing de-duplicates), so a
+"day" of it could not be pulled on its own.
+"""
 
 
+import warnings
 from collections.abc import Iterator
+from datetime import date
+from typing import Any
 
 import dagster as dg
 
 from expectations import validate_records
+from extractors.amocrm import AmoCRMSource
+from extractors.bitrix24 import Bitrix24Source
+from extractors.files import FilesSource
+from extractors.google_ads import GoogleAdsSource
+from extractors.meta_ads import MetaAdsSource
 from extractors.sync import sync_entity
+from extractors.vk_ads import VKAdsSource
+from extractors.yandex_direct import YandexDirectSource
+from orchestration.partitions import AD_SPEND_PLATFORMS, is_ad_spend
 from orchestration.resources import WarehouseResource, enabled_optional_sources
 from warehouse.contact_points import build_contact_points
 from warehouse.records import QuarantinedRecord, RawRecord, raw_table_name
 
-ALL_RAW_ENTITIES: dict[str, tuple[str, ...]] = {
-    "amocrm": ("users", "pipelines", "loss_reasons", "contacts", "leads", "events"),
-    "yandex_direct": ("campaign_stats",),
-    "vk_ads": ("ad_plans", "ad_plan_stats"),
-    "google_ads": ("campaign_stats",),
-    "meta_ads": ("campaign_insights",),
-    "files": ("orders", "ad_spend"),
+SOURCE_CLASSES: dict[str, type] = {
+    "amocrm": AmoCRMSource,
+    "bitrix24": Bitrix24Source,
+    "yandex_direct": YandexDirectSource,
+    "vk_ads": VKAdsSource,
+    "google_ads": GoogleAdsSource,
+    "meta_ads": MetaAdsSource,
+    "files": FilesSource,
 }
+ALL_RAW_ENTITIES: dict[str, tuple[str, ...]] = {
+    source: tuple(cls.ENTITIES) for source, cls in SOURCE_CLASSES.items()
+}
+ALWAYS_ENABLED = ("amocrm", "yandex_direct")
+
+# Sources whose entity carries phones/e-mails: raw.contact_points reads every one enabled.
+CONTACT_BEARING: tuple[tuple[str, str], ...] = (
+    ("amocrm", "contacts"), ("bitrix24", "contacts"), ("files", "orders"),
+)
 
 
 def enabled_raw_entities() -> dict[str, tuple[str, ...]]:
     """amoCRM and Yandex Direct always; other sources when their variables are set."""
-    enabled = {"amocrm", "yandex_direct", *enabled_optional_sources()}
+    enabled = {*ALWAYS_ENABLED, *enabled_optional_sources()}
     return {s: entities for s, entities in ALL_RAW_ENTITIES.items() if s in enabled}
 
-ENTITY_DESCRIPTIONS = {
-    "users": "amoCRM users (managers), full pull each run.",
-    "pipelines": "amoCRM pipelines with their statuses embedded, full pull each run.",
-    "loss_reasons": "amoCRM loss reasons, full pull each run.",
-    "contacts": "amoCRM contacts, incremental on updated_at with an overlap window.",
-    "leads": "amoCRM leads (deals) with UTM tracking fields, incremental on updated_at.",
-    "events": "amoCRM lead_status_changed events (stage history), incremental on created_at.",
-    "campaign_stats": "Daily campaign stats; the platform's settling window is re-pulled.",
-    "ad_plans": "VK Ads ad plans (campaigns) with names and status, full pull each run.",
-    "ad_plan_stats": "VK Ads daily ad plan statistics (base metrics), last 7 days re-pulled.",
-    "campaign_insights": "Meta Ads Insights per campaign and day (async reports), "
-                         "last 28 days re-pulled for attribution.",
-    "orders": "Orders from shop or accounting exports (CSV/Parquet) under the file contract.",
-    "ad_spend": "Offline ad spend files (CSV/Parquet) under the file contract.",
+
+# Per source: entity names repeat across sources (amoCRM leads are not Bitrix24 leads).
+ENTITY_DESCRIPTIONS: dict[str, dict[str, str]] = {
+    "amocrm": {
+        "users": "amoCRM users (managers), full pull each run.",
+        "pipelines": "amoCRM pipelines with their statuses embedded, full pull each run.",
+        "loss_reasons": "amoCRM loss reasons, full pull each run.",
+        "contacts": "amoCRM contacts, incremental on updated_at with an overlap window.",
+        "leads": "amoCRM leads (deals) with UTM tracking fields and linked company, "
+                 "incremental on updated_at.",
+        "events": "amoCRM lead_status_changed events (stage history), incremental on "
+                  "created_at.",
+        "companies": "amoCRM companies, incremental on updated_at with an overlap window.",
+        "customers": "amoCRM customers (the buyer funnel) with their contacts, incremental on "
+                     "updated_at.",
+        "customer_statuses": "amoCRM buyer-funnel statuses, full pull each run.",
+        "transactions": "amoCRM customer transactions (purchases), full pull each run (no "
+                        "documented change filter).",
+        "deleted_leads": "amoCRM leads in the trash (id, updated_at, is_deleted), full pull "
+                         "each run: the normal lead list never returns them.",
+    },
+    "bitrix24": {
+        "users": "Bitrix24 users (managers), full pull each run.",
+        "statuses": "Bitrix24 lead statuses and deal stages of every category "
+                    "(crm.status.list), full pull each run.",
+        "categories": "Bitrix24 deal categories (funnels), full pull each run.",
+        "leads": "Bitrix24 leads with UTM fields, phones and e-mails, incremental on "
+                 "DATE_MODIFY with an overlap window.",
+        "deals": "Bitrix24 deals with stage, amount and UTM fields, incremental on "
+                 "DATE_MODIFY with an overlap window.",
+        "contacts": "Bitrix24 contacts with phones and e-mails, incremental on DATE_MODIFY.",
+        "stagehistory": "Bitrix24 lead and deal stage history (append-only), incremental on "
+                        "ID per entity type.",
+    },
+    "yandex_direct": {
+        "campaign_stats": "Yandex Direct daily campaign stats (Reports API).",
+    },
+    "vk_ads": {
+        "ad_plans": "VK Ads ad plans (campaigns) with names and status, full pull each run.",
+        "ad_plan_stats": "VK Ads daily ad plan statistics (base metrics).",
+    },
+    "google_ads": {
+        "campaign_stats": "Google Ads daily campaign metrics (searchStream).",
+    },
+    "meta_ads": {
+        "campaign_insights": "Meta Ads Insights per campaign and day (async reports).",
+    },
+    "files": {
+        "orders": "Orders from shop or accounting exports (CSV/Parquet) under the file "
+                  "contract.",
+        "ad_spend": "Offline ad spend files (CSV/Parquet) under the file contract, every file "
+                    "re-read each run.",
+    },
 }
 RAW_CHECK = "raw_batch_passes_suite"
 MAX_REASONS_IN_METADATA = 10
+
+
+def entity_description(source: str, entity: str) -> str:
+    text = ENTITY_DESCRIPTIONS.get(source, {}).get(entity) or f"{source} {entity}, raw payloads."
+    if is_ad_spend(source, entity):
+        days = AD_SPEND_PLATFORMS[source].settle_days
+        text += (f" Partitioned by day (Moscow); the daily run re-pulls the last {days} days "
+                 "(the settling window), a backfill over a range is one run.")
+    return text
 
 
 def raw_asset_key(source: str, entity: str) -> dg.AssetKey:
@@ -61,16 +139,57 @@ class _CollectingValidator:
         return result.good, result.quarantined
 
 
-def build_raw_asset(source: str, entity: str) -> dg.AssetsDefinition:
-    """An asset that syncs one source entity into its raw table."""
+class RangeLanding:
+    """The warehouse as ``sync_entity`` sees it in a partitioned run.
+
+    No cursor goes in: with a stored cursor the ad extractors start ``settle_days`` before it,
+    which would skip an older range or widen a recent one; without one they pull exactly
+    ``start_date..until_date``, the partition range. The cursor (the last day pulled) is still
+    kept, moved forward only, so a backfill of old days never rewinds it.
+    """
+
+    def __init__(self, warehouse: Any) -> None:
+        self.warehouse = warehouse
+
+    def land(self, records: list[RawRecord], run_id: str) -> Any:
+        return self.warehouse.land(records, run_id)
+
+    def quarantine(self, items: list[QuarantinedRecord], run_id: str) -> int:
+        return self.warehouse.quarantine(items, run_id)
+
+    def get_cursor(self, source: str, account: str, entity: str) -> str | None:
+        return None
+
+    def set_cursor(self, source: str, account: str, entity: str, value: str) -> None:
+        current = self.warehouse.get_cursor(source, account, entity)
+        if current is None or value > current:  # ISO dates order as strings
+            self.warehouse.set_cursor(source, account, entity, value)
+
+
+def build_raw_asset(
+    source: str, entity: str, partitions_def: dg.PartitionsDefinition | None = None,
+) -> dg.AssetsDefinition:
+    """An asset that syncs one source entity into its raw table; with ``partitions_def`` (ad
+    spend) it pulls exactly the run's partition range, a backfill being one run."""
     key = raw_asset_key(source, entity)
+    with warnings.catch_warnings():  # backfill_policy is a beta parameter; we rely on it
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return _raw_asset_def(source, entity, key, partitions_def)
+
+
+def _raw_asset_def(
+    source: str, entity: str, key: dg.AssetKey, partitions_def: dg.PartitionsDefinition | None,
+) -> dg.AssetsDefinition:
+    partitioned = partitions_def is not None
 
     @dg.asset(
         key=key,
         group_name=f"raw_{source}",
-        description=ENTITY_DESCRIPTIONS[entity],
+        description=entity_description(source, entity),
         kinds={"python", "duckdb"},
         required_resource_keys={"warehouse", source},
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run() if partitioned else None,
         check_specs=[dg.AssetCheckSpec(
             RAW_CHECK, asset=key,
             description="Great Expectations raw suite: failing records are quarantined "
@@ -81,20 +200,36 @@ def build_raw_asset(source: str, entity: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext,
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         wh = context.resources.warehouse.open()
-        extractor = getattr(context.resources, source).source()
+        resource = getattr(context.resources, source)
+        range_meta: dict[str, Any] = {}
+        if partitioned:
+            keys = context.partition_key_range
+            extractor = resource.source(start_date=date.fromisoformat(keys.start),
+                                        until_date=date.fromisoformat(keys.end))
+            landing: Any = RangeLanding(wh)
+            range_meta = {"partition_range": f"{keys.start}..{keys.end}",
+                          "pulled_from": str(extractor.start_date),
+                          "pulled_until": str(extractor.until_date)}
+            context.log.info(f"{source} {entity}: pulling {extractor.start_date}.."
+                             f"{extractor.until_date} (partitions {keys.start}..{keys.end})")
+        else:
+            extractor = resource.source()
+            landing = wh
         validator = _CollectingValidator()
-        result = sync_entity(extractor, entity, wh, run_id=context.run_id, validate=validator)
+        result = sync_entity(extractor, entity, landing, run_id=context.run_id,
+                             validate=validator)
         reasons = [q.reason for q in validator.quarantined][:MAX_REASONS_IN_METADATA]
         for reason in reasons:
             context.log.warning(f"quarantined: {reason}")
         yield dg.MaterializeResult(metadata={
+            **range_meta,
             "fetched": result.fetched,
             "inserted": result.inserted,
             "duplicates_skipped": result.duplicates,
             "quarantined": result.quarantined,
             "pages": result.pages,
-            "cursor_before": str(result.cursor_before),
-            "cursor_after": str(result.cursor_after),
+            **({} if partitioned else {"cursor_before": str(result.cursor_before),
+                                       "cursor_after": str(result.cursor_after)}),
             "table_rows": wh.count_rows(f"raw.{raw_table_name(source, entity)}")
             if result.fetched else 0,
         })
@@ -109,19 +244,38 @@ def build_raw_asset(source: str, entity: str) -> dg.AssetsDefinition:
     return _raw_asset
 
 
-def build_raw_assets() -> list[dg.AssetsDefinition]:
-    return [build_raw_asset(s, e) for s, entities in enabled_raw_entities().items()
-            for e in entities]
+def build_raw_assets(
+    ad_spend_partitions: dg.PartitionsDefinition | None = None,
+) -> list[dg.AssetsDefinition]:
+    """Every enabled source entity; ad spend on ``ad_spend_partitions`` when given."""
+    return [
+        build_raw_asset(s, e, ad_spend_partitions if is_ad_spend(s, e) else None)
+        for s, entities in enabled_raw_entities().items() for e in entities
+    ]
 
 
-@dg.asset(
-    key=dg.AssetKey(["raw", "contact_points"]),
-    deps=[raw_asset_key("amocrm", "contacts")],
-    group_name="raw_amocrm",
-    kinds={"python", "duckdb"},
-    description="Contacts' phones (E.164 via libphonenumber, region RU) and e-mails "
-                "(trimmed, lower-cased): the keys dbt resolves customers by.",
-)
-def contact_points(warehouse: WarehouseResource) -> dg.MaterializeResult:
-    rows = build_contact_points(warehouse.open())
-    return dg.MaterializeResult(metadata={"rows": rows})
+def contact_point_sources(enabled: dict[str, tuple[str, ...]] | None = None) -> list[dg.AssetKey]:
+    """The enabled contact-bearing raw assets (amoCRM contacts, Bitrix24 contacts, orders)."""
+    enabled = enabled_raw_entities() if enabled is None else enabled
+    return [raw_asset_key(s, e) for s, e in CONTACT_BEARING if e in enabled.get(s, ())]
+
+
+def build_contact_points_asset(
+    enabled: dict[str, tuple[str, ...]] | None = None,
+) -> dg.AssetsDefinition:
+    deps = contact_point_sources(enabled)
+
+    @dg.asset(
+        key=dg.AssetKey(["raw", "contact_points"]),
+        deps=deps,
+        group_name="raw_identity",
+        kinds={"python", "duckdb"},
+        description="Phones (E.164 via libphonenumber, region RU) and e-mails (trimmed, "
+                    "lower-cased) of " + ", ".join(k.path[-1] for k in deps)
+                    + ": the keys dbt resolves customers by.",
+    )
+    def contact_points(warehouse: WarehouseResource) -> dg.MaterializeResult:
+        rows = build_contact_points(warehouse.open())
+        return dg.MaterializeResult(metadata={"rows": rows})
+
+    return contact_points

@@ -1,5 +1,5 @@
 -- One row per lead (both CRMs) with its acquisition channel, from its own UTM tags and the
--- `channel_mapping` seed (rule in macros/channel.sql: exact (utm_source, utm_medium) row,
+-- `channel_mapping` seed (rule in macros/identity.sql: exact (utm_source, utm_medium) row,
 -- then a '*' source row for the medium; no UTM at all is `direct`; anything else `other`).
 with
 
