@@ -1,4 +1,6 @@
-"""Reconciliation: revenue in `marts.fct_orders` against won deals in raw amoCRM leads."""
+"""Reconciliation: revenue of amoCRM lead orders in `marts.fct_orders` against won deals in
+raw amoCRM leads (the other order sources are reconciled by the dbt test
+`assert_order_revenue_equals_sources`)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,23 @@ def _month(value: Any) -> str:
     return pd.Timestamp(value).strftime("%Y-%m")
 
 
-def raw_won_by_month(raw: pd.DataFrame, tz: str = REPORTING_TZ) -> pd.DataFrame:
+DeletedLeads = dict[tuple[str, str], float]  # (account, lead id) -> deletion time (Unix s)
+
+
+def _deleted_after_version(latest: pd.DataFrame, payloads: list[dict],
+                           deleted: DeletedLeads) -> list[bool]:
+    """True where the lead was deleted at or after the version we hold (as staging decides)."""
+    flags = []
+    for account, record_id, payload in zip(latest["account"], latest["record_id"], payloads,
+                                           strict=True):
+        deleted_at = deleted.get((str(account), str(record_id)))
+        updated = pd.to_numeric(payload.get("updated_at"), errors="coerce")
+        flags.append(deleted_at is not None and (pd.isna(updated) or deleted_at >= updated))
+    return flags
+
+
+def raw_won_by_month(raw: pd.DataFrame, tz: str = REPORTING_TZ,
+                     deleted: DeletedLeads | None = None) -> pd.DataFrame:
     """Won deals per month from raw lead versions: month, raw_revenue, raw_orders, won_zero_price.
 
     Keeps the newest version per (account, record_id) by updated_at, then extracted_at (as
@@ -37,6 +55,10 @@ def raw_won_by_month(raw: pd.DataFrame, tz: str = REPORTING_TZ) -> pd.DataFrame:
         .drop_duplicates(["account", "record_id"], keep="last")
     )
     payloads = [json_loads(p) for p in latest["payload"]]
+    if deleted:
+        keep = [not gone for gone in _deleted_after_version(latest, payloads, deleted)]
+        latest = latest[keep]
+        payloads = [p for p, k in zip(payloads, keep, strict=True) if k]
     leads = pd.DataFrame({
         "status_id": [p.get("status_id") for p in payloads],
         "price": [p.get("price") for p in payloads],
@@ -74,10 +96,11 @@ def mart_by_month(orders: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def reconcile_frames(raw: pd.DataFrame, orders: pd.DataFrame) -> MartValidation:
-    """Compare raw won deals with fct_orders, in total and per month."""
+def reconcile_frames(raw: pd.DataFrame, orders: pd.DataFrame,
+                     deleted: DeletedLeads | None = None) -> MartValidation:
+    """Compare raw won deals (less deleted leads) with fct_orders, in total and per month."""
     merged = (
-        raw_won_by_month(raw)
+        raw_won_by_month(raw, deleted=deleted)
         .merge(mart_by_month(orders), on="month", how="outer")
         .fillna({"raw_revenue": 0.0, "raw_orders": 0, "won_zero_price": 0,
                  "mart_revenue": 0.0, "mart_orders": 0})
@@ -129,13 +152,28 @@ def reconcile_frames(raw: pd.DataFrame, orders: pd.DataFrame) -> MartValidation:
     return MartValidation(passed=not failures, failures=failures, statistics=stats)
 
 
+def deleted_leads(wh: Any) -> DeletedLeads:
+    """Leads amoCRM reports deleted (raw.amocrm__deleted_leads), with their deletion time."""
+    if "amocrm__deleted_leads" not in wh.list_tables("raw"):
+        return {}
+    frame = wh.query_df("select account, record_id, payload from raw.amocrm__deleted_leads")
+    found: DeletedLeads = {}
+    for account, record_id, payload in frame.itertuples(index=False):
+        ts = pd.to_numeric(json_loads(payload).get("updated_at"), errors="coerce")
+        key = (str(account), str(record_id))
+        found[key] = max(found.get(key, float("-inf")), 0.0 if pd.isna(ts) else float(ts))
+    return found
+
+
 def reconcile_revenue(wh: Any) -> MartValidation:
-    """Revenue and order count in marts.fct_orders equal won deals in raw.amocrm__leads.
+    """Revenue and order count of fct_orders' amoCRM lead orders equal the won deals in
+    raw.amocrm__leads that were not deleted since.
 
     Works on DuckDB and PostgreSQL (payload comes back as str or as a parsed dict).
     """
     raw = wh.query_df(
         "select account, record_id, payload, updated_at, extracted_at from raw.amocrm__leads"
     )
-    orders = wh.query_df("select order_month, amount from marts.fct_orders")
-    return reconcile_frames(raw, orders)
+    orders = wh.query_df("select order_month, amount from marts.fct_orders "
+                         "where order_source = 'amocrm_lead'")
+    return reconcile_frames(raw, orders, deleted_leads(wh))

@@ -12,7 +12,6 @@ from typing import Any
 import dagster as dg
 
 from expectations import MART_SUITES, reconcile_revenue, validate_mart
-from expectations.reconcile import reconcile_frames
 from orchestration.resources import WarehouseResource
 
 MART_CHECK = "ge_mart_suite"
@@ -44,32 +43,16 @@ def build_mart_check(model: str) -> dg.AssetChecksDefinition:
     return _mart_check
 
 
-def reconcile_amocrm_revenue(wh: Any) -> Any:
-    """``expectations.reconcile_revenue`` on the orders that come from amoCRM won leads.
-
-    fct_orders also holds Bitrix24 deals, amoCRM transactions and file orders
-    (``order_source``); the dbt test ``assert_order_revenue_equals_sources`` reconciles those.
-    """
-    columns = set(wh.query_df("select * from marts.fct_orders limit 0").columns)
-    if "order_source" not in columns:
-        return reconcile_revenue(wh)
-    raw = wh.query_df(
-        "select account, record_id, payload, updated_at, extracted_at from raw.amocrm__leads"
-    )
-    orders = wh.query_df("select order_month, amount from marts.fct_orders "
-                         "where order_source = 'amocrm_lead'")
-    return reconcile_frames(raw, orders)
-
-
 @dg.asset_check(
     asset=dg.AssetKey(["marts", "fct_orders"]),
     name="revenue_reconciles_with_won_deals",
     blocking=True,
     description="Revenue and order count per month of fct_orders' amoCRM lead orders equal "
-                "the won deals (status 142) in raw amoCRM leads.",
+                "the won deals (status 142) in raw amoCRM leads not deleted since; the other "
+                "order sources are reconciled by the dbt test assert_order_revenue_equals_sources.",
 )
 def revenue_reconciles_with_won_deals(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    return _check_result(reconcile_amocrm_revenue(warehouse.open()))
+    return _check_result(reconcile_revenue(warehouse.open()))
 
 
 def build_mart_checks(mart_models: list[str]) -> list[dg.AssetChecksDefinition]:
