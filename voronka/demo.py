@@ -17,6 +17,7 @@ from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from emulators import (
     AmoCRMEmulator,
@@ -29,6 +30,9 @@ from emulators import (
 from synthetic import SyntheticBusiness, generate
 from voronka import settings
 from warehouse.records import canonical_json
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 DEMO_AMOCRM = {
     "client_id": "demo-client",
@@ -227,7 +231,7 @@ PLANNED_EVENTS_AS_SUBSET = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 
 
 def ensure_dagster_home() -> str:
-    """Runs go to a persistent instance, so `dagster dev` shows the demo's run history."""
+    """A persistent instance for `voronka dev` (and `voronka demo --keep-history`)."""
     os.environ.setdefault(PLANNED_EVENTS_AS_SUBSET, "1")
     home = os.environ.setdefault("DAGSTER_HOME", str(settings.REPO_ROOT / ".dagster_home"))
     os.makedirs(home, exist_ok=True)
@@ -237,7 +241,19 @@ def ensure_dagster_home() -> str:
     return home
 
 
-def run_demo(seed: int = 42, scale: float = 1.0, fresh: bool = False) -> int:
+def demo_instance(keep_history: bool) -> dg.DagsterInstance:
+    """Where the demo's run is recorded. By default an in-memory instance: the cold run's
+    two-year ad-spend backfill materialises 2,920 daily partitions, and writing those events to
+    the local SQLite event log costs ~25 s of the demo. With ``keep_history`` the run goes to
+    the persistent instance in DAGSTER_HOME, so `voronka dev` shows it and the partitions'
+    health."""
+    import dagster as dg
+
+    return dg.DagsterInstance.get() if keep_history else dg.DagsterInstance.ephemeral()
+
+
+def run_demo(seed: int = 42, scale: float = 1.0, fresh: bool = False,
+             keep_history: bool = False) -> int:
     """Generate, serve, extract, build, check, publish; print the summary. Returns exit code."""
     from voronka.summary import print_summary
 
@@ -260,6 +276,6 @@ def run_demo(seed: int = 42, scale: float = 1.0, fresh: bool = False) -> int:
               "running daily_refresh (extract, land, dbt build, checks, publish) ...\n"
               f"  full Dagster and dbt log: {log_path}", flush=True)
         with open(log_path, "w") as log, redirect_stdout(log), redirect_stderr(log):
-            result = run_daily_refresh()
+            result = run_daily_refresh(instance=demo_instance(keep_history))
     print_summary(result, wall_time_s=time.monotonic() - started, log_path=log_path)
     return 0 if result.success else 1
