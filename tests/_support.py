@@ -1,10 +1,19 @@
-"""Helpers shared by the extractor test modules (imported as `_support`; tests/ is on the path)."""
+"""Helpers shared by the test modules (imported as `_support`; tests/ is on the path)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 
 class RecordingSleep:
@@ -32,3 +41,64 @@ def daily_campaign_rows(
                          "campaign_name": name, "impressions": impressions + 10 * d + n,
                          "clicks": clicks + d + n, money_key: money + d + n})
     return rows
+
+
+# -- dbt against a scratch warehouse (DuckDB file or a fresh PostgreSQL database) ----------------
+DBT_PROJECT = Path(__file__).resolve().parents[1] / "dbt_project"
+PG_HOST = os.environ.get("VORONKA_POSTGRES_HOST", "127.0.0.1")
+PG_PORT = os.environ.get("VORONKA_POSTGRES_PORT", "5432")
+PG_USER = os.environ.get("VORONKA_POSTGRES_USER", "postgres")
+PG_PASSWORD = os.environ.get("VORONKA_POSTGRES_PASSWORD", "")
+
+
+def run_dbt(workdir: Path, env: dict[str, str], *args: str) -> tuple[int, str, dict]:
+    """`dbt <args>` in a subprocess with its own target and log dirs (tests may run in parallel)."""
+    target, logs = workdir / "dbt_target", workdir / "dbt_logs"
+    cmd = [
+        str(Path(sys.executable).with_name("dbt")), *args,
+        "--project-dir", str(DBT_PROJECT), "--profiles-dir", str(DBT_PROJECT),
+        "--target-path", str(target), "--log-path", str(logs),
+    ]
+    proc = subprocess.run(cmd, cwd=workdir, env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=300, check=False)
+    results_file = target / "run_results.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    return proc.returncode, proc.stdout + proc.stderr, results
+
+
+def pg_admin(sql: str) -> None:
+    """Run one statement on the server's `postgres` database (create/drop a test database)."""
+    import psycopg2
+
+    conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, password=PG_PASSWORD,
+                            dbname="postgres")
+    conn.autocommit = True
+    try:
+        conn.cursor().execute(sql)
+    finally:
+        conn.close()
+
+
+@contextmanager
+def scratch_warehouse(backend: str, workdir: Path, label: str) -> Iterator[tuple[Any, dict]]:
+    """A fresh warehouse and the environment dbt needs to build into it; a PostgreSQL
+    database is created for the test and dropped after."""
+    if backend == "duckdb":
+        from warehouse.duckdb_backend import DuckDBWarehouse
+
+        path = workdir / "warehouse.duckdb"
+        yield (DuckDBWarehouse(path, workdir / "voronka.duckdb"),
+               {"VORONKA_WAREHOUSE": "duckdb", "VORONKA_DUCKDB_PATH": str(path)})
+        return
+    from warehouse.postgres_backend import PostgresWarehouse
+
+    db = f"voronka_test_{label}_{uuid.uuid4().hex[:10]}"
+    pg_admin(f"create database {db}")
+    try:
+        auth = f"{PG_USER}:{PG_PASSWORD}" if PG_PASSWORD else PG_USER
+        yield (PostgresWarehouse(f"postgresql://{auth}@{PG_HOST}:{PG_PORT}/{db}"),
+               {"VORONKA_WAREHOUSE": "postgres", "VORONKA_POSTGRES_HOST": PG_HOST,
+                "VORONKA_POSTGRES_PORT": PG_PORT, "VORONKA_POSTGRES_USER": PG_USER,
+                "VORONKA_POSTGRES_PASSWORD": PG_PASSWORD, "VORONKA_POSTGRES_DB": db})
+    finally:
+        pg_admin(f"drop database if exists {db} with (force)")

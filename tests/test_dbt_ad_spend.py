@@ -12,11 +12,6 @@ every channel. The PostgreSQL variant runs only with VORONKA_TEST_POSTGRES=1.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -25,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from _support import run_dbt, scratch_warehouse
 
 import synthetic
 from emulators.google_ads import GoogleAdsEmulator
@@ -41,11 +37,6 @@ from warehouse.base import Warehouse
 from warehouse.records import RawRecord
 
 REPO = Path(__file__).resolve().parents[1]
-DBT_PROJECT = REPO / "dbt_project"
-PG_HOST = os.environ.get("VORONKA_POSTGRES_HOST", "127.0.0.1")
-PG_PORT = os.environ.get("VORONKA_POSTGRES_PORT", "5432")
-PG_USER = os.environ.get("VORONKA_POSTGRES_USER", "postgres")
-PG_PASSWORD = os.environ.get("VORONKA_POSTGRES_PASSWORD", "")
 
 FIRST, LAST = date(2026, 3, 2), date(2026, 3, 4)
 MONTH = date(2026, 3, 1)
@@ -239,21 +230,6 @@ class Built:
         return self.wh.query_df(sql)
 
 
-def run_dbt(workdir: Path, env: dict[str, str], *args: str) -> tuple[int, str, dict]:
-    """`dbt <args>` in a subprocess with its own target and log dirs."""
-    target, logs = workdir / "dbt_target", workdir / "dbt_logs"
-    cmd = [
-        str(Path(sys.executable).with_name("dbt")), *args,
-        "--project-dir", str(DBT_PROJECT), "--profiles-dir", str(DBT_PROJECT),
-        "--target-path", str(target), "--log-path", str(logs),
-    ]
-    proc = subprocess.run(cmd, cwd=workdir, env={**os.environ, **env}, capture_output=True,
-                          text=True, timeout=300, check=False)
-    results_file = target / "run_results.json"
-    results = json.loads(results_file.read_text()) if results_file.exists() else {}
-    return proc.returncode, proc.stdout + proc.stderr, results
-
-
 def _land_and_build(wh: Warehouse, extracts: Extracts, workdir: Path,
                     env: dict[str, str]) -> Built:
     land_business(synthetic.generate(seed=3, scale=0.1), wh)
@@ -265,43 +241,12 @@ def _land_and_build(wh: Warehouse, extracts: Extracts, workdir: Path,
     return Built(wh, results, code, out)
 
 
-def _admin(sql: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, password=PG_PASSWORD,
-                            dbname="postgres")
-    conn.autocommit = True
-    try:
-        conn.cursor().execute(sql)
-    finally:
-        conn.close()
-
-
 @pytest.fixture(scope="module", params=["duckdb", pytest.param("postgres",
                                                                 marks=pytest.mark.postgres)])
 def built(request, tmp_path_factory, extracts: Extracts) -> Iterator[Built]:
     workdir = tmp_path_factory.mktemp(f"ad_spend_{request.param}")
-    if request.param == "duckdb":
-        from warehouse.duckdb_backend import DuckDBWarehouse
-
-        path = workdir / "warehouse.duckdb"
-        wh = DuckDBWarehouse(path, workdir / "voronka.duckdb")
-        env = {"VORONKA_WAREHOUSE": "duckdb", "VORONKA_DUCKDB_PATH": str(path)}
+    with scratch_warehouse(request.param, workdir, "ad_spend") as (wh, env):
         yield _land_and_build(wh, extracts, workdir, env)
-        return
-    from warehouse.postgres_backend import PostgresWarehouse
-
-    db = f"voronka_test_ad_spend_{uuid.uuid4().hex[:10]}"
-    _admin(f"create database {db}")
-    try:
-        auth = f"{PG_USER}:{PG_PASSWORD}" if PG_PASSWORD else PG_USER
-        wh = PostgresWarehouse(f"postgresql://{auth}@{PG_HOST}:{PG_PORT}/{db}")
-        env = {"VORONKA_WAREHOUSE": "postgres", "VORONKA_POSTGRES_HOST": PG_HOST,
-               "VORONKA_POSTGRES_PORT": PG_PORT, "VORONKA_POSTGRES_USER": PG_USER,
-               "VORONKA_POSTGRES_PASSWORD": PG_PASSWORD, "VORONKA_POSTGRES_DB": db}
-        yield _land_and_build(wh, extracts, workdir, env)
-    finally:
-        _admin(f"drop database if exists {db} with (force)")
 
 
 def _iso(value) -> str:

@@ -8,36 +8,26 @@ The PostgreSQL variant runs only with VORONKA_TEST_POSTGRES=1.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
+from _support import run_dbt, scratch_warehouse
 
 import synthetic
 from synthetic.landing import land_business
 from warehouse.base import Warehouse, json_loads
 
-REPO = Path(__file__).resolve().parents[1]
-DBT_PROJECT = REPO / "dbt_project"
 MSK = ZoneInfo("Europe/Moscow")
 ACTIVITY_WINDOW_DAYS = 180
 SEED, SCALE = 7, 0.3
 
 POSTGRES_ON = os.environ.get("VORONKA_TEST_POSTGRES") == "1"
 POSTGRES_SKIP_REASON = "PostgreSQL tests are off; set VORONKA_TEST_POSTGRES=1"
-PG_HOST = os.environ.get("VORONKA_POSTGRES_HOST", "127.0.0.1")
-PG_PORT = os.environ.get("VORONKA_POSTGRES_PORT", "5432")
-PG_USER = os.environ.get("VORONKA_POSTGRES_USER", "postgres")
-PG_PASSWORD = os.environ.get("VORONKA_POSTGRES_PASSWORD", "")
 
 
 @dataclass
@@ -55,67 +45,9 @@ class Built:
         return self.wh.query_df(sql)
 
 
-def run_dbt(workdir: Path, env: dict[str, str], *args: str) -> tuple[int, str, dict]:
-    """`dbt <args>` in a subprocess with its own target and log dirs (tests may run in parallel)."""
-    target, logs = workdir / "dbt_target", workdir / "dbt_logs"
-    cmd = [
-        str(Path(sys.executable).with_name("dbt")), *args,
-        "--project-dir", str(DBT_PROJECT), "--profiles-dir", str(DBT_PROJECT),
-        "--target-path", str(target), "--log-path", str(logs),
-    ]
-    proc = subprocess.run(
-        cmd, cwd=workdir, env={**os.environ, **env}, capture_output=True, text=True,
-        timeout=300, check=False,
-    )
-    results_file = target / "run_results.json"
-    results = json.loads(results_file.read_text()) if results_file.exists() else {}
-    return proc.returncode, proc.stdout + proc.stderr, results
-
-
 @pytest.fixture(scope="module")
 def business() -> synthetic.SyntheticBusiness:
     return synthetic.generate(seed=SEED, scale=SCALE)
-
-
-def _build_duckdb(workdir: Path, business: synthetic.SyntheticBusiness) -> Iterator[Built]:
-    from warehouse.duckdb_backend import DuckDBWarehouse
-
-    path = workdir / "warehouse.duckdb"
-    wh = DuckDBWarehouse(path, workdir / "voronka.duckdb")
-    land_business(business, wh)
-    env = {"VORONKA_WAREHOUSE": "duckdb", "VORONKA_DUCKDB_PATH": str(path)}
-    code, out, results = run_dbt(workdir, env, "build")
-    yield Built("duckdb", wh, business, results, code, out)
-
-
-def _admin(sql: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, password=PG_PASSWORD,
-                            dbname="postgres")
-    conn.autocommit = True
-    try:
-        conn.cursor().execute(sql)
-    finally:
-        conn.close()
-
-
-def _build_postgres(workdir: Path, business: synthetic.SyntheticBusiness) -> Iterator[Built]:
-    from warehouse.postgres_backend import PostgresWarehouse
-
-    db = f"voronka_test_{uuid.uuid4().hex[:10]}"
-    _admin(f"create database {db}")
-    try:
-        auth = f"{PG_USER}:{PG_PASSWORD}" if PG_PASSWORD else PG_USER
-        wh = PostgresWarehouse(f"postgresql://{auth}@{PG_HOST}:{PG_PORT}/{db}")
-        land_business(business, wh)
-        env = {"VORONKA_WAREHOUSE": "postgres", "VORONKA_POSTGRES_HOST": PG_HOST,
-               "VORONKA_POSTGRES_PORT": PG_PORT, "VORONKA_POSTGRES_USER": PG_USER,
-               "VORONKA_POSTGRES_PASSWORD": PG_PASSWORD, "VORONKA_POSTGRES_DB": db}
-        code, out, results = run_dbt(workdir, env, "build")
-        yield Built("postgres", wh, business, results, code, out)
-    finally:
-        _admin(f"drop database if exists {db} with (force)")
 
 
 @pytest.fixture(
@@ -130,10 +62,10 @@ def _build_postgres(workdir: Path, business: synthetic.SyntheticBusiness) -> Ite
 )
 def built(request, tmp_path_factory, business) -> Iterator[Built]:
     workdir = tmp_path_factory.mktemp(f"dbt_{request.param}")
-    builder: Callable[..., Iterator[Built]] = (
-        _build_duckdb if request.param == "duckdb" else _build_postgres
-    )
-    yield from builder(workdir, business)
+    with scratch_warehouse(request.param, workdir, "build") as (wh, env):
+        land_business(business, wh)
+        code, out, results = run_dbt(workdir, env, "build")
+        yield Built(request.param, wh, business, results, code, out)
 
 
 # -- helpers ----------------------------------------------------------------------------------

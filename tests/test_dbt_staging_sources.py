@@ -13,11 +13,6 @@ it runs only with VORONKA_TEST_POSTGRES=1.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from _support import run_dbt, scratch_warehouse
 
 from extractors.bitrix24 import parse_b24_datetime
 from extractors.files import FilesSource, validate_file_rows
@@ -34,11 +30,6 @@ from warehouse.contact_points import CONTACT_POINT_COLUMNS, CONTACT_POINT_DDL
 from warehouse.records import RawRecord
 
 REPO = Path(__file__).resolve().parents[1]
-DBT_PROJECT = REPO / "dbt_project"
-PG_HOST = os.environ.get("VORONKA_POSTGRES_HOST", "127.0.0.1")
-PG_PORT = os.environ.get("VORONKA_POSTGRES_PORT", "5432")
-PG_USER = os.environ.get("VORONKA_POSTGRES_USER", "postgres")
-PG_PASSWORD = os.environ.get("VORONKA_POSTGRES_PASSWORD", "")
 
 PORTAL = "voronka.bitrix24.ru"
 AMO = "voronka"
@@ -319,21 +310,6 @@ class Built:
         return {row[key]: row for row in frame.to_dict("records")}
 
 
-def run_dbt(workdir: Path, env: dict[str, str], *args: str) -> tuple[int, str, dict]:
-    """`dbt <args>` in a subprocess with its own target and log dirs."""
-    target, logs = workdir / "dbt_target", workdir / "dbt_logs"
-    cmd = [
-        str(Path(sys.executable).with_name("dbt")), *args,
-        "--project-dir", str(DBT_PROJECT), "--profiles-dir", str(DBT_PROJECT),
-        "--target-path", str(target), "--log-path", str(logs),
-    ]
-    proc = subprocess.run(cmd, cwd=workdir, env={**os.environ, **env}, capture_output=True,
-                          text=True, timeout=300, check=False)
-    results_file = target / "run_results.json"
-    results = json.loads(results_file.read_text()) if results_file.exists() else {}
-    return proc.returncode, proc.stdout + proc.stderr, results
-
-
 def _land_and_build(wh: Warehouse, workdir: Path, env: dict[str, str]) -> Built:
     records = (STATUSES + CATEGORIES + DEALS + LEADS + CONTACTS + STAGEHISTORY + USERS
                + AMO_LEADS + DELETED_LEADS + AMO_CONTACTS + COMPANIES + CUSTOMERS
@@ -348,43 +324,12 @@ def _land_and_build(wh: Warehouse, workdir: Path, env: dict[str, str]) -> Built:
     return Built(wh, results, code, out)
 
 
-def _admin(sql: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, password=PG_PASSWORD,
-                            dbname="postgres")
-    conn.autocommit = True
-    try:
-        conn.cursor().execute(sql)
-    finally:
-        conn.close()
-
-
 @pytest.fixture(scope="module", params=["duckdb", pytest.param("postgres",
                                                                 marks=pytest.mark.postgres)])
 def built(request, tmp_path_factory) -> Iterator[Built]:
     workdir = tmp_path_factory.mktemp(f"staging_sources_{request.param}")
-    if request.param == "duckdb":
-        from warehouse.duckdb_backend import DuckDBWarehouse
-
-        path = workdir / "warehouse.duckdb"
-        wh = DuckDBWarehouse(path, workdir / "voronka.duckdb")
-        env = {"VORONKA_WAREHOUSE": "duckdb", "VORONKA_DUCKDB_PATH": str(path)}
+    with scratch_warehouse(request.param, workdir, "staging") as (wh, env):
         yield _land_and_build(wh, workdir, env)
-        return
-    from warehouse.postgres_backend import PostgresWarehouse
-
-    db = f"voronka_test_staging_{uuid.uuid4().hex[:10]}"
-    _admin(f"create database {db}")
-    try:
-        auth = f"{PG_USER}:{PG_PASSWORD}" if PG_PASSWORD else PG_USER
-        wh = PostgresWarehouse(f"postgresql://{auth}@{PG_HOST}:{PG_PORT}/{db}")
-        env = {"VORONKA_WAREHOUSE": "postgres", "VORONKA_POSTGRES_HOST": PG_HOST,
-               "VORONKA_POSTGRES_PORT": PG_PORT, "VORONKA_POSTGRES_USER": PG_USER,
-               "VORONKA_POSTGRES_PASSWORD": PG_PASSWORD, "VORONKA_POSTGRES_DB": db}
-        yield _land_and_build(wh, workdir, env)
-    finally:
-        _admin(f"drop database if exists {db} with (force)")
 
 
 def ts(value) -> str | None:
