@@ -36,8 +36,6 @@ from synthetic.landing import land_business
 from warehouse.base import Warehouse
 from warehouse.records import RawRecord
 
-REPO = Path(__file__).resolve().parents[1]
-
 FIRST, LAST = date(2026, 3, 2), date(2026, 3, 4)
 MONTH = date(2026, 3, 1)
 GOOGLE_CID = "5550001112"

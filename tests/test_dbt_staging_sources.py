@@ -29,8 +29,6 @@ from warehouse.base import Warehouse
 from warehouse.contact_points import CONTACT_POINT_COLUMNS, CONTACT_POINT_DDL
 from warehouse.records import RawRecord
 
-REPO = Path(__file__).resolve().parents[1]
-
 PORTAL = "voronka.bitrix24.ru"
 AMO = "voronka"
 FILES_ACCOUNT = "files-test"
