@@ -19,6 +19,7 @@ from expectations.results import MartValidation
 CHANNELS = ("yandex_direct", "vk_ads", "google_ads", "meta_ads", "organic", "referral", "direct",
             "other")
 BLENDED_CHANNEL = "all"
+AD_CHANNELS = CHANNELS[:4]  # the channels that buy ads: yandex_direct, vk_ads, google_ads, meta_ads
 #: Kinds of sale in fct_orders (docs/SOURCES_CONTRACT.md §3).
 ORDER_SOURCES = ("amocrm_lead", "bitrix24_deal", "amocrm_transaction", "files")
 
@@ -35,6 +36,10 @@ MART_COLUMNS: dict[str, tuple[str, ...]] = {
                                 "cac", "cv", "cac_undefined"),
     "fct_crr_monthly": ("month", "period_end", "customers_active_start", "customers_active_end",
                         "new_customers", "retained_customers", "crr", "strict_retention"),
+    "fct_campaign_performance_monthly": ("month", "channel", "platform", "account",
+                                         "campaign_id", "campaign_name", "spend",
+                                         "impressions", "clicks", "leads", "new_customers",
+                                         "cpl", "cac", "cac_undefined"),
     "fct_funnel_stage_conversion": ("crm", "account", "pipeline_id", "pipeline_name",
                                     "status_id", "stage_name", "stage_order", "leads_reached",
                                     "next_status_id", "leads_reached_next",
@@ -102,6 +107,13 @@ def _fct_acquisition_monthly() -> list[Any]:
     ]
 
 
+def _fct_campaign_performance_monthly() -> list[Any]:
+    return [
+        *(_at_least(c, 0) for c in ("spend", "leads", "new_customers", "cpl", "cac")),
+        _not_null("month"), _in_set("channel", (*AD_CHANNELS, "other")),
+    ]
+
+
 def _fct_crr_monthly() -> list[Any]:
     return [
         *(_at_least(c, 0) for c in ("customers_active_start", "customers_active_end",
@@ -139,6 +151,7 @@ MART_SUITES: dict[str, MartSuite] = {
         ("fct_cohort_retention", _fct_cohort_retention),
         ("fct_acquisition_monthly", _fct_acquisition_monthly),
         ("fct_crr_monthly", _fct_crr_monthly),
+        ("fct_campaign_performance_monthly", _fct_campaign_performance_monthly),
         ("fct_funnel_stage_conversion", _fct_funnel_stage_conversion),
     )
 }

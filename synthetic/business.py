@@ -115,11 +115,12 @@ class GroundTruth:
     leads_by_channel_month: pd.DataFrame  # month, channel, leads
     orders_by_source_month: pd.DataFrame  # month, order_source, orders, revenue
     leads_by_crm_month: pd.DataFrame  # month, crm, leads
+    leads_by_campaign_month: pd.DataFrame  # month, channel, campaign_id, leads (paid leads)
 
     TABLES = (
         "new_customers_by_channel_month", "revenue_by_month", "spend_by_channel_month",
         "cohort_sizes", "leads_by_channel_month", "orders_by_source_month",
-        "leads_by_crm_month",
+        "leads_by_crm_month", "leads_by_campaign_month",
     )
 
     def tables(self) -> dict[str, pd.DataFrame]:

@@ -40,6 +40,7 @@ class Inquiry:
     channel: str
     crm: str  # amocrm | bitrix24
     lead_id: str  # the unified lead id (amocrm_<id>, bitrix24_deal_<id>, bitrix24_lead_<id>)
+    campaign_id: str | None = None  # utm_campaign of a paid inquiry: the ad campaign's id
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,18 @@ class Order:
     source: str  # one of ORDER_SOURCES
 
 
+def _campaign(channel: str, utm) -> str | None:
+    """The campaign a paid inquiry's utm_campaign names (the platform's campaign id)."""
+    return utm[2] if channel in C.AD_CAMPAIGNS and utm is not None else None
+
+
 def inquiries(sim: _Simulator) -> list[Inquiry]:
-    out = [Inquiry(x.person, x.created_ts, x.channel, "amocrm", f"amocrm_{x.id}")
-           for x in sim.leads]
-    out += [Inquiry(d.person, d.inquiry_ts, d.channel, "bitrix24", f"bitrix24_deal_{d.id}")
-            for d in sim.b24.deals]
-    out += [Inquiry(x.person, x.created_ts, x.channel, "bitrix24", f"bitrix24_lead_{x.id}")
-            for x in sim.b24.leads if x.deal is None]
+    out = [Inquiry(x.person, x.created_ts, x.channel, "amocrm", f"amocrm_{x.id}",
+                   _campaign(x.channel, x.utm)) for x in sim.leads]
+    out += [Inquiry(d.person, d.inquiry_ts, d.channel, "bitrix24", f"bitrix24_deal_{d.id}",
+                    _campaign(d.channel, d.utm)) for d in sim.b24.deals]
+    out += [Inquiry(x.person, x.created_ts, x.channel, "bitrix24", f"bitrix24_lead_{x.id}",
+                    _campaign(x.channel, x.utm)) for x in sim.b24.leads if x.deal is None]
     return out
 
 
@@ -131,11 +137,17 @@ def _order_tables(ords: list[Order]) -> dict[str, pd.DataFrame]:
 def _lead_tables(inqs: list[Inquiry]) -> dict[str, pd.DataFrame]:
     by_channel: Counter = Counter()
     by_crm: Counter = Counter()
+    by_campaign: Counter = Counter()
     for q in inqs:
         m = month_of(msk_date(q.ts))
         by_channel[(m, q.channel)] += 1
         by_crm[(m, q.crm)] += 1
+        if q.campaign_id is not None:
+            by_campaign[(m, q.channel, q.campaign_id)] += 1
     return {
+        "leads_by_campaign_month": _frame(
+            [(m, ch, c, n) for (m, ch, c), n in by_campaign.items()],
+            ["month", "channel", "campaign_id", "leads"]),
         "leads_by_channel_month": _frame([(m, ch, n) for (m, ch), n in by_channel.items()],
                                          ["month", "channel", "leads"]),
         "leads_by_crm_month": _frame([(m, crm, n) for (m, crm), n in by_crm.items()],

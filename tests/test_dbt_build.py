@@ -124,6 +124,9 @@ def test_marts_follow_the_contract(built: Built) -> None:
         "cac_undefined",
         "fct_crr_monthly": "month, period_end, customers_active_start, customers_active_end, "
         "new_customers, retained_customers, crr, strict_retention",
+        "fct_campaign_performance_monthly": "month, channel, platform, account, campaign_id, "
+        "campaign_name, spend, impressions, clicks, leads, new_customers, cpl, cac, "
+        "cac_undefined",
         "fct_funnel_stage_conversion": "crm, account, pipeline_id, pipeline_name, status_id, "
         "stage_name, "
         "stage_order, leads_reached, next_status_id, leads_reached_next, conversion_to_next, "
@@ -219,6 +222,22 @@ def test_leads_by_crm_month(built: Built) -> None:
     expected = built.business.ground_truth.leads_by_crm_month
     assert set(expected.crm) == {"amocrm", "bitrix24"}
     assert_frames_equal(got, expected, ["month", "crm"])
+
+
+def test_leads_are_matched_to_campaigns_through_utm_tags(built: Built) -> None:
+    got = built.df(
+        "select month, channel, campaign_id, leads from marts.fct_campaign_performance_monthly "
+        "where campaign_id is not null and leads > 0"
+    )
+    expected = built.business.ground_truth.leads_by_campaign_month
+    assert_frames_equal(got, expected, ["month", "channel", "campaign_id"])
+    unmatched = built.df("select coalesce(sum(leads), 0) as n "
+                         "from marts.fct_campaign_performance_monthly where campaign_id is null")
+    assert int(unmatched.n[0]) == 0  # every paid lead of the demo names a live campaign
+    # campaign spend is the platform's own, row for row
+    spend = built.df("select sum(spend) as s from marts.fct_campaign_performance_monthly")
+    total = built.df("select sum(spend) as s from marts.fct_ad_spend_daily")
+    assert float(spend.s[0]) == pytest.approx(float(total.s[0]), abs=0.01)
 
 
 # -- metrics recomputed from raw --------------------------------------------------------------

@@ -729,6 +729,7 @@ def test_validation_is_cached_and_cheap_after_the_first_call() -> None:
 def test_mart_suites_cover_the_contract() -> None:
     assert set(MART_SUITES) == {"fct_orders", "dim_customers", "fct_cohort_retention",
                                 "fct_acquisition_monthly", "fct_crr_monthly",
+                                "fct_campaign_performance_monthly",
                                 "fct_funnel_stage_conversion"}
     from synthetic.catalog import CHANNELS as SYNTHETIC_CHANNELS
     assert tuple(CHANNELS) == tuple(SYNTHETIC_CHANNELS)

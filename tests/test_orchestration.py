@@ -155,3 +155,27 @@ def test_optional_sources_join_the_graph_when_configured(monkeypatch: pytest.Mon
             "raw/files__ad_spend"} <= keys
     assert "raw/google_ads__campaign_stats" not in keys
     assert not any(k.startswith("raw/bitrix24__") for k in keys)
+
+
+def test_a_changed_dbt_project_is_parsed_again(tmp_path: Path) -> None:
+    """Dagster reads its dbt assets from the manifest: after a pull that adds a model, a
+    manifest older than the project must be re-parsed, not reused."""
+    import os
+    from types import SimpleNamespace
+
+    from orchestration.assets.dbt import manifest_is_stale
+
+    (tmp_path / "models").mkdir()
+    model = tmp_path / "models" / "fct_new.sql"
+    model.write_text("select 1 as id")
+    (tmp_path / "dbt_project.yml").write_text("name: x\n")
+    manifest = tmp_path / "target" / "manifest.json"
+    project = SimpleNamespace(project_dir=str(tmp_path), manifest_path=manifest)
+    assert manifest_is_stale(project)  # a fresh clone has none
+    manifest.parent.mkdir()
+    manifest.write_text("{}")
+    os.utime(model, (manifest.stat().st_mtime - 60,) * 2)
+    os.utime(tmp_path / "dbt_project.yml", (manifest.stat().st_mtime - 60,) * 2)
+    assert not manifest_is_stale(project)
+    os.utime(model, (manifest.stat().st_mtime + 5,) * 2)  # the model changed after the parse
+    assert manifest_is_stale(project)

@@ -147,12 +147,14 @@ def _live(b: SyntheticBusiness) -> list[dict]:
 
 
 def _inquiries(b: SyntheticBusiness, person_of: dict) -> list[tuple]:
-    """(created_at as an aware datetime, unified lead id, channel, crm, person) per inquiry."""
+    """(created_at as an aware datetime, unified lead id, channel, crm, person, utm_campaign)
+    per inquiry."""
     out = []
     for lead in _live(b):
         main = next(c for c in lead["_embedded"]["contacts"] if c["is_main"])
         out.append((datetime.fromtimestamp(lead["created_at"], MOSCOW), f"amocrm_{lead['id']}",
-                    _lead_channel(lead), "amocrm", person_of[("amocrm", main["id"])]))
+                    _lead_channel(lead), "amocrm", person_of[("amocrm", main["id"])],
+                    (_field_values(lead, "UTM_CAMPAIGN") or [None])[0]))
     b24_leads = {x["ID"]: x for x in b.bitrix24["leads"]}
     converted = set()
     for deal in b.bitrix24["deals"]:
@@ -160,13 +162,13 @@ def _inquiries(b: SyntheticBusiness, person_of: dict) -> list[tuple]:
         converted.add(deal["LEAD_ID"])
         out.append((datetime.fromisoformat(origin["DATE_CREATE"]), f"bitrix24_deal_{deal['ID']}",
                     _utm_channel(origin["UTM_SOURCE"], origin["UTM_MEDIUM"]), "bitrix24",
-                    person_of[("bitrix24", deal["CONTACT_ID"])]))
+                    person_of[("bitrix24", deal["CONTACT_ID"])], origin["UTM_CAMPAIGN"]))
     for lead in b.bitrix24["leads"]:
         if lead["ID"] not in converted:
             out.append((datetime.fromisoformat(lead["DATE_CREATE"]),
                         f"bitrix24_lead_{lead['ID']}",
                         _utm_channel(lead["UTM_SOURCE"], lead["UTM_MEDIUM"]), "bitrix24",
-                        person_of[("bitrix24", lead["CONTACT_ID"])]))
+                        person_of[("bitrix24", lead["CONTACT_ID"])], lead["UTM_CAMPAIGN"]))
     return out
 
 
@@ -206,8 +208,11 @@ def _rederive(b: SyntheticBusiness) -> dict[str, pd.DataFrame]:
     orders = _orders(b, person_of)
     leads_ct: Counter = Counter((x[0].date().replace(day=1), x[2]) for x in inquiries)
     crm_ct: Counter = Counter((x[0].date().replace(day=1), x[3]) for x in inquiries)
+    campaign_ct: Counter = Counter((x[0].date().replace(day=1), x[2], x[5]) for x in inquiries
+                                   if x[2] in PLATFORM_ROWS)
     first_inquiry: dict = {}
-    for _when, _id, channel, _crm, person in sorted(inquiries, key=lambda x: (x[0], x[1])):
+    for _when, _id, channel, _crm, person, _campaign in sorted(inquiries,
+                                                               key=lambda x: (x[0], x[1])):
         first_inquiry.setdefault(person, channel)
     first_file: dict = {}
     for row in sorted(b.file_orders, key=lambda r: (r["order_date"], r["order_id"])):
@@ -251,6 +256,9 @@ def _rederive(b: SyntheticBusiness) -> dict[str, pd.DataFrame]:
             ["month", "order_source", "orders", "revenue"]),
         "leads_by_crm_month": _frame([(m, crm, n) for (m, crm), n in crm_ct.items()],
                                      ["month", "crm", "leads"]),
+        "leads_by_campaign_month": _frame(
+            [(m, ch, c, n) for (m, ch, c), n in campaign_ct.items()],
+            ["month", "channel", "campaign_id", "leads"]),
     }
 
 

@@ -23,13 +23,29 @@ DBT_PROJECT = DbtProject(
 DBT_EXECUTABLE = Path(sys.executable).with_name("dbt")  # the venv's dbt, whatever PATH says
 
 
+def _newest_source_mtime(project_dir: Path) -> float:
+    """When any model, macro, seed, test or project file last changed."""
+    files = [project_dir / "dbt_project.yml", project_dir / "profiles.yml"]
+    for folder in ("models", "macros", "seeds", "tests"):
+        files += (project_dir / folder).rglob("*")
+    return max((f.stat().st_mtime for f in files if f.is_file()), default=0.0)
+
+
+def manifest_is_stale(project: DbtProject = DBT_PROJECT) -> bool:
+    """No manifest yet (a fresh clone), or the project changed since it was written (a pull):
+    Dagster builds its asset graph from the manifest, so a stale one would hide new models."""
+    manifest = project.manifest_path
+    return (not manifest.exists()
+            or manifest.stat().st_mtime < _newest_source_mtime(Path(project.project_dir)))
+
+
 def ensure_manifest(project: DbtProject = DBT_PROJECT) -> Path:
-    """Parse the dbt project once if no manifest exists yet (a fresh clone has none).
+    """Parse the dbt project when its manifest is missing or stale.
 
     The parse sees the same profile and vars as the run's `dbt build` will, so that build can
     reuse dbt's partial parse instead of parsing the whole project again (~4 s).
     """
-    if not project.manifest_path.exists():
+    if manifest_is_stale(project):
         settings.WarehouseSettings.from_env().export_for_dbt()
         subprocess.run(
             [str(DBT_EXECUTABLE), "parse", "--quiet", "--project-dir", str(project.project_dir),

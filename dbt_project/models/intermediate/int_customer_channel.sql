@@ -35,6 +35,7 @@ first_file_orders as (
 
     select
         customer_id,
+        order_id,
         channel,
         row_number() over (
             partition by customer_id order by ordered_at, order_id
@@ -48,13 +49,15 @@ final as (
     select
         customer_id,
         channel,
-        'lead' as first_touch
+        'lead' as first_touch,
+        first_lead_id as first_touch_id
     from first_leads
     union all
     select
         first_file_orders.customer_id,
         first_file_orders.channel,
-        'file_order' as first_touch
+        'file_order' as first_touch,
+        first_file_orders.order_id as first_touch_id
     from first_file_orders
     where first_file_orders.order_rank = 1
         and not exists (
