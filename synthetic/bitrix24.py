@@ -290,6 +290,14 @@ def contact_payload(c: B24Contact, ids: _MultiIds) -> dict:
             "DATE_MODIFY": iso(c.updated_ts), **_multifields(c, ids)}
 
 
+def lead_contact_id(lead: B24Lead) -> int | None:
+    """Half of the junk leads that came with an e-mail (every other id) were never qualified,
+    so nobody linked a contact: only the phone and e-mail typed into the form sit on the lead
+    itself, and identity resolution must find the person through them."""
+    unlinked = lead.status == "JUNK" and lead.id % 2 == 0 and bool(lead.contact.emails)
+    return None if unlinked else lead.contact.id
+
+
 def lead_payload(lead: B24Lead, ids: _MultiIds) -> dict:
     return {
         "ID": lead.id, "TITLE": f"Заявка: {lead.product.name}",
@@ -299,7 +307,7 @@ def lead_payload(lead: B24Lead, ids: _MultiIds) -> dict:
         "ASSIGNED_BY_ID": lead.responsible, "DATE_CREATE": iso(lead.created_ts),
         "DATE_MODIFY": iso(lead.updated_ts),
         "DATE_CLOSED": iso(lead.closed_ts) if lead.closed_ts else None,
-        "CONTACT_ID": lead.contact.id, "SOURCE_ID": C.B24_SOURCE_ID[lead.channel],
+        "CONTACT_ID": lead_contact_id(lead), "SOURCE_ID": C.B24_SOURCE_ID[lead.channel],
         **_utm_fields(lead.utm), **_multifields(lead.contact, ids),
     }
 

@@ -121,11 +121,14 @@ def _b24_values(row: dict, kind: str) -> list[str]:
 
 
 def _resolve_all(b: SyntheticBusiness) -> dict[tuple[str, object], tuple]:
-    """Identity over every source: amoCRM contacts, Bitrix24 contacts and file orders."""
+    """Identity over every source: amoCRM contacts, Bitrix24 contacts and leads (their own
+    phone/e-mail), and file orders."""
     nodes: dict = {("amocrm", c["id"]): (_field_values(c, "PHONE"), _field_values(c, "EMAIL"))
                    for c in b.amocrm["contacts"]}
     nodes |= {("bitrix24", c["ID"]): (_b24_values(c, "PHONE"), _b24_values(c, "EMAIL"))
               for c in b.bitrix24["contacts"]}
+    nodes |= {("bitrix24_lead", x["ID"]): (_b24_values(x, "PHONE"), _b24_values(x, "EMAIL"))
+              for x in b.bitrix24["leads"]}
     nodes |= {("files", r["order_id"]): ([r["customer_phone"]] if r["customer_phone"] else [],
                                          [r["customer_email"]])
               for r in b.file_orders}
@@ -139,6 +142,13 @@ def _utm_channel(source: str | None, medium: str | None) -> str:
     if src is None and med is None:
         return "direct"
     return MAPPING.get((src, med)) or MAPPING.get(("*", med)) or "other"
+
+
+def _b24_lead_person(lead: dict, person_of: dict) -> tuple:
+    """A Bitrix24 lead's person: through its contact, or its own phone/e-mail without one."""
+    if lead["CONTACT_ID"] is not None:
+        return person_of[("bitrix24", lead["CONTACT_ID"])]
+    return person_of[("bitrix24_lead", lead["ID"])]
 
 
 def _live(b: SyntheticBusiness) -> list[dict]:
@@ -168,7 +178,7 @@ def _inquiries(b: SyntheticBusiness, person_of: dict) -> list[tuple]:
             out.append((datetime.fromisoformat(lead["DATE_CREATE"]),
                         f"bitrix24_lead_{lead['ID']}",
                         _utm_channel(lead["UTM_SOURCE"], lead["UTM_MEDIUM"]), "bitrix24",
-                        person_of[("bitrix24", lead["CONTACT_ID"])], lead["UTM_CAMPAIGN"]))
+                        _b24_lead_person(lead, person_of), lead["UTM_CAMPAIGN"]))
     return out
 
 
@@ -797,7 +807,11 @@ def test_bitrix24_leads_and_deals_are_consistent(biz):
             assert deal["LEAD_ID"] is None and deal["STAGE_ID"].startswith("C1:")
             assert deal["SOURCE_ID"] == "REPEAT_SALE"
     for lead in x["leads"]:
-        assert lead["STATUS_ID"] in stages["STATUS"] and lead["CONTACT_ID"] in contacts
+        assert lead["STATUS_ID"] in stages["STATUS"]
+        # a never-qualified junk lead has no contact, only its own phone/e-mail
+        assert lead["CONTACT_ID"] in contacts or (
+            lead["CONTACT_ID"] is None and lead["STATUS_ID"] == "JUNK"
+            and (lead.get("PHONE") or lead.get("EMAIL")))
         assert lead["STATUS_SEMANTIC_ID"] == B24_FINAL.get(lead["STATUS_ID"], "P")
         assert len(deals_of[lead["ID"]]) == (lead["STATUS_ID"] == "CONVERTED")
         assert (lead["DATE_CLOSED"] is None) == (lead["STATUS_SEMANTIC_ID"] == "P")

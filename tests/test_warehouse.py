@@ -189,13 +189,20 @@ def test_contact_points_cover_bitrix24_contacts_and_file_orders(duck: DuckDBWare
         "order_id": "A-2", "customer_phone": "", "customer_email": "", "_file": "orders.csv",
         "_line": 3,
     })
-    duck.land([b24, order, no_contact], run_id="r")
-    assert build_contact_points(duck) == 3
+    # a web-form lead nobody qualified: no CONTACT_ID, only the phone typed into the form
+    lead = RawRecord("bitrix24", "portal.bitrix24.ru", "leads", "901", {
+        "ID": "901", "CONTACT_ID": None, "STATUS_ID": "JUNK",
+        "PHONE": [{"ID": "8", "VALUE_TYPE": "WORK", "VALUE": "+7 (916) 123-45-67",
+                   "TYPE_ID": "PHONE"}],
+    })
+    duck.land([b24, order, no_contact, lead], run_id="r")
+    assert build_contact_points(duck) == 4
     points = duck.query_df("select source, contact_id, kind, value_normalized "
                            "from raw.contact_points order by source, kind")
     assert points.values.tolist() == [
         ["bitrix24", "17", "email", "maria@example.ru"],
         ["bitrix24", "17", "phone", "+79161234567"],
+        ["bitrix24_lead", "901", "phone", "+79161234567"],
         ["files", "A-1", "email", "maria@example.ru"],
     ]
 

@@ -2,9 +2,10 @@
 
 Phone parsing needs libphonenumber (E.164, default region RU), which SQL cannot do portably,
 so this small derived table is computed in Python and read by dbt as a source. It is rebuilt
-from the newest version of every raw contact (amoCRM, Bitrix24) and every orders-file row on
-each run, so it is a pure function of raw. ``contact_id`` is the contact's id, or for a file
-order the order's raw record_id: each is a node of the identity graph dbt resolves.
+from the newest version of every raw contact (amoCRM, Bitrix24), every Bitrix24 lead and every
+orders-file row on each run, so it is a pure function of raw. ``contact_id`` is the contact's
+id, the lead's id (source ``bitrix24_lead``), or for a file order the order's raw record_id:
+each is a node of the identity graph dbt resolves.
 """
 
 from __future__ import annotations
@@ -60,13 +61,16 @@ def amocrm_contact_points(account: str, contact: dict[str, Any]) -> Iterator[tup
             yield _point("amocrm", account, str(contact["id"]), kind, item.get("value"))
 
 
-def bitrix24_contact_points(account: str, contact: dict[str, Any]) -> Iterator[tuple]:
-    """Phones and e-mails of a Bitrix24 contact (PHONE/EMAIL multifields: [{VALUE, ...}])."""
+def bitrix24_contact_points(account: str, record: dict[str, Any],
+                            source: str = "bitrix24") -> Iterator[tuple]:
+    """Phones and e-mails of a Bitrix24 contact, or of a lead (source ``bitrix24_lead``: a lead
+    carries the phone and e-mail typed into the form, and often no contact at all), from the
+    PHONE/EMAIL multifields ``[{VALUE, VALUE_TYPE, ...}]``."""
     for field, kind in _FIELD_KIND.items():
-        items = contact.get(field)
+        items = record.get(field)
         for item in items if isinstance(items, list) else []:
             if isinstance(item, dict) and item.get("VALUE"):
-                yield _point("bitrix24", account, str(contact["ID"]), kind, item["VALUE"])
+                yield _point(source, account, str(record["ID"]), kind, item["VALUE"])
 
 
 def file_order_contact_points(
@@ -98,11 +102,13 @@ def _points_of_table(wh: Warehouse, table: str) -> Iterator[tuple]:
             yield from amocrm_contact_points(account, payload)
         elif table == "bitrix24__contacts":
             yield from bitrix24_contact_points(account, payload)
+        elif table == "bitrix24__leads":
+            yield from bitrix24_contact_points(account, payload, source="bitrix24_lead")
         else:
             yield from file_order_contact_points(account, record_id, payload)
 
 
-CONTACT_TABLES = ("amocrm__contacts", "bitrix24__contacts", "files__orders")
+CONTACT_TABLES = ("amocrm__contacts", "bitrix24__contacts", "bitrix24__leads", "files__orders")
 
 
 def build_contact_points(wh: Warehouse) -> int:

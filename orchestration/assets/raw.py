@@ -47,7 +47,7 @@ ALWAYS_ENABLED = ("amocrm", "yandex_direct")
 
 # Sources whose entity carries phones/e-mails: raw.contact_points reads every one enabled.
 CONTACT_BEARING: tuple[tuple[str, str], ...] = (
-    ("amocrm", "contacts"), ("bitrix24", "contacts"), ("files", "orders"),
+    ("amocrm", "contacts"), ("bitrix24", "contacts"), ("bitrix24", "leads"), ("files", "orders"),
 )
 
 
@@ -255,7 +255,8 @@ def build_raw_assets(
 
 
 def contact_point_sources(enabled: dict[str, tuple[str, ...]] | None = None) -> list[dg.AssetKey]:
-    """The enabled contact-bearing raw assets (amoCRM contacts, Bitrix24 contacts, orders)."""
+    """The enabled contact-bearing raw assets (amoCRM and Bitrix24 contacts, Bitrix24 leads,
+    orders files)."""
     enabled = enabled_raw_entities() if enabled is None else enabled
     return [raw_asset_key(s, e) for s, e in CONTACT_BEARING if e in enabled.get(s, ())]
 

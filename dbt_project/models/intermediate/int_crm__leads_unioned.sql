@@ -89,9 +89,12 @@ bitrix24_deals as (
             then origin.utm_medium else b24_deals.utm_medium end as utm_medium,
         case when b24_deals.utm_source is null and b24_deals.utm_medium is null
             then origin.utm_campaign else b24_deals.utm_campaign end as utm_campaign,
-        case when coalesce(b24_deals.contact_id, origin.contact_id) is not null
-            then {{ node_id('bitrix24', 'b24_deals.account',
-                            'coalesce(b24_deals.contact_id, origin.contact_id)') }}
+        case
+            when coalesce(b24_deals.contact_id, origin.contact_id) is not null
+                then {{ node_id('bitrix24', 'b24_deals.account',
+                                'coalesce(b24_deals.contact_id, origin.contact_id)') }}
+            when origin.lead_id is not null
+                then {{ node_id('bitrix24_lead', 'b24_deals.account', 'origin.lead_id') }}
         end as contact_node_id,
         cast(b24_deals.company_id as varchar) as company_id
     from b24_deals
@@ -122,8 +125,11 @@ bitrix24_leads as (
         b24_leads.utm_source,
         b24_leads.utm_medium,
         b24_leads.utm_campaign,
-        case when b24_leads.contact_id is not null
-            then {{ node_id('bitrix24', 'b24_leads.account', 'b24_leads.contact_id') }}
+        -- no contact yet: the lead itself is the node (its own phone and e-mail)
+        case
+            when b24_leads.contact_id is not null
+                then {{ node_id('bitrix24', 'b24_leads.account', 'b24_leads.contact_id') }}
+            else {{ node_id('bitrix24_lead', 'b24_leads.account', 'b24_leads.lead_id') }}
         end as contact_node_id,
         cast(null as varchar) as company_id
     from b24_leads

@@ -1,5 +1,6 @@
 -- Identity resolution across sources: one row per identity-graph node (an amoCRM contact, a
--- Bitrix24 contact, a file order) with the customer it belongs to. Nodes are the same person
+-- Bitrix24 contact, a Bitrix24 lead without a contact, a file order) with the customer it
+-- belongs to. Nodes are the same person
 -- when they share a normalised phone or e-mail, directly or through a chain (A shares a phone
 -- with B, B an e-mail with C), in any CRM or file: the connected components of the "shares a
 -- contact point" graph. customer_id = 'c_' + the first 16 hex digits of md5(smallest node id
@@ -17,6 +18,10 @@ nodes as (
     union
     select {{ node_id('bitrix24', 'account', 'contact_id') }}
     from {{ ref('stg_bitrix24__contacts') }}
+    union
+    select {{ node_id('bitrix24_lead', 'account', 'lead_id') }}
+    from {{ ref('stg_bitrix24__leads') }}
+    where contact_id is null
     union
     select {{ node_id('files', 'account', 'order_record_id') }}
     from {{ ref('stg_files__orders') }}
