@@ -8,10 +8,12 @@ The PostgreSQL variant runs only with VORONKA_TEST_POSTGRES=1.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -40,6 +42,7 @@ class Built:
     run_results: dict
     returncode: int
     output: str
+    env: dict[str, str]  # what dbt needs to reach this warehouse
 
     def df(self, sql: str) -> pd.DataFrame:
         return self.wh.query_df(sql)
@@ -65,7 +68,7 @@ def built(request, tmp_path_factory, business) -> Iterator[Built]:
     with scratch_warehouse(request.param, workdir, "build") as (wh, env):
         land_business(business, wh)
         code, out, results = run_dbt(workdir, env, "build")
-        yield Built(request.param, wh, business, results, code, out)
+        yield Built(request.param, wh, business, results, code, out, env)
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -331,3 +334,24 @@ def test_cohort_ltv_is_cumulative_revenue_per_customer(built: Built) -> None:
                   & (merged.order_month.map(lambda v: pd.Timestamp(v).date()) <= limit)]
     assert float(row.cumulative_revenue) == pytest.approx(float(mine.amount.sum()), abs=0.01)
     assert float(row.ltv) == pytest.approx(float(mine.amount.sum()) / row.cohort_size, abs=0.01)
+
+
+def test_docs_site_lists_every_mart_with_its_columns(
+    built: Built, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`voronka docs` builds dbt's docs from the warehouse: descriptions, columns, lineage."""
+    from voronka import cli
+
+    for name, value in built.env.items():
+        monkeypatch.setenv(name, value)
+    target = tmp_path / "docs"
+    assert cli.main(["docs", "--target-path", str(target)]) == 0
+    catalog = json.loads((target / "catalog.json").read_text())
+    manifest = json.loads((target / "manifest.json").read_text())
+    orders = catalog["nodes"]["model.voronka.fct_orders"]
+    assert orders["metadata"]["schema"] == "marts"  # read from this warehouse's catalog
+    assert "order_source" in orders["columns"]
+    described = manifest["nodes"]["model.voronka.fct_orders"]
+    assert described["description"] and described["columns"]["order_source"]["description"]
+    assert "model.voronka.int_orders" in described["depends_on"]["nodes"]  # lineage
+    assert (target / "index.html").exists()

@@ -73,6 +73,35 @@ def _cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_docs(args: argparse.Namespace) -> int:
+    """dbt's docs site: every source, model and column with its description and tests, and the
+    lineage graph, built from the configured warehouse (run the pipeline first)."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    from voronka import settings
+
+    settings.WarehouseSettings.from_env().export_for_dbt()
+    dbt = str(Path(sys.executable).with_name("dbt"))
+    target = Path(args.target_path or settings.DBT_PROJECT_DIR / "target").resolve()
+    project = ["--project-dir", str(settings.DBT_PROJECT_DIR),
+               "--profiles-dir", str(settings.DBT_PROJECT_DIR), "--target-path", str(target)]
+    as_of = settings.as_of_date()
+    variables = ["--vars", json.dumps({"as_of_date": as_of.isoformat()})] if as_of else []
+    code = subprocess.call([dbt, "docs", "generate", "--quiet", *project, *variables],
+                           cwd=settings.DBT_PROJECT_DIR)
+    if code:
+        return code
+    site = target / "index.html"
+    print(f"dbt docs built: {site} (needs the JSON files beside it; `voronka docs --serve` "
+          "serves them)")
+    if args.serve:
+        return subprocess.call([dbt, "docs", "serve", "--port", str(args.port),
+                                "--no-browser", *project], cwd=settings.DBT_PROJECT_DIR)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voronka", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "more on a cold run, for the event log's 2,920 daily partitions)")
     demo.set_defaults(func=_cmd_demo)
 
-    emu = sub.add_parser("emulators", help="serve the amoCRM and Yandex Direct emulators")
+    emu = sub.add_parser("emulators", help="serve every API emulator, fed by the demo business")
     emu.add_argument("--seed", type=int, default=42)
     emu.add_argument("--scale", type=float, default=1.0)
     emu.add_argument("--amocrm-port", type=int, default=8811)
@@ -100,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--direct-port", type=int, default=8812)
     dev.add_argument("--port", type=int, default=3000)
     dev.set_defaults(func=_cmd_dev)
+
+    docs = sub.add_parser("docs", help="build dbt's docs site (descriptions, tests, lineage)")
+    docs.add_argument("--serve", action="store_true", help="then serve it on --port")
+    docs.add_argument("--port", type=int, default=8080)
+    docs.add_argument("--target-path",
+                      help="where dbt writes the site (default: dbt_project/target)")
+    docs.set_defaults(func=_cmd_docs)
 
     query = sub.add_parser("query", help="run SQL against the published marts (read-only)")
     query.add_argument("sql")
