@@ -261,7 +261,7 @@ def test_new_amocrm_entities_and_bitrix24_join_the_graph(monkeypatch: pytest.Mon
     contact_deps = {k.to_user_string() for k in
                     graph.get(dg.AssetKey(["raw", "contact_points"])).parent_keys}
     assert contact_deps == {"raw/amocrm__contacts", "raw/bitrix24__contacts",
-                            "raw/files__orders"}
+                            "raw/bitrix24__leads", "raw/files__orders"}
     describe = {k.to_user_string(): graph.get(k).description for k in graph.get_all_asset_keys()}
     assert describe["raw/bitrix24__leads"].startswith("Bitrix24")
     assert describe["raw/amocrm__leads"].startswith("amoCRM")
