@@ -185,7 +185,15 @@ class Warehouse(ABC):
     def list_tables(self, schema: str) -> list[str]: ...
 
     def table_counts(self, schema: str) -> dict[str, int]:
-        return {t: self.count_rows(f"{schema}.{t}") for t in self.list_tables(schema)}
+        """Rows per table of a schema, in one query (one connection, not one per table)."""
+        tables = self.list_tables(schema)
+        if not tables:
+            return {}
+        sql = " union all ".join(
+            f"select '{t}' as table_name, count(*) as n from {schema}.{t}" for t in tables
+        )
+        frame = self.query_df(sql)
+        return {str(name): int(n) for name, n in frame.itertuples(index=False)}
 
     def replace_table(self, schema: str, table: str, df: pd.DataFrame, ddl: str) -> None:
         """Atomically replace a small derived table with the rows of `df` (ddl: column list)."""
