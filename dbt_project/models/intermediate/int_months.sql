@@ -43,7 +43,13 @@ months (month_start) as (
 
 )
 
+-- period_stop: the exclusive end of the month's reporting period (the as-of month stops the day
+-- after the as-of date); period_end: its last day. Monthly marts measure "at the end" there.
 select
-    month_start as month,
-    {{ add_months('month_start', 1) }} as next_month
+    months.month_start as month,
+    {{ add_months('months.month_start', 1) }} as next_month,
+    least({{ add_months('months.month_start', 1) }}, as_of.day_after_as_of_date) as period_stop,
+    {{ add_days("least(" ~ add_months('months.month_start', 1) ~ ", as_of.day_after_as_of_date)", -1) }}
+        as period_end
 from months
+cross join as_of

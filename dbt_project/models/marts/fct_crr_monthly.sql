@@ -9,18 +9,6 @@
 
 with
 
-months as (
-
-    select month, next_month from {{ ref('int_months') }}
-
-),
-
-as_of as (
-
-    select * from {{ ref('int_as_of_date') }}
-
-),
-
 orders as (
 
     select customer_id, order_date from {{ ref('int_orders') }}
@@ -35,13 +23,8 @@ customers as (
 
 periods as (
 
-    select
-        months.month,
-        months.month as period_start,
-        -- exclusive end: the day after the period
-        least(months.next_month, as_of.day_after_as_of_date) as period_stop
-    from months
-    cross join as_of
+    -- period_stop is exclusive: the day after the period (int_months)
+    select month, month as period_start, period_stop, period_end from {{ ref('int_months') }}
 
 ),
 
@@ -100,7 +83,7 @@ joined as (
 
     select
         periods.month,
-        {{ add_days('periods.period_stop', -1) }} as period_end,
+        periods.period_end,
         coalesce(activity.customers_active_start, 0) as customers_active_start,
         coalesce(activity.customers_active_end, 0) as customers_active_end,
         coalesce(new_customers.new_customers, 0) as new_customers,

@@ -26,18 +26,6 @@
 
 with
 
-months as (
-
-    select month, next_month from {{ ref('int_months') }}
-
-),
-
-as_of as (
-
-    select * from {{ ref('int_as_of_date') }}
-
-),
-
 orders as (
 
     select customer_id, order_date, order_month, amount, order_number
@@ -47,12 +35,8 @@ orders as (
 
 periods as (
 
-    select
-        months.month,
-        -- exclusive end: the day after the period
-        least(months.next_month, as_of.day_after_as_of_date) as period_stop
-    from months
-    cross join as_of
+    -- period_stop is exclusive: the day after the period (int_months)
+    select month, period_stop, period_end from {{ ref('int_months') }}
 
 ),
 
@@ -171,7 +155,7 @@ joined as (
 
     select
         periods.month,
-        {{ add_days('periods.period_stop', -1) }} as period_end,
+        periods.period_end,
         coalesce(activity.orders, 0) as orders,
         coalesce(activity.revenue, 0) as revenue,
         coalesce(activity.customers_with_order, 0) as customers_with_order,
