@@ -27,6 +27,7 @@ import re
 import threading
 import time
 import weakref
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -382,7 +383,7 @@ def error_code_of(text: str | None) -> str | None:
 # --------------------------------------------------------------------------------------------
 
 
-class Limiter:
+class Limiter(ABC):
     """What every client-side limiter kind shares: the blocking ``acquire`` loop and the
     server-ordered ``pause``. A kind only says how long the next call must wait (``_take``).
 
@@ -397,13 +398,13 @@ class Limiter:
         self._served_until = 0.0  # pauses up to here were waited out by the caller's sleep
         self._lock = threading.Lock()
 
+    @abstractmethod
     def _take(self, now: float) -> float:
         """Take a slot and return 0, or return the seconds to wait (under the lock)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _fill(self, now: float) -> None:
         """Use up the whole budget (under the lock)."""
-        raise NotImplementedError
 
     def _pause_left(self, now: float) -> float:
         if self._paused_until <= self._served_until:
