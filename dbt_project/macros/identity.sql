@@ -66,8 +66,3 @@ renamed as (
 
 select distinct * from renamed
 {%- endmacro %}
-
-{#- Equality that treats two nulls as equal (join keys of "no campaign" rows). -#}
-{% macro null_safe_equal(left, right) -%}
-    ({{ left }} = {{ right }} or ({{ left }} is null and {{ right }} is null))
-{%- endmacro %}

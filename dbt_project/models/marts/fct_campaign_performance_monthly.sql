@@ -68,48 +68,37 @@ new_customers as (
 
 ),
 
-keys as (
+-- one stack of every measure, summed per campaign (group by keeps the null-campaign rows
+-- of unmatched touches together, which a join on nullable keys would not)
+measures as (
 
-    select month, channel, platform, account, campaign_id from spend
-    union
-    select month, channel, platform, account, campaign_id from leads
-    union
-    select month, channel, platform, account, campaign_id from new_customers
+    select month, channel, platform, account, campaign_id, spend, impressions, clicks,
+        0 as leads, 0 as new_customers
+    from spend
+    union all
+    select month, channel, platform, account, campaign_id, 0, 0, 0, leads, 0
+    from leads
+    union all
+    select month, channel, platform, account, campaign_id, 0, 0, 0, 0, new_customers
+    from new_customers
 
 ),
 
 joined as (
 
     select
-        keys.month,
-        keys.channel,
-        keys.platform,
-        keys.account,
-        keys.campaign_id,
-        coalesce(spend.spend, 0) as spend,
-        coalesce(spend.impressions, 0) as impressions,
-        coalesce(spend.clicks, 0) as clicks,
-        coalesce(leads.leads, 0) as leads,
-        coalesce(new_customers.new_customers, 0) as new_customers
-    from keys
-    left join spend
-        on keys.month = spend.month
-        and keys.channel = spend.channel
-        and {{ null_safe_equal('keys.platform', 'spend.platform') }}
-        and {{ null_safe_equal('keys.account', 'spend.account') }}
-        and {{ null_safe_equal('keys.campaign_id', 'spend.campaign_id') }}
-    left join leads
-        on keys.month = leads.month
-        and keys.channel = leads.channel
-        and {{ null_safe_equal('keys.platform', 'leads.platform') }}
-        and {{ null_safe_equal('keys.account', 'leads.account') }}
-        and {{ null_safe_equal('keys.campaign_id', 'leads.campaign_id') }}
-    left join new_customers
-        on keys.month = new_customers.month
-        and keys.channel = new_customers.channel
-        and {{ null_safe_equal('keys.platform', 'new_customers.platform') }}
-        and {{ null_safe_equal('keys.account', 'new_customers.account') }}
-        and {{ null_safe_equal('keys.campaign_id', 'new_customers.campaign_id') }}
+        month,
+        channel,
+        platform,
+        account,
+        campaign_id,
+        sum(spend) as spend,
+        sum(impressions) as impressions,
+        sum(clicks) as clicks,
+        sum(leads) as leads,
+        sum(new_customers) as new_customers
+    from measures
+    group by month, channel, platform, account, campaign_id
 
 ),
 
