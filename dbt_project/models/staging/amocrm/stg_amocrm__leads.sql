@@ -45,28 +45,10 @@ utm as (
 ),
 
 -- the main contact of the lead; the first linked contact when none is flagged main
-linked_contacts as (
-
-    select
-        latest.account,
-        latest.record_id,
-        cast({{ json_str('c.value', 'id') }} as bigint) as contact_id,
-        row_number() over (
-            partition by latest.account, latest.record_id
-            order by
-                case when {{ json_str('c.value', 'is_main') }} = 'true' then 0 else 1 end,
-                c.ordinal
-        ) as contact_rank
-    from latest
-    {{ json_array_elements('latest.payload', '_embedded.contacts', 'c') }}
-
-),
-
+-- (macros/main_contact.sql)
 main_contact as (
 
-    select account, record_id, contact_id
-    from linked_contacts
-    where contact_rank = 1
+    {{ amocrm_main_contact('latest') }}
 
 ),
 
