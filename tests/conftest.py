@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
+from _support import MARTS_SCALE, MARTS_SEED, MartsBuild, built_marts
+
+import synthetic
 
 POSTGRES_ON = os.environ.get("VORONKA_TEST_POSTGRES") == "1"
 POSTGRES_SKIP_REASON = (
@@ -20,3 +24,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "postgres" in item.keywords:
             item.add_marker(skip)
+
+
+BACKENDS = [
+    "duckdb",
+    pytest.param("postgres", marks=[pytest.mark.postgres]),
+]
+
+
+@pytest.fixture(scope="session")
+def marts_business() -> synthetic.SyntheticBusiness:
+    """The seeded synthetic business the shared marts build is landed from."""
+    return synthetic.generate(seed=MARTS_SEED, scale=MARTS_SCALE)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def marts(request, tmp_path_factory, marts_business) -> Iterator[MartsBuild]:
+    """The whole dbt project built once per backend over `marts_business`: the metric tests
+    share it instead of each landing and building their own copy (the suite's time budget)."""
+    workdir = tmp_path_factory.mktemp(f"marts_{request.param}")
+    with built_marts(request.param, workdir, marts_business) as build:
+        yield build
