@@ -5,6 +5,9 @@
 --     contact of its amoCRM customer;
 --   * a row of an orders file (order_date, amount), owned by the file order's own node.
 -- The order date is the local date of the order time.
+-- gross_margin = the source's own margin (orders files) where it has one, else
+-- amount x var('margin_rate'); margin_known says whether it is a real margin (a source margin,
+-- or a margin_rate other than 1). product_category = the file's product (CRM orders carry none).
 with
 
 leads as (
@@ -36,7 +39,9 @@ won_leads as (
         leads.customer_id,
         -- a won lead always has closed_at; updated_at is a defensive fallback
         coalesce(leads.closed_at, leads.updated_at) as ordered_at,
-        coalesce(leads.amount, 0) as amount
+        coalesce(leads.amount, 0) as amount,
+        cast(null as numeric(18, 2)) as source_gross_margin,
+        cast(null as varchar) as product_category
     from leads
     where leads.is_won
 
@@ -52,7 +57,9 @@ transactions as (
         coalesce(customers.customer_id,
                  'b_' || cast(tx.amocrm_customer_id as varchar)) as customer_id,
         tx.completed_at as ordered_at,
-        coalesce(tx.amount, 0) as amount
+        coalesce(tx.amount, 0) as amount,
+        cast(null as numeric(18, 2)) as source_gross_margin,
+        cast(null as varchar) as product_category
     from {{ ref('stg_amocrm__transactions') }} as tx
     left join {{ ref('stg_amocrm__customers') }} as buyers
         on tx.account = buyers.account
@@ -73,7 +80,9 @@ file_orders as (
         file_orders.account,
         customers.customer_id,
         cast(file_orders.order_date as timestamp) as ordered_at,
-        file_orders.amount
+        file_orders.amount,
+        file_orders.gross_margin as source_gross_margin,
+        file_orders.product as product_category
     from {{ ref('stg_files__orders') }} as file_orders
     inner join customers
         on customers.node_id
@@ -114,6 +123,11 @@ numbered as (
         order_date,
         {{ month_start('order_date') }} as order_month,
         amount,
+        coalesce(
+            source_gross_margin, amount * {{ var('margin_rate') }}
+        ) as gross_margin,
+        (source_gross_margin is not null or {{ var('margin_rate') }} <> 1) as margin_known,
+        product_category,
         row_number() over (
             partition by customer_id order by ordered_at, order_id
         ) as order_number

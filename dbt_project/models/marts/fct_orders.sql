@@ -25,6 +25,9 @@ final as (
         orders.order_date,
         orders.order_month,
         {{ money('orders.amount') }} as amount,
+        {{ money('orders.gross_margin') }} as gross_margin,
+        orders.margin_known,
+        orders.product_category,
         orders.order_number,
         orders.order_number = 1 as is_first_order,
         channels.channel
