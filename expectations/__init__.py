@@ -6,7 +6,12 @@ the first validation, and its context and suites are cached for the life of the 
 
 from expectations._gx import TIMINGS as GX_TIMINGS
 from expectations._gx import warm_up_in_background
-from expectations.marts import MART_COLUMNS, MART_SUITES, validate_mart
+from expectations.marts import (
+    MART_COLUMNS,
+    MART_SUITES,
+    validate_mart,
+    validate_orders_belong_to_customers,
+)
 from expectations.raw import RAW_SUITES, validate_records
 from expectations.reconcile import reconcile_frames, reconcile_revenue
 from expectations.results import BatchValidation, MartValidation
@@ -21,6 +26,7 @@ __all__ = [
     "reconcile_frames",
     "reconcile_revenue",
     "validate_mart",
+    "validate_orders_belong_to_customers",
     "validate_records",
     "warm_up_in_background",
 ]

@@ -44,6 +44,17 @@ MART_COLUMNS: dict[str, tuple[str, ...]] = {
                                     "status_id", "stage_name", "stage_order", "leads_reached",
                                     "next_status_id", "leads_reached_next",
                                     "conversion_to_next", "win_rate"),
+    "fct_customer_value_monthly": ("month", "period_end", "orders", "revenue",
+                                   "customers_with_order", "aov", "purchase_frequency",
+                                   "purchase_frequency_per_year", "annual_retention",
+                                   "expected_lifetime_years", "margin_rate", "formula_ltv",
+                                   "customers_to_date", "repeat_customers",
+                                   "repeat_purchase_rate", "active_customers",
+                                   "churned_customers", "lapsed_90d", "lapsed_180d",
+                                   "lapsed_365d"),
+    "fct_sales_formula_monthly": ("month", "leads", "customers", "orders", "revenue",
+                                  "margin_rate", "gross_margin", "cv", "aov",
+                                  "orders_per_customer", "value", "value_log_change"),
 }
 
 
@@ -70,7 +81,19 @@ def _share(column: str) -> Any:
               min_value=0, max_value=1)
 
 
-def _in_set(column: str, values: tuple[str, ...]) -> Any:
+def _when(kind: str, expected: str, condition: str, **kwargs: Any) -> Any:
+    """An expectation over the rows matching a pandas `condition` only."""
+    return _e(kind, f"{expected} where {condition}", row_condition=condition,
+              condition_parser="pandas", **kwargs)
+
+
+def _a_at_least_b(column_a: str, column_b: str) -> Any:
+    return _e("ExpectColumnPairValuesAToBeGreaterThanB", f"{column_a} >= {column_b}",
+              column_A=column_a, column_B=column_b, or_equal=True,
+              ignore_row_if="either_value_is_missing")
+
+
+def _in_set(column: str, values: tuple[Any, ...]) -> Any:
     return _e("ExpectColumnValuesToBeInSet", f"one of {list(values)}", column=column,
               value_set=list(values))
 
@@ -94,6 +117,9 @@ def _dim_customers() -> list[Any]:
 def _fct_cohort_retention() -> list[Any]:
     return [
         _share("retention_rate"), _at_least("month_offset", 0),
+        # month 0 is the cohort's own first-order month: 100 % by construction
+        _when("ExpectColumnValuesToBeBetween", "retention_rate = 1", "month_offset == 0",
+              column="retention_rate", min_value=1, max_value=1),
         _at_least("cohort_size", 0, strict=True), _at_least("ltv", 0),
         _e("ExpectCompoundColumnsToBeUnique", "unique per (cohort_month, month_offset)",
            column_list=["cohort_month", "month_offset"]),
@@ -123,7 +149,33 @@ def _fct_crr_monthly() -> list[Any]:
 
 
 def _fct_funnel_stage_conversion() -> list[Any]:
-    return [_share("conversion_to_next"), _share("win_rate")]
+    # reach never grows from one stage to the next (leads skip stages, never come from nowhere)
+    return [_share("conversion_to_next"), _share("win_rate"),
+            _a_at_least_b("leads_reached", "leads_reached_next")]
+
+
+def _fct_customer_value_monthly() -> list[Any]:
+    return [
+        _not_null("month"), _unique("month"),
+        *(_at_least(c, 0) for c in ("orders", "revenue", "customers_with_order", "aov",
+                                    "formula_ltv", "active_customers", "churned_customers")),
+        _at_least("purchase_frequency", 1), _at_least("expected_lifetime_years", 1),
+        _share("annual_retention"), _share("repeat_purchase_rate"), _share("margin_rate"),
+        _a_at_least_b("orders", "customers_with_order"),
+        _a_at_least_b("customers_to_date", "repeat_customers"),
+        _a_at_least_b("lapsed_90d", "lapsed_180d"), _a_at_least_b("lapsed_180d", "lapsed_365d"),
+    ]
+
+
+def _fct_sales_formula_monthly() -> list[Any]:
+    return [
+        _not_null("month"), _unique("month"),
+        *(_at_least(c, 0) for c in ("leads", "customers", "orders", "revenue", "aov")),
+        _share("margin_rate"), _at_least("orders_per_customer", 1),
+        # the product of the five factors is the month's gross margin, to the cent
+        _e("ExpectColumnPairValuesToBeEqual", "value = gross_margin (to the cent)",
+           column_A="value", column_B="gross_margin", ignore_row_if="either_value_is_missing"),
+    ]
 
 
 @dataclass(frozen=True)
@@ -153,6 +205,8 @@ MART_SUITES: dict[str, MartSuite] = {
         ("fct_crr_monthly", _fct_crr_monthly),
         ("fct_campaign_performance_monthly", _fct_campaign_performance_monthly),
         ("fct_funnel_stage_conversion", _fct_funnel_stage_conversion),
+        ("fct_customer_value_monthly", _fct_customer_value_monthly),
+        ("fct_sales_formula_monthly", _fct_sales_formula_monthly),
     )
 }
 
@@ -203,7 +257,8 @@ def validate_mart(model: str, df: pd.DataFrame) -> MartValidation:
             continue
         config = res.expectation_config
         kw = config.kwargs
-        column = kw.get("column") or ",".join(kw.get("column_list") or [])
+        column = kw.get("column") or ",".join(
+            kw.get("column_list") or [c for c in (kw.get("column_A"), kw.get("column_B")) if c])
         expected = (config.meta or {}).get("expected", "")
         error = exception_message(res)
         count = res.result.get("unexpected_count")
@@ -223,3 +278,44 @@ def validate_mart(model: str, df: pd.DataFrame) -> MartValidation:
     stats = {k: jsonable(v) for k, v in dict(result.statistics).items()}
     stats["row_count"] = len(frame)
     return MartValidation(passed=not failures, failures=failures, statistics=stats)
+
+
+#: fct_orders joined to dim_customers: one row per order, has_customer = its customer is there.
+ORDERS_WITH_CUSTOMER_SQL = """
+select orders.order_id, orders.customer_id, customers.customer_id is not null as has_customer
+from marts.fct_orders as orders
+left join marts.dim_customers as customers on orders.customer_id = customers.customer_id
+"""
+
+
+def _orders_belong_to_customers() -> list[Any]:
+    return [_not_null("customer_id"),
+            _in_set("has_customer", (True,)),
+            _unique("order_id")]
+
+
+def validate_orders_belong_to_customers(wh: Any) -> MartValidation:
+    """Every order belongs to a customer of dim_customers (a cross-mart GX suite)."""
+    frame = wh.query_df(ORDERS_WITH_CUSTOMER_SQL).reset_index(drop=True)
+    frame["has_customer"] = frame["has_customer"].astype(bool)
+    result = run_suite("mart.fct_orders.customers", _orders_belong_to_customers, frame,
+                       "SUMMARY")
+    orphans = jsonable(frame.loc[~frame["has_customer"], "order_id"].head(10).tolist())
+    failures = []
+    for res in result.results:
+        if res.success:
+            continue
+        column = res.expectation_config.kwargs.get("column")
+        count = res.result.get("unexpected_count")
+        # for has_customer the offending values are all False: name the orders instead
+        sample = (orphans if column == "has_customer"
+                  else jsonable(list(res.result.get("partial_unexpected_list") or [])[:10]))
+        failures.append({
+            "expectation": res.expectation_config.type, "column": column,
+            "unexpected_count": None if count is None else int(count), "sample": sample,
+            "message": f"fct_orders.{column}: {count} row(s) break the orders-to-customers "
+                       f"suite, e.g. {sample[:3]}",
+        })
+    return MartValidation(passed=not failures, failures=failures,
+                          statistics={"row_count": len(frame)})
+

@@ -11,7 +11,12 @@ from typing import Any
 
 import dagster as dg
 
-from expectations import MART_SUITES, reconcile_revenue, validate_mart
+from expectations import (
+    MART_SUITES,
+    reconcile_revenue,
+    validate_mart,
+    validate_orders_belong_to_customers,
+)
 from orchestration.resources import WarehouseResource
 
 MART_CHECK = "ge_mart_suite"
@@ -55,8 +60,21 @@ def revenue_reconciles_with_won_deals(warehouse: WarehouseResource) -> dg.AssetC
     return _check_result(reconcile_revenue(warehouse.open()))
 
 
+@dg.asset_check(
+    asset=dg.AssetKey(["marts", "fct_orders"]),
+    name="every_order_belongs_to_a_customer",
+    blocking=True,
+    additional_deps=[dg.AssetKey(["marts", "dim_customers"])],
+    description="Every order of fct_orders has a customer_id found in dim_customers.",
+)
+def every_order_belongs_to_a_customer(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    return _check_result(validate_orders_belong_to_customers(warehouse.open()))
+
+
 def build_mart_checks(mart_models: list[str]) -> list[dg.AssetChecksDefinition]:
     checks = [build_mart_check(m) for m in mart_models if m in MART_SUITES]
     if "fct_orders" in mart_models:
         checks.append(revenue_reconciles_with_won_deals)
+    if {"fct_orders", "dim_customers"} <= set(mart_models):
+        checks.append(every_order_belongs_to_a_customer)
     return checks

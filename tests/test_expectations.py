@@ -730,7 +730,8 @@ def test_mart_suites_cover_the_contract() -> None:
     assert set(MART_SUITES) == {"fct_orders", "dim_customers", "fct_cohort_retention",
                                 "fct_acquisition_monthly", "fct_crr_monthly",
                                 "fct_campaign_performance_monthly",
-                                "fct_funnel_stage_conversion"}
+                                "fct_funnel_stage_conversion", "fct_customer_value_monthly",
+                                "fct_sales_formula_monthly"}
     from synthetic.catalog import CHANNELS as SYNTHETIC_CHANNELS
     assert tuple(CHANNELS) == tuple(SYNTHETIC_CHANNELS)
 
@@ -797,6 +798,64 @@ def test_mart_suites_pass_good_frames_and_name_bad_ones() -> None:
         validate_mart("fct_leads", orders)
 
 
+def test_mart_suites_encode_the_metric_invariants() -> None:
+    """Month-0 retention is 100 %, funnel reach never grows, the sales formula reconciles."""
+    cohorts = _frame("fct_cohort_retention", [
+        {"cohort_month": "2026-01-01", "month_offset": 0, "cohort_size": 10,
+         "retention_rate": 1.0, "ltv": 100.0},
+        {"cohort_month": "2026-02-01", "month_offset": 0, "cohort_size": 4,
+         "retention_rate": 0.75, "ltv": 80.0},
+    ])
+    v = validate_mart("fct_cohort_retention", cohorts)
+    assert [(f["column"], f["sample"]) for f in v.failures] == [("retention_rate", [0.75])]
+    assert "month_offset == 0" in v.failures[0]["message"]
+
+    funnel = _frame("fct_funnel_stage_conversion", [
+        {"leads_reached": 10, "leads_reached_next": 6, "conversion_to_next": 0.6},
+        {"leads_reached": 6, "leads_reached_next": 7, "conversion_to_next": 0.5},
+        {"leads_reached": 3, "leads_reached_next": None, "conversion_to_next": None},
+    ])
+    v = validate_mart("fct_funnel_stage_conversion", funnel)
+    assert [(f["column"], f["unexpected_count"]) for f in v.failures] == [
+        ("leads_reached,leads_reached_next", 1)]
+    assert "leads_reached >= leads_reached_next" in v.failures[0]["message"]
+
+    from decimal import Decimal
+    formula = _frame("fct_sales_formula_monthly", [
+        {"month": "2026-01-01", "leads": 10, "customers": 2, "orders": 3,
+         "revenue": Decimal("300.00"), "margin_rate": 1, "gross_margin": Decimal("300.00"),
+         "aov": Decimal("100.00"), "orders_per_customer": 1.5, "value": Decimal("300.00")},
+        {"month": "2026-02-01", "leads": 0, "customers": 1, "orders": 1,
+         "revenue": Decimal("50.00"), "margin_rate": 1, "gross_margin": Decimal("50.00"),
+         "aov": Decimal("50.00"), "orders_per_customer": 1, "value": None},
+    ])
+    assert validate_mart("fct_sales_formula_monthly", formula).passed
+    formula.loc[0, "value"] = Decimal("300.01")
+    v = validate_mart("fct_sales_formula_monthly", formula)
+    assert [(f["column"], f["unexpected_count"]) for f in v.failures] == [
+        ("value,gross_margin", 1)]
+    assert "value = gross_margin" in v.failures[0]["message"]
+
+    value = _frame("fct_customer_value_monthly", [
+        {"month": "2026-01-01", "orders": 3, "customers_with_order": 2, "revenue": 300,
+         "purchase_frequency": 1.5, "repeat_purchase_rate": 0.5, "customers_to_date": 2,
+         "repeat_customers": 1, "lapsed_90d": 1, "lapsed_180d": 0, "lapsed_365d": 0},
+    ])
+    assert validate_mart("fct_customer_value_monthly", value).passed
+    value.loc[0, "customers_with_order"] = 4
+    v = validate_mart("fct_customer_value_monthly", value)
+    assert [(f["column"], f["sample"]) for f in v.failures] == [
+        ("orders,customers_with_order", [[3, 4]])]
+
+
+def test_every_mart_suite_passes_the_built_marts(marts) -> None:
+    """The suites validate the real tables, read through the warehouse (not GX's SQL engine)."""
+    for model in MART_SUITES:
+        v = validate_mart(model, marts.df(f"select * from marts.{model}"))
+        assert v.passed, (model, [f["message"] for f in v.failures])
+        assert v.statistics["row_count"] > 0, model
+
+
 # -- reconciliation ------------------------------------------------------------------------------
 
 
@@ -860,3 +919,37 @@ def test_reconciliation_leaves_out_leads_deleted_after_extraction(tmp_path: Any)
     v = reconcile_revenue(wh)
     assert v.passed, v.failures
     assert v.statistics["raw_revenue"] == 120
+
+
+def test_every_order_belongs_to_a_customer_names_the_orphan_orders(tmp_path: Any) -> None:
+    import duckdb
+
+    from expectations import validate_orders_belong_to_customers
+
+    class _Wh:
+        def __init__(self, conn: Any) -> None:
+            self.conn = conn
+
+        def query_df(self, sql: str) -> pd.DataFrame:
+            return self.conn.sql(sql).df()
+
+    conn = duckdb.connect(str(tmp_path / "wh.duckdb"))
+    conn.execute("create schema marts")
+    conn.execute("create table marts.dim_customers (customer_id varchar)")
+    conn.execute("insert into marts.dim_customers values ('c_1'), ('c_2')")
+    conn.execute("create table marts.fct_orders (order_id varchar, customer_id varchar)")
+    conn.execute("insert into marts.fct_orders values ('o1', 'c_1'), ('o2', 'c_2')")
+    assert validate_orders_belong_to_customers(_Wh(conn)).passed
+    conn.execute("insert into marts.fct_orders values ('o3', 'c_9')")
+    v = validate_orders_belong_to_customers(_Wh(conn))
+    assert [(f["column"], f["unexpected_count"], f["sample"]) for f in v.failures] == [
+        ("has_customer", 1, ["o3"])]
+    assert "o3" in v.failures[0]["message"]
+
+
+def test_orders_to_customers_suite_passes_the_built_marts(marts) -> None:
+    from expectations import validate_orders_belong_to_customers
+
+    v = validate_orders_belong_to_customers(marts.wh)
+    assert v.passed, v.failures
+    assert v.statistics["row_count"] == len(marts.df("select order_id from marts.fct_orders"))

@@ -47,6 +47,7 @@ def test_mart_checks_are_blocking_and_secrets_are_not_config() -> None:
     }
     assert ("marts/fct_orders", MART_CHECK) in checks
     assert ("marts/fct_orders", "revenue_reconciles_with_won_deals") in checks
+    assert ("marts/fct_orders", "every_order_belongs_to_a_customer") in checks
     assert ("marts/fct_cohort_retention", MART_CHECK) in checks
     amocrm_fields = set(defs.resources["amocrm"].__class__.model_fields)
     assert not {"client_secret", "refresh_token", "long_lived_token"} & amocrm_fields
