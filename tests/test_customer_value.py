@@ -1,7 +1,7 @@
 """marts.fct_customer_value_monthly recomputed in pandas from marts.fct_orders.
 
-A seeded synthetic business is landed into a fresh warehouse, `dbt build` runs on the mart and
-everything upstream and downstream of it (models, data tests, unit tests), and every column
+The shared full build of the seeded business (the `marts` fixture: models, data tests, unit
+tests, once per backend) is read, and every column
 of every month is recomputed from the order facts alone (customer, date, amount): a route
 independent of the mart's SQL (no order numbers, no windows, plain set arithmetic per month).
 The PostgreSQL variant runs only with VORONKA_TEST_POSTGRES=1.
@@ -10,64 +10,18 @@ The PostgreSQL variant runs only with VORONKA_TEST_POSTGRES=1.
 from __future__ import annotations
 
 import calendar
-import os
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date, timedelta
 
 import pandas as pd
 import pytest
-from _support import run_dbt, scratch_warehouse
+from _support import MartsBuild
 
-import synthetic
-from synthetic.landing import land_business
-from warehouse.base import Warehouse
-
-SEED, SCALE = 7, 0.3
 ACTIVITY_WINDOW_DAYS = 180
 LTV_MAX_LIFETIME_YEARS = 5
 MARGIN_RATE = 1.0
 LAPSED_DAYS = (90, 180, 365)
 
-POSTGRES_ON = os.environ.get("VORONKA_TEST_POSTGRES") == "1"
-POSTGRES_SKIP_REASON = "PostgreSQL tests are off; set VORONKA_TEST_POSTGRES=1"
-
 MONEY_COLUMNS = ("revenue", "aov", "revenue_12m", "aov_12m", "formula_ltv")
-
-
-@dataclass
-class Built:
-    backend: str
-    wh: Warehouse
-    run_results: dict
-    returncode: int
-    output: str
-
-    def df(self, sql: str) -> pd.DataFrame:
-        return self.wh.query_df(sql)
-
-
-@pytest.fixture(
-    scope="module",
-    params=[
-        "duckdb",
-        pytest.param("postgres", marks=[
-            pytest.mark.postgres,
-            pytest.mark.skipif(not POSTGRES_ON, reason=POSTGRES_SKIP_REASON),
-        ]),
-    ],
-)
-def built(request, tmp_path_factory) -> Iterator[Built]:
-    business = synthetic.generate(seed=SEED, scale=SCALE)
-    workdir = tmp_path_factory.mktemp(f"value_{request.param}")
-    with scratch_warehouse(request.param, workdir, "value") as (wh, env):
-        land_business(business, wh)
-        # fct_orders is the independent route's input; "cautious": only the tests whose
-        # every parent is built
-        code, out, results = run_dbt(
-            workdir, env, "build", "--select", "+fct_customer_value_monthly+ +fct_orders",
-            "--indirect-selection", "cautious")
-        yield Built(request.param, wh, results, code, out)
 
 
 # -- the independent route ------------------------------------------------------------------
@@ -149,7 +103,13 @@ def recompute(orders: pd.DataFrame, month: date, as_of: date) -> dict:
 
 # -- fixtures' data -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def orders(built: Built) -> pd.DataFrame:
+def built(marts: MartsBuild) -> MartsBuild:
+    """The shared full build of the seeded business (tests/conftest.py)."""
+    return marts
+
+
+@pytest.fixture(scope="module")
+def orders(built: MartsBuild) -> pd.DataFrame:
     frame = built.df("select customer_id, order_date, amount from marts.fct_orders")
     frame["order_date"] = frame.order_date.map(_day)
     frame["amount"] = frame.amount.astype(float)
@@ -157,7 +117,7 @@ def orders(built: Built) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def mart(built: Built) -> pd.DataFrame:
+def mart(built: MartsBuild) -> pd.DataFrame:
     frame = built.df("select * from marts.fct_customer_value_monthly order by month")
     frame["month"] = frame.month.map(_day)
     frame["period_end"] = frame.period_end.map(_day)
@@ -165,22 +125,18 @@ def mart(built: Built) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def as_of(built: Built) -> date:
+def as_of(built: MartsBuild) -> date:
     return _day(built.df("select as_of_date from intermediate.int_as_of_date").iloc[0, 0])
 
 
 # -- tests ----------------------------------------------------------------------------------
-def test_build_succeeds(built: Built) -> None:
-    assert built.returncode == 0, built.output[-4000:]
-    statuses = {r["unique_id"]: r["status"] for r in built.run_results["results"]}
-    failed = {k: v for k, v in statuses.items() if v not in ("success", "pass")}
-    assert not failed, failed
-    mine = [k for k in statuses if "customer_value" in k or "assert_value_" in k]
+def test_build_succeeds(built: MartsBuild) -> None:
+    mine = built.assert_nodes_passed("customer_value") + built.assert_nodes_passed("assert_value_")
     kinds = {k.split(".")[0] for k in mine}
     assert {"model", "test", "unit_test"} <= kinds, mine
 
 
-def test_one_row_per_month_of_the_spine(built: Built, mart: pd.DataFrame, as_of: date) -> None:
+def test_one_row_per_month_of_the_spine(built: MartsBuild, mart: pd.DataFrame, as_of: date) -> None:
     spine = built.df("select month from intermediate.int_months order by month")
     assert list(mart.month) == [_day(m) for m in spine.month]
     assert mart.month.iloc[-1] == as_of.replace(day=1)
