@@ -30,8 +30,9 @@ amocrm_events as (
         cast(events.status_id_before as varchar) as status_id_before,
         cast(events.pipeline_id_after as varchar) as pipeline_id_after,
         cast(events.status_id_after as varchar) as status_id_after
+    -- every event, also those after the as-of date: the first one says where the lead
+    -- started; only the arrivals up to the as-of date are stays (amocrm_later)
     from {{ ref('stg_amocrm__lead_status_events') }} as events
-    where events.changed_at < (select day_after_as_of_date from cutoff)
 
 ),
 
@@ -80,6 +81,7 @@ amocrm_later as (
     inner join leads
         on events.account = leads.account
         and events.lead_id = leads.lead_id
+    where events.changed_at < (select day_after_as_of_date from cutoff)
 
 ),
 
@@ -116,7 +118,6 @@ bitrix24_arrivals as (
         on history.entity_type = 'lead'
         and history.account = converted.account
         and history.owner_id = converted.source_lead_id
-    where history.changed_at < (select day_after_as_of_date from cutoff)
 
 ),
 
@@ -127,20 +128,41 @@ bitrix24_known as (
     inner join leads
         on bitrix24_arrivals.account = leads.account
         and bitrix24_arrivals.lead_id = leads.lead_id
+    where bitrix24_arrivals.entered_at < (select day_after_as_of_date from cutoff)
 
 ),
 
+bitrix24_first_arrivals as (
+
+    select
+        account,
+        lead_id,
+        pipeline_id,
+        status_id,
+        row_number() over (
+            partition by account, lead_id order by arrival_order, entered_at, tie_breaker
+        ) as arrival_seq
+    from bitrix24_arrivals
+
+),
+
+-- no arrival up to the as-of date: the lead sits where its first arrival ever put it (when
+-- all its history is later), else in its current stage
 bitrix24_without_history as (
 
     select
         leads.account,
         leads.lead_id,
-        leads.pipeline_id,
-        leads.status_id,
+        coalesce(first_arrival.pipeline_id, leads.pipeline_id) as pipeline_id,
+        coalesce(first_arrival.status_id, leads.status_id) as status_id,
         leads.created_at as entered_at,
         0 as arrival_order,
         '' as tie_breaker
     from leads
+    left join bitrix24_first_arrivals as first_arrival
+        on leads.account = first_arrival.account
+        and leads.lead_id = first_arrival.lead_id
+        and first_arrival.arrival_seq = 1
     where leads.crm = 'bitrix24'
         and not exists (
             select 1 from bitrix24_known
