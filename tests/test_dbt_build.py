@@ -133,7 +133,7 @@ def test_marts_follow_the_contract(built: Built) -> None:
         "fct_funnel_stage_conversion": "crm, account, pipeline_id, pipeline_name, status_id, "
         "stage_name, "
         "stage_order, leads_reached, next_status_id, leads_reached_next, conversion_to_next, "
-        "win_rate",
+        "win_rate, leads_dropped_off, median_hours_in_stage, p90_hours_in_stage",
     }
     for table, columns in contract.items():
         got = list(built.df(f"select * from marts.{table} where 1 = 0").columns)

@@ -3,6 +3,9 @@
 -- A lead reached stage s when its history contains s or any later open stage, or it was
 -- won (leads skip stages). conversion_to_next = reached(next) / reached(s);
 -- win_rate = won / reached(first stage), the same on every row of a pipeline.
+-- leads_dropped_off: lost leads whose last open stage was s. Time in stage (median / p90
+-- hours) counts only leads closed (won or lost) in the pipeline by the as-of date.
+-- Lead-level facts: int_lead_stage_reached (one row per lead x step).
 with
 
 stages as (
@@ -11,50 +14,35 @@ stages as (
 
 ),
 
-history as (
+lead_stages as (
 
-    select account, lead_id, pipeline_id, status_id
-    from {{ ref('int_lead_stage_history') }}
-    union
-    -- the current stage, in case the event history is incomplete
-    select account, lead_id, pipeline_id, status_id
-    from {{ ref('int_leads__enriched') }}
+    select * from {{ ref('int_lead_stage_reached') }}
 
 ),
 
-lead_progress as (
+per_stage as (
 
     select
-        history.account,
-        history.lead_id,
-        history.pipeline_id,
-        max(stages.stage_order) as furthest_stage_order
-    from history
-    inner join stages
-        on history.account = stages.account
-        and history.pipeline_id = stages.pipeline_id
-        and history.status_id = stages.status_id
-    group by history.account, history.lead_id, history.pipeline_id
+        crm,
+        account,
+        pipeline_id,
+        status_id,
+        sum(case when reached then 1 else 0 end) as leads_reached,
+        sum(case when reached_next then 1 else 0 end) as leads_reached_next,
+        sum(case when dropped_off_here then 1 else 0 end) as leads_dropped_off,
+        -- every lead of the pipeline has a row on every step and reached the first one
+        count(*) as leads_in_pipeline,
+        sum(case when pipeline_outcome = 'won' then 1 else 0 end) as leads_won,
+        {{ median("case when is_closed_in_pipeline then hours_in_stage end") }}
+            as median_hours_in_stage,
+        {{ percentile_cont("case when is_closed_in_pipeline then hours_in_stage end", 0.9) }}
+            as p90_hours_in_stage
+    from lead_stages
+    group by crm, account, pipeline_id, status_id
 
 ),
 
-reached as (
-
-    select
-        stages.account,
-        stages.pipeline_id,
-        stages.status_id,
-        count(lead_progress.lead_id) as leads_reached
-    from stages
-    left join lead_progress
-        on stages.account = lead_progress.account
-        and stages.pipeline_id = lead_progress.pipeline_id
-        and lead_progress.furthest_stage_order >= stages.stage_order
-    group by stages.account, stages.pipeline_id, stages.status_id
-
-),
-
-joined as (
+final as (
 
     select
         stages.crm,
@@ -63,44 +51,25 @@ joined as (
         stages.pipeline_name,
         stages.status_id,
         stages.stage_name,
-        stages.stage_order,
-        reached.leads_reached,
+        cast(stages.stage_order as integer) as stage_order,
+        cast(coalesce(per_stage.leads_reached, 0) as bigint) as leads_reached,
         stages.next_status_id,
-        next_reached.leads_reached as leads_reached_next,
-        max(case when stages.stage_order = 1 then reached.leads_reached end) over (
-            partition by stages.account, stages.pipeline_id
-        ) as leads_reached_first,
-        max(case when stages.is_won then reached.leads_reached end) over (
-            partition by stages.account, stages.pipeline_id
-        ) as leads_won
+        case when stages.next_status_id is not null
+            then cast(coalesce(per_stage.leads_reached_next, 0) as bigint)
+        end as leads_reached_next,
+        case when stages.next_status_id is not null
+            then {{ safe_divide('per_stage.leads_reached_next', 'per_stage.leads_reached') }}
+        end as conversion_to_next,
+        {{ safe_divide('per_stage.leads_won', 'per_stage.leads_in_pipeline') }} as win_rate,
+        cast(coalesce(per_stage.leads_dropped_off, 0) as bigint) as leads_dropped_off,
+        cast(per_stage.median_hours_in_stage as double precision) as median_hours_in_stage,
+        cast(per_stage.p90_hours_in_stage as double precision) as p90_hours_in_stage
     from stages
-    inner join reached
-        on stages.account = reached.account
-        and stages.pipeline_id = reached.pipeline_id
-        and stages.status_id = reached.status_id
-    left join reached as next_reached
-        on stages.account = next_reached.account
-        and stages.pipeline_id = next_reached.pipeline_id
-        and stages.next_status_id = next_reached.status_id
-
-),
-
-final as (
-
-    select
-        crm,
-        account,
-        pipeline_id,
-        pipeline_name,
-        status_id,
-        stage_name,
-        cast(stage_order as integer) as stage_order,
-        cast(leads_reached as bigint) as leads_reached,
-        next_status_id,
-        cast(leads_reached_next as bigint) as leads_reached_next,
-        {{ safe_divide('leads_reached_next', 'leads_reached') }} as conversion_to_next,
-        {{ safe_divide('leads_won', 'leads_reached_first') }} as win_rate
-    from joined
+    left join per_stage
+        on stages.crm = per_stage.crm
+        and stages.account = per_stage.account
+        and stages.pipeline_id = per_stage.pipeline_id
+        and stages.status_id = per_stage.status_id
 
 )
 
