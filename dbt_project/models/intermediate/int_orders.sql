@@ -122,10 +122,9 @@ numbered as (
         ordered_at,
         order_date,
         {{ month_start('order_date') }} as order_month,
-        amount,
-        coalesce(
-            source_gross_margin, amount * {{ var('margin_rate') }}
-        ) as gross_margin,
+        cast(amount as numeric(18, 2)) as amount,
+        {{ money('coalesce(source_gross_margin, amount * ' ~ var('margin_rate') ~ ')') }}
+            as gross_margin,
         (source_gross_margin is not null or {{ var('margin_rate') }} <> 1) as margin_known,
         product_category,
         row_number() over (
