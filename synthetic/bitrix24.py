@@ -285,9 +285,13 @@ def _utm_fields(utm) -> dict:
 
 
 def contact_payload(c: B24Contact, ids: _MultiIds) -> dict:
+    # EXPORT 'N' = excluded from exports (do not contact); the consent user field is absent
+    # when the contact was never asked
+    consent = {} if c.consent is None else {C.B24_CONSENT_FIELD: "Y" if c.consent else "N"}
     return {"ID": c.id, "NAME": c.first_name, "LAST_NAME": c.last_name,
             "ASSIGNED_BY_ID": c.responsible, "DATE_CREATE": iso(c.created_ts),
-            "DATE_MODIFY": iso(c.updated_ts), **_multifields(c, ids)}
+            "DATE_MODIFY": iso(c.updated_ts), "EXPORT": "N" if c.do_not_contact else "Y",
+            **consent, **_multifields(c, ids)}
 
 
 def lead_contact_id(lead: B24Lead) -> int | None:

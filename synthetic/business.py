@@ -709,6 +709,18 @@ def _pipeline_payload(pid: int, name: str, sort: int, is_main: bool, statuses) -
     }
 
 
+def assign_consent(contacts: list[Contact], b24_contacts: list, rng: random.Random) -> None:
+    """Marketing consent of every CRM contact (amoCRM, then Bitrix24, each by id): mostly
+    given, a few percent withdrawn, the rest never asked; a few are marked do-not-contact."""
+    for c in [*sorted(contacts, key=lambda x: x.id), *sorted(b24_contacts, key=lambda x: x.id)]:
+        r = rng.random()
+        if r < C.CONSENT_GIVEN_P:
+            c.consent = True
+        elif r < C.CONSENT_GIVEN_P + C.CONSENT_WITHDRAWN_P:
+            c.consent = False
+        c.do_not_contact = rng.random() < C.DO_NOT_CONTACT_P
+
+
 def _contact_payload(c: Contact) -> dict:
     cfv = []
     if c.phones:
@@ -722,13 +734,18 @@ def _contact_payload(c: Contact) -> dict:
                     "values": [{"value": e, "enum_code": code,
                                 "enum_id": C.ENUM_EMAIL_WORK if code == "WORK"
                                 else C.ENUM_EMAIL_PRIV} for e, code in c.emails]})
+    if c.consent is not None:  # a checkbox field: absent when never asked
+        cfv.append({"field_id": C.FIELD_CONSENT, "field_name": "Согласие на рассылку",
+                    "field_code": C.CONSENT_FIELD_CODE, "field_type": "checkbox",
+                    "values": [{"value": c.consent}]})
+    tags = [{"id": C.DNC_TAG_ID, "name": C.DNC_TAG, "color": None}] if c.do_not_contact else []
     return {
         "id": c.id, "name": c.name, "first_name": c.first_name, "last_name": c.last_name,
         "responsible_user_id": c.responsible, "group_id": 0, "created_by": c.responsible,
         "updated_by": c.responsible, "created_at": c.created_ts, "updated_at": c.updated_ts,
         "closest_task_at": None, "is_deleted": False, "is_unsorted": False,
         "account_id": C.ACCOUNT_ID, "custom_fields_values": cfv or None,
-        "_embedded": {"tags": [], "companies": _company_refs(c.company)},
+        "_embedded": {"tags": tags, "companies": _company_refs(c.company)},
     }
 
 
@@ -786,6 +803,8 @@ def generate(seed: int = 42, scale: float = 1.0, start: date = date(2024, 11, 1)
     """Simulate the business from ``start`` to ``end`` (inclusive, Moscow dates)."""
     sim = _Simulator(seed, scale, start, end)
     sim.run()
+    # consent draws come last, from their own generator: every other value stays the same
+    assign_consent(sim.contacts, sim.b24.contacts, random.Random(f"{seed}:consent"))
     id_rng = random.Random(f"{seed}:events")
     created = sim.start_ts - 200 * DAY
     amocrm = {

@@ -44,6 +44,17 @@ def channel_for(utm_source: str | None, utm_medium: str | None) -> str:
 # -- amoCRM custom field ids --------------------------------------------------------------------
 FIELD_PHONE = 551201
 FIELD_EMAIL = 551203
+# marketing consent (SOURCES_CONTRACT.md, consent): an amoCRM checkbox field found by its
+# field_code, a do-not-contact tag; in Bitrix24 a Y/N user field and the contact's EXPORT flag
+FIELD_CONSENT = 551209
+CONSENT_FIELD_CODE = "MARKETING_CONSENT"
+DNC_TAG = "do_not_contact"
+DNC_TAG_ID = 90411
+B24_CONSENT_FIELD = "UF_CRM_MARKETING_CONSENT"
+# shares of contacts: consent given / withdrawn (the rest: never asked); do-not-contact apart
+CONSENT_GIVEN_P = 0.72
+CONSENT_WITHDRAWN_P = 0.04
+DO_NOT_CONTACT_P = 0.03
 ENUM_PHONE_MOB = 880311
 ENUM_PHONE_WORK = 880305
 ENUM_EMAIL_WORK = 880317

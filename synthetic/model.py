@@ -79,6 +79,8 @@ class Contact:
     id: int = 0
     updated_ts: int = 0
     company: Company | None = None
+    consent: bool | None = None  # marketing consent: given / withdrawn / never asked (None)
+    do_not_contact: bool = False
 
 
 @dataclass(eq=False)
@@ -175,6 +177,8 @@ class B24Contact:
     responsible: int
     updated_ts: int = 0
     id: int = 0
+    consent: bool | None = None  # marketing consent: given / withdrawn / never asked (None)
+    do_not_contact: bool = False
 
 
 @dataclass(eq=False)

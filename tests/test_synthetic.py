@@ -491,6 +491,10 @@ def test_contacts_shape(biz):
         assert set(c) == CONTACT_KEYS
         assert c["created_at"] <= c["updated_at"] <= biz.as_of_ts
         for f in c["custom_fields_values"] or []:
+            if f["field_code"] == "MARKETING_CONSENT":  # the consent checkbox (test below)
+                assert f["field_type"] == "checkbox" and len(f["values"]) == 1
+                assert isinstance(f["values"][0]["value"], bool)
+                continue
             assert f["field_code"] in ("PHONE", "EMAIL") and f["field_type"] == "multitext"
             for v in f["values"]:
                 assert {"value", "enum_id", "enum_code"} <= v.keys()
@@ -499,6 +503,65 @@ def test_contacts_shape(biz):
         for p in _field_values(c, "PHONE"):
             styles.add(re.sub(r"\d", "9", p))
     assert {"+9 999 999-99-99", "9 (999) 999 99 99", "99999999999", "9999999999"} <= styles
+
+
+def _amocrm_consent(c: dict) -> tuple[bool | None, bool]:
+    """(consent given / withdrawn / None, do-not-contact) of an amoCRM contact payload."""
+    values = [f["values"][0]["value"] for f in c["custom_fields_values"] or []
+              if f["field_code"] == "MARKETING_CONSENT"]
+    tags = {t["name"] for t in c["_embedded"]["tags"]}
+    return (values[0] if values else None), "do_not_contact" in tags
+
+
+def test_contact_consent(biz):
+    """Consent in both CRMs, as SOURCES_CONTRACT.md defines it: mostly given, a few percent
+    withdrawn, some never asked; a few contacts do-not-contact (amoCRM tag, Bitrix24
+    EXPORT = 'N'). Each payload mirrors the generator's model."""
+    amo = [_amocrm_consent(c) for c in biz.amocrm["contacts"]]
+    b24 = [({"Y": True, "N": False}.get(c.get("UF_CRM_MARKETING_CONSENT")), c["EXPORT"] == "N")
+           for c in biz.bitrix24["contacts"]]
+    assert all(c["EXPORT"] in ("Y", "N") for c in biz.bitrix24["contacts"])
+    assert all(c.get("UF_CRM_MARKETING_CONSENT", "Y") in ("Y", "N")
+               for c in biz.bitrix24["contacts"])
+    for flags in (amo, b24):
+        n = len(flags)
+        given = sum(1 for consent, _ in flags if consent is True) / n
+        withdrawn = sum(1 for consent, _ in flags if consent is False) / n
+        unknown = sum(1 for consent, _ in flags if consent is None) / n
+        dnc = sum(1 for _, d in flags if d) / n
+        assert 0.6 <= given <= 0.85, given
+        assert 0.005 <= withdrawn <= 0.1, withdrawn
+        assert 0.1 <= unknown <= 0.4, unknown
+        assert 0.003 <= dnc <= 0.08, dnc
+
+
+def test_consent_draws_leave_everything_else_unchanged(small):
+    """Consent has its own random generator: without the consent fields the payloads are those
+    of a business generated with every contact left at "never asked"."""
+    from synthetic import business
+
+    original = business.assign_consent
+    try:
+        business.assign_consent = lambda *args: None
+        plain = business.generate(seed=small.seed, scale=small.scale, start=small.start,
+                                  end=small.end)
+    finally:
+        business.assign_consent = original
+    plain_contacts = {p["id"]: p for p in plain.amocrm["contacts"]}
+    assert len(plain_contacts) == len(small.amocrm["contacts"])
+    for c in small.amocrm["contacts"]:
+        c = {**c, "_embedded": {**c["_embedded"], "tags": []},
+             "custom_fields_values": [f for f in c["custom_fields_values"] or []
+                                      if f["field_code"] != "MARKETING_CONSENT"] or None}
+        assert c == plain_contacts[c["id"]]
+    stripped = [{k: v for k, v in c.items() if k not in ("EXPORT", "UF_CRM_MARKETING_CONSENT")}
+                for c in small.bitrix24["contacts"]]
+    assert stripped == [{k: v for k, v in c.items() if k != "EXPORT"}
+                        for c in plain.bitrix24["contacts"]]
+    assert small.amocrm["leads"] == plain.amocrm["leads"]
+    assert small.file_orders == plain.file_orders
+    for name, frame in small.ground_truth.tables().items():
+        pd.testing.assert_frame_equal(frame, plain.ground_truth.tables()[name])
 
 
 def test_events_chain_ends_at_current_status(biz):

@@ -1,12 +1,32 @@
+{{ config(meta={
+    'activity_window_days': var('activity_window_days'),
+    'due_window_days': var('due_window_days'),
+}) }}
 -- One row per customer: a resolved person with at least one order up to the as-of date.
 -- cohort_month = month of the first order; channel = first touch (int_customer_channel: the
 -- first lead in any CRM, else the first file order). contact_count counts the CRM contacts
 -- (amoCRM and Bitrix24) merged into the customer.
+-- Customer 360 on top (definitions in _dim_customers.yml):
+--   value      gross_margin, aov = revenue / orders_count;
+--   activity   days_since_last_order, is_active / is_churned (int_customer_rfm);
+--   repeat     median_gap_days, expected_next_order_date (int_customer_next_order), is_due /
+--              is_overdue against the as-of date and var `due_window_days`;
+--   RFM        recency/frequency/monetary scores and rfm_segment (int_customer_rfm);
+--   consent    int_customer_consent; a customer without CRM contacts is "unknown": not
+--              withdrawn, not do-not-contact, no consent, contactable.
+{% set due_days = var('due_window_days') | int %}
+
 with
 
 orders as (
 
     select * from {{ ref('int_orders') }}
+
+),
+
+as_of as (
+
+    select as_of_date from {{ ref('int_as_of_date') }}
 
 ),
 
@@ -31,6 +51,24 @@ resolved as (
 
 ),
 
+rfm as (
+
+    select * from {{ ref('int_customer_rfm') }}
+
+),
+
+next_orders as (
+
+    select * from {{ ref('int_customer_next_order') }}
+
+),
+
+consent as (
+
+    select * from {{ ref('int_customer_consent') }}
+
+),
+
 order_summary as (
 
     select
@@ -38,7 +76,8 @@ order_summary as (
         min(order_date) as first_order_date,
         max(order_date) as last_order_date,
         count(*) as orders_count,
-        sum(amount) as revenue
+        sum(amount) as revenue,
+        sum(gross_margin) as gross_margin
     from orders
     group by customer_id
 
@@ -56,14 +95,55 @@ final as (
         order_summary.orders_count,
         {{ money('order_summary.revenue') }} as revenue,
         order_summary.last_order_date,
-        coalesce(resolved.contact_count, 0) as contact_count
+        coalesce(resolved.contact_count, 0) as contact_count,
+
+        ----------  value
+        {{ money('order_summary.gross_margin') }} as gross_margin,
+        {{ money(safe_divide('order_summary.revenue', 'order_summary.orders_count')) }} as aov,
+
+        ----------  activity
+        rfm.days_since_last_order,
+        rfm.is_active,
+        not rfm.is_active as is_churned,
+
+        ----------  repeat sales
+        next_orders.median_gap_days,
+        next_orders.expected_gap_basis,
+        next_orders.expected_next_order_date,
+        coalesce(
+            next_orders.expected_next_order_date >= as_of.as_of_date
+            and next_orders.expected_next_order_date
+                <= {{ add_days('as_of.as_of_date', due_days) }},
+            false
+        ) as is_due,
+        coalesce(next_orders.expected_next_order_date < as_of.as_of_date, false) as is_overdue,
+
+        ----------  RFM
+        rfm.recency_score,
+        rfm.frequency_score,
+        rfm.monetary_score,
+        rfm.rfm_segment,
+
+        ----------  consent
+        coalesce(consent.has_marketing_consent, false) as has_marketing_consent,
+        coalesce(consent.consent_withdrawn, false) as consent_withdrawn,
+        coalesce(consent.do_not_contact, false) as do_not_contact,
+        coalesce(consent.is_contactable, true) as is_contactable
+
     from order_summary
+    cross join as_of
     left join first_leads
         on order_summary.customer_id = first_leads.customer_id
     left join channels
         on order_summary.customer_id = channels.customer_id
     left join resolved
         on order_summary.customer_id = resolved.customer_id
+    left join rfm
+        on order_summary.customer_id = rfm.customer_id
+    left join next_orders
+        on order_summary.customer_id = next_orders.customer_id
+    left join consent
+        on order_summary.customer_id = consent.customer_id
 
 )
 

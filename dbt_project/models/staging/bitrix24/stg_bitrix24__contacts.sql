@@ -1,5 +1,8 @@
 -- One row per Bitrix24 contact (newest landed version). Phones and e-mails live in
 -- stg_bitrix24__contact_points, normalised.
+-- Marketing consent (docs/SOURCES_CONTRACT.md, consent): the user field named by var
+-- `bitrix24_consent_field` ('Y' = given, 'N' = withdrawn, absent = unknown); EXPORT = 'N'
+-- (the contact is excluded from exports) = do not contact.
 with
 
 source as (
@@ -21,6 +24,9 @@ fields as (
         latest.record_id,
         nullif(trim({{ json_str('latest.payload', 'NAME') }}), '') as first_name,
         nullif(trim({{ json_str('latest.payload', 'LAST_NAME') }}), '') as last_name,
+        {{ yn_to_bool(json_str('latest.payload', var('bitrix24_consent_field'))) }}
+            as marketing_consent,
+        {{ yn_to_bool(json_str('latest.payload', 'EXPORT')) }} as export_allowed,
         latest.payload,
         latest.extracted_at
     from latest
@@ -40,6 +46,10 @@ renamed as (
             as contact_name,
         first_name,
         last_name,
+
+        ----------  consent: true = given, false = withdrawn, null = never asked
+        marketing_consent,
+        coalesce(export_allowed = false, false) as is_do_not_contact,
 
         ----------  timestamps (local, reporting time zone)
         {{ iso_to_local(json_str('payload', 'DATE_CREATE')) }} as created_at,

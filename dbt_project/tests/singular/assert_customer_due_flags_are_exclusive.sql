@@ -1,0 +1,8 @@
+-- dim_customers: due and overdue never overlap, both need an expected date, and a customer
+-- with two or more orders always has their own median gap.
+select customer_id, expected_next_order_date, is_due, is_overdue
+from {{ ref('dim_customers') }}
+where (is_due and is_overdue)
+    or (expected_next_order_date is null and (is_due or is_overdue))
+    or (orders_count >= 2 and (median_gap_days is null or expected_gap_basis <> 'customer'))
+    or (orders_count = 1 and (median_gap_days is not null or expected_gap_basis = 'customer'))
