@@ -23,38 +23,96 @@ AD_CHANNELS = CHANNELS[:4]  # the channels that buy ads: yandex_direct, vk_ads, 
 #: Kinds of sale in fct_orders (docs/SOURCES_CONTRACT.md §3).
 ORDER_SOURCES = ("amocrm_lead", "bitrix24_deal", "amocrm_transaction", "files")
 
-#: Column contract per mart (docs/ARCHITECTURE.md, "Mart contract").
+#: Column contract per mart, in table order (docs/ARCHITECTURE.md, "Mart contract"); the
+#: dbt build test compares every mart's columns with it.
 MART_COLUMNS: dict[str, tuple[str, ...]] = {
-    "fct_orders": ("order_id", "order_source", "lead_id", "customer_id", "order_date",
-                   "order_month", "amount", "order_number", "is_first_order", "channel"),
     "dim_customers": ("customer_id", "first_order_date", "cohort_month", "channel",
                       "first_lead_id", "first_lead_created_at", "orders_count", "revenue",
-                      "last_order_date", "contact_count"),
+                      "last_order_date", "contact_count", "gross_margin", "aov",
+                      "days_since_last_order", "is_active", "is_churned", "median_gap_days",
+                      "expected_gap_basis", "expected_next_order_date", "is_due", "is_overdue",
+                      "recency_score", "frequency_score", "monetary_score", "rfm_segment",
+                      "has_marketing_consent", "consent_withdrawn", "do_not_contact",
+                      "is_contactable"),
+    "fct_acquisition_monthly": ("month", "channel", "spend", "leads", "new_customers", "cpl",
+                                "cac", "cv", "cac_undefined", "attributed_revenue",
+                                "attributed_gross_margin", "gross_margin_known", "romi",
+                                "romi_gross", "ltv_horizon", "ltv_cac", "cac_payback_months"),
+    "fct_ad_spend_daily": ("spend_date", "platform", "account", "campaign_id", "campaign_name",
+                           "impressions", "clicks", "spend", "currency", "vat_included",
+                           "channel"),
+    "fct_campaign_performance_monthly": ("month", "channel", "platform", "account", "campaign_id",
+                                         "campaign_name", "spend", "impressions", "clicks",
+                                         "leads", "new_customers", "cpl", "cac", "cac_undefined",
+                                         "attributed_revenue", "attributed_gross_margin",
+                                         "gross_margin_known", "romi", "romi_gross",
+                                         "ltv_horizon", "ltv_cac", "cac_payback_months"),
+    "fct_cohort_ltv_by_channel": ("cohort_month", "channel", "month_offset", "cohort_size",
+                                  "revenue", "cumulative_revenue", "ltv",
+                                  "cumulative_gross_margin", "gross_margin_per_customer", "cac",
+                                  "payback_reached", "month_complete"),
     "fct_cohort_retention": ("cohort_month", "month_offset", "cohort_size", "active_customers",
                              "retention_rate", "cumulative_revenue", "ltv"),
-    "fct_acquisition_monthly": ("month", "channel", "spend", "leads", "new_customers", "cpl",
-                                "cac", "cv", "cac_undefined"),
     "fct_crr_monthly": ("month", "period_end", "customers_active_start", "customers_active_end",
                         "new_customers", "retained_customers", "crr", "strict_retention"),
-    "fct_campaign_performance_monthly": ("month", "channel", "platform", "account",
-                                         "campaign_id", "campaign_name", "spend",
-                                         "impressions", "clicks", "leads", "new_customers",
-                                         "cpl", "cac", "cac_undefined"),
-    "fct_funnel_stage_conversion": ("crm", "account", "pipeline_id", "pipeline_name",
-                                    "status_id", "stage_name", "stage_order", "leads_reached",
-                                    "next_status_id", "leads_reached_next",
-                                    "conversion_to_next", "win_rate"),
     "fct_customer_value_monthly": ("month", "period_end", "orders", "revenue",
                                    "customers_with_order", "aov", "purchase_frequency",
-                                   "purchase_frequency_per_year", "annual_retention",
-                                   "expected_lifetime_years", "margin_rate", "formula_ltv",
-                                   "customers_to_date", "repeat_customers",
+                                   "orders_12m", "revenue_12m", "customers_with_order_12m",
+                                   "aov_12m", "purchase_frequency_per_year",
+                                   "customers_active_year_before", "customers_retained_year",
+                                   "annual_retention", "expected_lifetime_years", "margin_rate",
+                                   "formula_ltv", "customers_to_date", "repeat_customers",
                                    "repeat_purchase_rate", "active_customers",
                                    "churned_customers", "lapsed_90d", "lapsed_180d",
                                    "lapsed_365d"),
+    "fct_funnel_loss_reasons": ("crm", "account", "pipeline_id", "pipeline_name",
+                                "last_open_status_id", "last_open_stage_name",
+                                "last_open_stage_order", "loss_reason_name", "channel",
+                                "responsible_user_id", "manager_name", "created_month",
+                                "leads_lost"),
+    "fct_funnel_stage_conversion": ("crm", "account", "pipeline_id", "pipeline_name", "status_id",
+                                    "stage_name", "stage_order", "leads_reached",
+                                    "next_status_id", "leads_reached_next", "conversion_to_next",
+                                    "win_rate", "leads_dropped_off", "median_hours_in_stage",
+                                    "p90_hours_in_stage"),
+    "fct_funnel_stage_slices": ("crm", "account", "pipeline_id", "pipeline_name", "status_id",
+                                "stage_name", "stage_order", "next_status_id", "by_channel",
+                                "by_manager", "by_month", "channel", "responsible_user_id",
+                                "manager_name", "created_month", "leads_in_pipeline",
+                                "leads_reached", "leads_reached_next", "conversion_to_next",
+                                "leads_won", "win_rate", "leads_dropped_off",
+                                "median_hours_in_stage", "p90_hours_in_stage"),
+    "fct_lead_stages": ("crm", "account", "lead_id", "pipeline_id", "pipeline_name", "status_id",
+                        "stage_name", "stage_order", "is_won_step", "next_status_id", "reached",
+                        "reached_next", "entered_at", "left_at", "hours_in_stage",
+                        "pipeline_outcome", "is_closed_in_pipeline", "dropped_off_here",
+                        "loss_reason_name", "won_at", "created_at", "created_month", "channel",
+                        "responsible_user_id", "manager_name"),
+    "fct_leads": ("lead_id", "crm", "account", "pipeline_id", "status_id", "stage_name", "is_won",
+                  "is_lost", "is_open", "created_at", "created_month", "closed_at", "amount",
+                  "responsible_user_id", "manager_name", "loss_reason_name", "utm_source",
+                  "utm_medium", "utm_campaign", "channel", "company_id", "customer_id"),
+    "fct_lookalike_seed": ("customer_id", "lookalike_rank", "lookalike_value", "channel",
+                           "orders_count", "last_order_date", "contactable_customers",
+                           "seed_size"),
+    "fct_manager_performance_monthly": ("crm", "account", "responsible_user_id", "manager_name",
+                                        "month", "leads_assigned", "leads_open", "leads_won",
+                                        "leads_lost", "win_rate", "revenue", "aov",
+                                        "median_sales_cycle_days", "won_closed_in_month",
+                                        "revenue_closed_in_month"),
+    "fct_orders": ("order_id", "order_source", "lead_id", "customer_id", "order_date",
+                   "order_month", "amount", "gross_margin", "margin_known", "product_category",
+                   "order_number", "is_first_order", "channel"),
+    "fct_sales_cycle": ("crm", "account", "pipeline_id", "pipeline_name", "by_channel",
+                        "by_manager", "by_month", "channel", "responsible_user_id",
+                        "manager_name", "created_month", "leads_won", "mean_sales_cycle_days",
+                        "median_sales_cycle_days", "p90_sales_cycle_days"),
     "fct_sales_formula_monthly": ("month", "leads", "customers", "orders", "revenue",
                                   "margin_rate", "gross_margin", "cv", "aov",
-                                  "orders_per_customer", "value", "value_log_change"),
+                                  "orders_per_customer", "value", "contribution_leads",
+                                  "contribution_cv", "contribution_aov",
+                                  "contribution_orders_per_customer", "contribution_margin_rate",
+                                  "value_log_change"),
 }
 
 
@@ -111,7 +169,23 @@ def _dim_customers() -> list[Any]:
         _not_null("customer_id"), _unique("customer_id"),
         _at_least("orders_count", 1), _at_least("revenue", 0),
         _not_null("channel"), _in_set("channel", CHANNELS),
+        *(_score(c) for c in ("recency_score", "frequency_score", "monetary_score")),
+        _not_null("rfm_segment"), _at_least("days_since_last_order", 0),
+        _a_at_least_b("last_order_date", "first_order_date"),
+        _not_null("is_contactable"),
+        # RFM is scored over active customers only
+        _when("ExpectColumnValuesToBeNull", "no RFM score", "is_active == False",
+              column="recency_score"),
+        _when("ExpectColumnValuesToBeInSet", "not contactable", "consent_withdrawn == True",
+              column="is_contactable", value_set=[False]),
+        _when("ExpectColumnValuesToBeInSet", "not contactable", "do_not_contact == True",
+              column="is_contactable", value_set=[False]),
     ]
+
+
+def _score(column: str) -> Any:
+    return _e("ExpectColumnValuesToBeBetween", "a score 1..5 (or null)", column=column,
+              min_value=1, max_value=5)
 
 
 def _fct_cohort_retention() -> list[Any]:
@@ -130,6 +204,18 @@ def _fct_acquisition_monthly() -> list[Any]:
     return [
         _at_least("spend", 0), _at_least("cpl", 0), _at_least("cac", 0), _share("cv"),
         _in_set("channel", (*CHANNELS, BLENDED_CHANNEL)),
+        *_unit_economics(),
+    ]
+
+
+def _unit_economics() -> list[Any]:
+    """Attributed revenue, ROMI, LTV/CAC and payback, shared by the channel and campaign marts."""
+    return [
+        _at_least("attributed_revenue", 0), _at_least("attributed_gross_margin", 0),
+        # (revenue - spend) / spend x 100 can lose at most the whole spend
+        _at_least("romi", -100), _at_least("romi_gross", -100),
+        _at_least("ltv_horizon", 0), _at_least("ltv_cac", 0), _at_least("cac_payback_months", 0),
+        _a_at_least_b("attributed_revenue", "attributed_gross_margin"),
     ]
 
 
@@ -137,6 +223,7 @@ def _fct_campaign_performance_monthly() -> list[Any]:
     return [
         *(_at_least(c, 0) for c in ("spend", "leads", "new_customers", "cpl", "cac")),
         _not_null("month"), _in_set("channel", (*AD_CHANNELS, "other")),
+        *_unit_economics(),
     ]
 
 
@@ -150,8 +237,7 @@ def _fct_crr_monthly() -> list[Any]:
 
 def _fct_funnel_stage_conversion() -> list[Any]:
     # reach never grows from one stage to the next (leads skip stages, never come from nowhere)
-    return [_share("conversion_to_next"), _share("win_rate"),
-            _a_at_least_b("leads_reached", "leads_reached_next")]
+    return _reach_and_time()
 
 
 def _fct_customer_value_monthly() -> list[Any]:
@@ -175,6 +261,65 @@ def _fct_sales_formula_monthly() -> list[Any]:
         # the product of the five factors is the month's gross margin, to the cent
         _e("ExpectColumnPairValuesToBeEqual", "value = gross_margin (to the cent)",
            column_A="value", column_B="gross_margin", ignore_row_if="either_value_is_missing"),
+    ]
+
+
+def _fct_cohort_ltv_by_channel() -> list[Any]:
+    return [
+        _at_least("month_offset", 0), _at_least("cohort_size", 0, strict=True),
+        _at_least("ltv", 0), _at_least("revenue", 0),
+        _a_at_least_b("cumulative_revenue", "revenue"),
+        _in_set("channel", (*CHANNELS, BLENDED_CHANNEL)),
+        _e("ExpectCompoundColumnsToBeUnique", "unique per (cohort_month, channel, month_offset)",
+           column_list=["cohort_month", "channel", "month_offset"]),
+    ]
+
+
+def _reach_and_time(reached: str = "leads_reached") -> list[Any]:
+    return [
+        _share("conversion_to_next"), _share("win_rate"),
+        _a_at_least_b(reached, "leads_reached_next"),
+        _at_least("median_hours_in_stage", 0),
+        _a_at_least_b("p90_hours_in_stage", "median_hours_in_stage"),
+    ]
+
+
+def _fct_funnel_stage_slices() -> list[Any]:
+    return [*_reach_and_time(), _a_at_least_b("leads_in_pipeline", "leads_reached"),
+            _a_at_least_b("leads_in_pipeline", "leads_won")]
+
+
+def _fct_funnel_loss_reasons() -> list[Any]:
+    return [_at_least("leads_lost", 1), _not_null("last_open_status_id")]
+
+
+def _fct_lead_stages() -> list[Any]:
+    return [
+        _not_null("lead_id"), _at_least("hours_in_stage", 0),
+        _in_set("pipeline_outcome", ("won", "lost", "open", "moved_out")),
+        _e("ExpectCompoundColumnsToBeUnique", "unique per (lead, pipeline, stage)",
+           column_list=["lead_id", "pipeline_id", "status_id"]),
+    ]
+
+
+def _fct_sales_cycle() -> list[Any]:
+    return [_at_least("leads_won", 1), _at_least("median_sales_cycle_days", 0),
+            _a_at_least_b("p90_sales_cycle_days", "median_sales_cycle_days")]
+
+
+def _fct_manager_performance_monthly() -> list[Any]:
+    return [
+        _not_null("month"), _share("win_rate"), _at_least("aov", 0),
+        _a_at_least_b("leads_assigned", "leads_won"), _a_at_least_b("leads_assigned", "leads_lost"),
+        _at_least("median_sales_cycle_days", 0),
+    ]
+
+
+def _fct_lookalike_seed() -> list[Any]:
+    return [
+        _not_null("customer_id"), _unique("customer_id"), _unique("lookalike_rank"),
+        _at_least("lookalike_value", 0), _at_least("lookalike_rank", 1),
+        _a_at_least_b("seed_size", "lookalike_rank"),
     ]
 
 
@@ -207,6 +352,13 @@ MART_SUITES: dict[str, MartSuite] = {
         ("fct_funnel_stage_conversion", _fct_funnel_stage_conversion),
         ("fct_customer_value_monthly", _fct_customer_value_monthly),
         ("fct_sales_formula_monthly", _fct_sales_formula_monthly),
+        ("fct_cohort_ltv_by_channel", _fct_cohort_ltv_by_channel),
+        ("fct_funnel_stage_slices", _fct_funnel_stage_slices),
+        ("fct_funnel_loss_reasons", _fct_funnel_loss_reasons),
+        ("fct_lead_stages", _fct_lead_stages),
+        ("fct_sales_cycle", _fct_sales_cycle),
+        ("fct_manager_performance_monthly", _fct_manager_performance_monthly),
+        ("fct_lookalike_seed", _fct_lookalike_seed),
     )
 }
 

@@ -731,7 +731,10 @@ def test_mart_suites_cover_the_contract() -> None:
                                 "fct_acquisition_monthly", "fct_crr_monthly",
                                 "fct_campaign_performance_monthly",
                                 "fct_funnel_stage_conversion", "fct_customer_value_monthly",
-                                "fct_sales_formula_monthly"}
+                                "fct_sales_formula_monthly", "fct_cohort_ltv_by_channel",
+                                "fct_funnel_stage_slices", "fct_funnel_loss_reasons",
+                                "fct_lead_stages", "fct_sales_cycle",
+                                "fct_manager_performance_monthly", "fct_lookalike_seed"}
     from synthetic.catalog import CHANNELS as SYNTHETIC_CHANNELS
     assert tuple(CHANNELS) == tuple(SYNTHETIC_CHANNELS)
 
@@ -780,7 +783,8 @@ def test_mart_suites_pass_good_frames_and_name_bad_ones() -> None:
     assert [(f["column"], f["sample"]) for f in v.failures] == [("cac", [-5.0])]
 
     customers = _frame("dim_customers", [{"customer_id": 1, "orders_count": 1, "revenue": 5,
-                                          "channel": "tiktok"}])
+                                          "channel": "tiktok", "rfm_segment": "Churned",
+                                          "is_active": False, "is_contactable": True}])
     v = validate_mart("dim_customers", customers)
     assert [f["column"] for f in v.failures] == ["channel"]
     crr = _frame("fct_crr_monthly", [{"customers_active_start": -1, "strict_retention": 2}])
@@ -846,6 +850,25 @@ def test_mart_suites_encode_the_metric_invariants() -> None:
     v = validate_mart("fct_customer_value_monthly", value)
     assert [(f["column"], f["sample"]) for f in v.failures] == [
         ("orders,customers_with_order", [[3, 4]])]
+
+
+def test_customer_suite_keeps_uncontactable_and_inactive_customers_apart() -> None:
+    """Consent and RFM invariants of dim_customers, checked on rows (GX row conditions)."""
+    good = {"customer_id": "c_1", "orders_count": 2, "revenue": 50, "channel": "organic",
+            "first_order_date": "2026-01-01", "last_order_date": "2026-02-01",
+            "is_active": True, "recency_score": 5, "frequency_score": 3, "monetary_score": 2,
+            "rfm_segment": "Champions", "consent_withdrawn": False, "do_not_contact": False,
+            "is_contactable": True, "days_since_last_order": 3}
+    inactive = {**good, "customer_id": "c_2", "is_active": False, "recency_score": None,
+                "frequency_score": None, "monetary_score": None, "rfm_segment": "Churned"}
+    customers = _frame("dim_customers", [good, inactive])
+    assert validate_mart("dim_customers", customers).passed
+    customers.loc[1, "recency_score"] = 4  # scored although inactive
+    customers.loc[0, "consent_withdrawn"] = True  # withdrawn, yet contactable
+    customers.loc[0, "frequency_score"] = 6
+    v = validate_mart("dim_customers", customers)
+    assert sorted((f["column"], f["unexpected_count"]) for f in v.failures) == [
+        ("frequency_score", 1), ("is_contactable", 1), ("recency_score", 1)]
 
 
 def test_every_mart_suite_passes_the_built_marts(marts) -> None:
