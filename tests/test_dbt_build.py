@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -280,18 +281,37 @@ def test_crr_recomputed_from_orders(built: Built) -> None:
         assert float(row.strict_retention) == pytest.approx(len(retained) / len(s_set))
 
 
-def test_cohort_ltv_is_cumulative_revenue_per_customer(built: Built) -> None:
-    cohorts = built.df("select * from marts.fct_cohort_retention")
-    customers = built.df("select customer_id, cohort_month from marts.dim_customers")
+def test_cohort_retention_matrix_recomputed_from_orders(built: Built) -> None:
+    """Every cell of the cohort matrix from the order facts: cohort = month of a customer's
+    first order; retention at k = share of the cohort with an order in month cohort + k;
+    LTV at k = the cohort's revenue through month cohort + k / cohort size."""
     orders = built.df("select customer_id, order_month, amount from marts.fct_orders")
-    merged = orders.merge(customers, on="customer_id")
-    first = cohorts.cohort_month.min()
-    row = cohorts[(cohorts.cohort_month == first) & (cohorts.month_offset == 3)].iloc[0]
-    limit = (pd.Timestamp(first) + pd.DateOffset(months=3)).date()
-    mine = merged[(merged.cohort_month == first)
-                  & (merged.order_month.map(lambda v: pd.Timestamp(v).date()) <= limit)]
-    assert float(row.cumulative_revenue) == pytest.approx(float(mine.amount.sum()), abs=0.01)
-    assert float(row.ltv) == pytest.approx(float(mine.amount.sum()) / row.cohort_size, abs=0.01)
+    orders["month"] = orders.order_month.map(lambda v: pd.Period(pd.Timestamp(v), "M"))
+    orders["amount"] = orders.amount.astype(float)
+    cohort_of = orders.groupby("customer_id").month.min().rename("cohort")
+    orders = orders.join(cohort_of, on="customer_id")
+    orders["offset"] = [(m - c).n for m, c in zip(orders.month, orders.cohort, strict=True)]
+    last_month = pd.Period(built.business.end, "M")
+
+    mart = built.df("select * from marts.fct_cohort_retention")
+    mart["cohort"] = mart.cohort_month.map(lambda v: pd.Period(pd.Timestamp(v), "M"))
+    mart = mart.set_index(["cohort", "month_offset"]).sort_index()
+    expected_cells = 0
+    for cohort, members in orders.groupby("cohort"):
+        size = members.customer_id.nunique()
+        for k in range((last_month - cohort).n + 1):
+            got = mart.loc[(cohort, k)]
+            active = members[members.offset == k].customer_id.nunique()
+            revenue = members[members.offset <= k].amount.sum()
+            assert got.cohort_size == size, (cohort, k)
+            assert got.active_customers == active, (cohort, k)
+            assert float(got.retention_rate) == pytest.approx(active / size, abs=1e-9)
+            assert float(got.cumulative_revenue) == pytest.approx(revenue, abs=0.005)
+            ltv = (Decimal(str(round(revenue, 2))) / size).quantize(Decimal("0.01"), ROUND_HALF_UP)
+            assert Decimal(str(got.ltv)).quantize(Decimal("0.01")) == ltv, (cohort, k)
+            expected_cells += 1
+    assert len(mart) == expected_cells
+    assert (mart.xs(0, level="month_offset").retention_rate.astype(float) == 1.0).all()
 
 
 def test_docs_site_lists_every_mart_with_its_columns(
