@@ -3,6 +3,14 @@
 --   cpl = spend / leads; cac = spend / new customers (null, with cac_undefined = true, when
 --   there is spend and no new customer: never divided by zero);
 --   cv = new customers whose first lead was created in the month / leads created in it.
+-- Acquisition economics (the month is the period for ROMI and the cohort for LTV and payback):
+--   attributed_revenue / _gross_margin = the month's revenue / gross margin of the channel's
+--   customers (first touch), 'all' = every order of the month; romi = (attributed_revenue -
+--   spend) / spend x 100 (null without spend); romi_gross the same with gross margin, only
+--   when every attributed order's margin is known; ltv_horizon = the cohort's cumulative
+--   revenue through month cohort + var('ltv_horizon_months') / cohort size, once that month
+--   is complete; ltv_cac = ltv_horizon / cac; cac_payback_months = the first offset k at which
+--   the cohort's cumulative gross margin per customer reaches cac.
 with
 
 months as (
@@ -100,6 +108,116 @@ unioned as (
 
 ),
 
+with_cac as (
+
+    select
+        unioned.*,
+        {{ money(safe_divide('spend', 'new_customers')) }} as cac
+    from unioned
+
+),
+
+cohort_groups as (
+
+    select * from {{ ref('int_cohort_value_by_offset') }}
+
+),
+
+-- the cohort value curve per channel and for all channels together (dense in month_offset,
+-- so the running totals add up across groups at each offset)
+cohort_value as (
+
+    select
+        cohort_month, channel, month_offset, activity_month, month_complete,
+        sum(cohort_size) as cohort_size,
+        sum(revenue) as revenue,
+        sum(gross_margin) as gross_margin,
+        sum(orders_margin_unknown) as orders_margin_unknown,
+        sum(cumulative_revenue) as cumulative_revenue,
+        sum(cumulative_gross_margin) as cumulative_gross_margin
+    from cohort_groups
+    group by cohort_month, channel, month_offset, activity_month, month_complete
+    union all
+    select
+        cohort_month, 'all', month_offset, activity_month, month_complete,
+        sum(cohort_size),
+        sum(revenue),
+        sum(gross_margin),
+        sum(orders_margin_unknown),
+        sum(cumulative_revenue),
+        sum(cumulative_gross_margin)
+    from cohort_groups
+    group by cohort_month, month_offset, activity_month, month_complete
+
+),
+
+-- revenue of the month from every cohort: attributed to the customers' first-touch channel
+attributed as (
+
+    select
+        activity_month as month,
+        channel,
+        sum(revenue) as attributed_revenue,
+        sum(gross_margin) as attributed_gross_margin,
+        sum(orders_margin_unknown) as orders_margin_unknown
+    from cohort_value
+    group by activity_month, channel
+
+),
+
+-- the month's cohort at offset var('ltv_horizon_months'); no row until that month exists
+horizon as (
+
+    select
+        cohort_month as month,
+        channel,
+        -- cast outside the case: PostgreSQL drops the numeric(18, 2) typmod of a case
+        cast(case
+            when month_complete then {{ money(safe_divide('cumulative_revenue', 'cohort_size')) }}
+        end as numeric(18, 2)) as ltv_horizon
+    from cohort_value
+    where month_offset = {{ var('ltv_horizon_months') }}
+
+),
+
+-- first offset whose cumulative gross margin per customer (in cents, as published) reaches
+-- the cohort's cac
+payback as (
+
+    select
+        cohort_value.cohort_month as month,
+        cohort_value.channel,
+        min(cohort_value.month_offset) as cac_payback_months
+    from cohort_value
+    inner join with_cac
+        on cohort_value.cohort_month = with_cac.month
+        and cohort_value.channel = with_cac.channel
+    where with_cac.cac is not null
+        and {{ money(safe_divide('cohort_value.cumulative_gross_margin', 'cohort_value.cohort_size')) }}
+            >= with_cac.cac
+    group by cohort_value.cohort_month, cohort_value.channel
+
+),
+
+economics as (
+
+    select
+        with_cac.*,
+        {{ money('coalesce(attributed.attributed_revenue, 0)') }} as attributed_revenue,
+        {{ money('coalesce(attributed.attributed_gross_margin, 0)') }} as attributed_gross_margin,
+        coalesce(attributed.orders_margin_unknown, 0) = 0 as gross_margin_known,
+        horizon.ltv_horizon,
+        payback.cac_payback_months
+    from with_cac
+    left join attributed
+        on with_cac.month = attributed.month and with_cac.channel = attributed.channel
+    left join horizon
+        on with_cac.month = horizon.month and with_cac.channel = horizon.channel
+    left join payback
+        on with_cac.month = payback.month and with_cac.channel = payback.channel
+
+),
+
 final as (
 
     select
@@ -109,10 +227,21 @@ final as (
         cast(leads as bigint) as leads,
         cast(new_customers as bigint) as new_customers,
         {{ money(safe_divide('spend', 'leads')) }} as cpl,
-        {{ money(safe_divide('spend', 'new_customers')) }} as cac,
+        cac,
         {{ safe_divide('customers_from_month_leads', 'leads') }} as cv,
-        (spend > 0 and new_customers = 0) as cac_undefined
-    from unioned
+        (spend > 0 and new_customers = 0) as cac_undefined,
+        attributed_revenue,
+        attributed_gross_margin,
+        gross_margin_known,
+        {{ safe_divide('attributed_revenue - spend', 'spend') }} * 100 as romi,
+        case
+            when gross_margin_known
+                then {{ safe_divide('attributed_gross_margin - spend', 'spend') }} * 100
+        end as romi_gross,
+        ltv_horizon,
+        {{ safe_divide('ltv_horizon', 'cac') }} as ltv_cac,
+        cast(cac_payback_months as integer) as cac_payback_months
+    from economics
 
 )
 

@@ -6,6 +6,15 @@
 --   there is spend and no new customer). Leads count in their creation month, new customers
 --   (first lead from the campaign) in their cohort month, as in fct_acquisition_monthly, so
 --   the campaigns of a channel add up to its row there.
+-- Acquisition economics, as in fct_acquisition_monthly, with a customer's campaign = the
+-- campaign of their first touch (int_customer_acquisition, the assignment both marts share):
+--   attributed_revenue / _gross_margin = the month's revenue / gross margin of the campaign's
+--   customers; romi = (attributed_revenue - spend) / spend x 100 (null without spend);
+--   romi_gross likewise with gross margin when every attributed order's margin is known;
+--   ltv_horizon = the month's cohort's cumulative revenue through month cohort +
+--   var('ltv_horizon_months') / new customers, once that month is complete; ltv_cac =
+--   ltv_horizon / cac; cac_payback_months = first offset at which cumulative gross margin per
+--   cohort customer reaches cac.
 with
 
 spend as (
@@ -48,23 +57,51 @@ leads as (
 
 ),
 
+acquired as (
+
+    select * from {{ ref('int_customer_acquisition') }}
+    where is_ad_touch
+
+),
+
 new_customers as (
 
     select
-        customers.cohort_month as month,
-        matched.channel,
-        matched.platform,
-        matched.account,
-        matched.campaign_id,
+        cohort_month as month,
+        channel,
+        platform,
+        account,
+        campaign_id,
         count(*) as new_customers
-    from {{ ref('dim_customers') }} as customers
-    inner join {{ ref('int_customer_channel') }} as first_touches
-        on customers.customer_id = first_touches.customer_id
-    inner join matched
-        on first_touches.first_touch = matched.touch_kind
-        and first_touches.first_touch_id = matched.touch_id
-    group by customers.cohort_month, matched.channel, matched.platform, matched.account,
-        matched.campaign_id
+    from acquired
+    group by cohort_month, channel, platform, account, campaign_id
+
+),
+
+-- the cohort value curve of the ad-touch groups (one campaign or one unmatched bucket each)
+cohort_value as (
+
+    select * from {{ ref('int_cohort_value_by_offset') }}
+    where is_ad_touch
+
+),
+
+-- revenue of the month from every cohort, attributed to the customers' first-touch campaign
+-- (months with orders only: the mart keeps a row per campaign and month with any activity)
+attributed as (
+
+    select
+        activity_month as month,
+        channel,
+        platform,
+        account,
+        campaign_id,
+        sum(revenue) as attributed_revenue,
+        sum(gross_margin) as attributed_gross_margin,
+        sum(orders_margin_unknown) as orders_margin_unknown
+    from cohort_value
+    where orders > 0
+    group by activity_month, channel, platform, account, campaign_id
 
 ),
 
@@ -73,14 +110,19 @@ new_customers as (
 measures as (
 
     select month, channel, platform, account, campaign_id, spend, impressions, clicks,
-        0 as leads, 0 as new_customers
+        0 as leads, 0 as new_customers, 0 as attributed_revenue, 0 as attributed_gross_margin,
+        0 as orders_margin_unknown
     from spend
     union all
-    select month, channel, platform, account, campaign_id, 0, 0, 0, leads, 0
+    select month, channel, platform, account, campaign_id, 0, 0, 0, leads, 0, 0, 0, 0
     from leads
     union all
-    select month, channel, platform, account, campaign_id, 0, 0, 0, 0, new_customers
+    select month, channel, platform, account, campaign_id, 0, 0, 0, 0, new_customers, 0, 0, 0
     from new_customers
+    union all
+    select month, channel, platform, account, campaign_id, 0, 0, 0, 0, 0,
+        attributed_revenue, attributed_gross_margin, orders_margin_unknown
+    from attributed
 
 ),
 
@@ -96,9 +138,57 @@ joined as (
         sum(impressions) as impressions,
         sum(clicks) as clicks,
         sum(leads) as leads,
-        sum(new_customers) as new_customers
+        sum(new_customers) as new_customers,
+        sum(attributed_revenue) as attributed_revenue,
+        sum(attributed_gross_margin) as attributed_gross_margin,
+        sum(orders_margin_unknown) as orders_margin_unknown,
+        {{ money(safe_divide('sum(spend)', 'sum(new_customers)')) }} as cac
     from measures
     group by month, channel, platform, account, campaign_id
+
+),
+
+-- the month's cohort at offset var('ltv_horizon_months'); no row until that month exists
+-- (nullable campaign keys: `is not distinct from` keeps the unmatched buckets joined)
+horizon as (
+
+    select
+        cohort_month as month,
+        channel,
+        platform,
+        account,
+        campaign_id,
+        -- cast outside the case: PostgreSQL drops the numeric(18, 2) typmod of a case
+        cast(case
+            when month_complete then {{ money(safe_divide('cumulative_revenue', 'cohort_size')) }}
+        end as numeric(18, 2)) as ltv_horizon
+    from cohort_value
+    where month_offset = {{ var('ltv_horizon_months') }}
+
+),
+
+-- first offset whose cumulative gross margin per customer (in cents, as published) reaches
+-- the cohort's cac
+payback as (
+
+    select
+        joined.month,
+        joined.channel,
+        joined.platform,
+        joined.account,
+        joined.campaign_id,
+        min(cohort_value.month_offset) as cac_payback_months
+    from joined
+    inner join cohort_value
+        on joined.month = cohort_value.cohort_month
+        and joined.channel = cohort_value.channel
+        and joined.platform is not distinct from cohort_value.platform
+        and joined.account is not distinct from cohort_value.account
+        and joined.campaign_id is not distinct from cohort_value.campaign_id
+    where joined.cac is not null
+        and {{ money(safe_divide('cohort_value.cumulative_gross_margin', 'cohort_value.cohort_size')) }}
+            >= joined.cac
+    group by joined.month, joined.channel, joined.platform, joined.account, joined.campaign_id
 
 ),
 
@@ -117,9 +207,32 @@ final as (
         cast(joined.leads as bigint) as leads,
         cast(joined.new_customers as bigint) as new_customers,
         {{ money(safe_divide('joined.spend', 'joined.leads')) }} as cpl,
-        {{ money(safe_divide('joined.spend', 'joined.new_customers')) }} as cac,
-        joined.spend > 0 and joined.new_customers = 0 as cac_undefined
+        joined.cac,
+        joined.spend > 0 and joined.new_customers = 0 as cac_undefined,
+        {{ money('joined.attributed_revenue') }} as attributed_revenue,
+        {{ money('joined.attributed_gross_margin') }} as attributed_gross_margin,
+        joined.orders_margin_unknown = 0 as gross_margin_known,
+        {{ safe_divide('joined.attributed_revenue - joined.spend', 'joined.spend') }} * 100 as romi,
+        case
+            when joined.orders_margin_unknown = 0
+                then {{ safe_divide('joined.attributed_gross_margin - joined.spend', 'joined.spend') }} * 100
+        end as romi_gross,
+        horizon.ltv_horizon,
+        {{ safe_divide('horizon.ltv_horizon', 'joined.cac') }} as ltv_cac,
+        cast(payback.cac_payback_months as integer) as cac_payback_months
     from joined
+    left join horizon
+        on joined.month = horizon.month
+        and joined.channel = horizon.channel
+        and joined.platform is not distinct from horizon.platform
+        and joined.account is not distinct from horizon.account
+        and joined.campaign_id is not distinct from horizon.campaign_id
+    left join payback
+        on joined.month = payback.month
+        and joined.channel = payback.channel
+        and joined.platform is not distinct from payback.platform
+        and joined.account is not distinct from payback.account
+        and joined.campaign_id is not distinct from payback.campaign_id
     left join {{ ref('int_ad_campaigns') }} as campaigns
         on joined.channel = campaigns.channel
         and joined.platform = campaigns.platform

@@ -1,11 +1,14 @@
 -- The campaigns of an ad channel (matched and unmatched rows) add up to the channel's row in
--- fct_acquisition_monthly: spend, leads and new customers, every month.
+-- fct_acquisition_monthly: spend, leads, new customers, attributed revenue and attributed gross
+-- margin, every month.
 with
 
 campaigns as (
 
     select month, channel, sum(spend) as spend, sum(leads) as leads,
-        sum(new_customers) as new_customers
+        sum(new_customers) as new_customers,
+        sum(attributed_revenue) as attributed_revenue,
+        sum(attributed_gross_margin) as attributed_gross_margin
     from {{ ref('fct_campaign_performance_monthly') }}
     group by month, channel
 
@@ -13,7 +16,8 @@ campaigns as (
 
 channels as (
 
-    select month, channel, spend, leads, new_customers
+    select month, channel, spend, leads, new_customers, attributed_revenue,
+        attributed_gross_margin
     from {{ ref('fct_acquisition_monthly') }}
     where channel in (select distinct channel from {{ ref('fct_campaign_performance_monthly') }})
 
@@ -27,7 +31,11 @@ select
     campaigns.leads as campaign_leads,
     channels.leads as channel_leads,
     campaigns.new_customers as campaign_new_customers,
-    channels.new_customers as channel_new_customers
+    channels.new_customers as channel_new_customers,
+    campaigns.attributed_revenue as campaign_attributed_revenue,
+    channels.attributed_revenue as channel_attributed_revenue,
+    campaigns.attributed_gross_margin as campaign_attributed_gross_margin,
+    channels.attributed_gross_margin as channel_attributed_gross_margin
 from campaigns
 full outer join channels
     on campaigns.month = channels.month
@@ -35,3 +43,7 @@ full outer join channels
 where abs(coalesce(campaigns.spend, 0) - coalesce(channels.spend, 0)) > 0.005
     or coalesce(campaigns.leads, 0) <> coalesce(channels.leads, 0)
     or coalesce(campaigns.new_customers, 0) <> coalesce(channels.new_customers, 0)
+    or abs(coalesce(campaigns.attributed_revenue, 0) - coalesce(channels.attributed_revenue, 0))
+        > 0.005
+    or abs(coalesce(campaigns.attributed_gross_margin, 0)
+           - coalesce(channels.attributed_gross_margin, 0)) > 0.005
