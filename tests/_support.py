@@ -105,6 +105,14 @@ def scratch_warehouse(backend: str, workdir: Path, label: str) -> Iterator[tuple
         pg_admin(f"drop database if exists {db} with (force)")
 
 
+def failed_nodes(run_results: dict) -> dict[str, str]:
+    """unique_id -> status of the nodes of a dbt run that did not succeed (exposures are
+    never built: dbt reports them as 'no-op')."""
+    return {r["unique_id"]: r["status"] for r in run_results.get("results", [])
+            if r["status"] not in ("success", "pass")
+            and not r["unique_id"].startswith("exposure.")}
+
+
 # -- one synthetic business built once per backend, shared by the metric tests ----------------
 MARTS_SEED, MARTS_SCALE = 7, 0.3
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from _support import run_dbt, scratch_warehouse
+from _support import failed_nodes, run_dbt, scratch_warehouse
 
 import synthetic
 from emulators.google_ads import GoogleAdsEmulator
@@ -293,7 +293,7 @@ def test_extracts_are_shaped_as_the_extractors_land_them(extracts: Extracts) -> 
 def test_build_succeeds_with_all_tests_passing(built: Built) -> None:
     assert built.returncode == 0, built.output[-4000:]
     statuses = {r["unique_id"]: r["status"] for r in built.run_results["results"]}
-    failed = {k: v for k, v in statuses.items() if v not in ("success", "pass")}
+    failed = failed_nodes(built.run_results)
     assert not failed, failed
     for model in ("stg_google_ads__campaign_stats", "stg_vk_ads__ad_plan_stats",
                   "stg_meta_ads__campaign_insights", "stg_files__ad_spend",

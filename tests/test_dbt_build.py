@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
-from _support import MartsBuild
+from _support import MartsBuild, failed_nodes
 
 import synthetic
 from warehouse.base import Warehouse, json_loads
@@ -80,8 +80,7 @@ def msk_date(ts: int) -> date:
 def test_build_succeeds_with_all_tests_passing(built: Built) -> None:
     assert built.returncode == 0, built.output[-4000:]
     statuses = {r["unique_id"]: r["status"] for r in built.run_results["results"]}
-    failed = {k: v for k, v in statuses.items()
-              if v not in ("success", "pass") and not k.startswith("exposure.")}
+    failed = failed_nodes(built.run_results)
     assert not failed, failed
     kinds = {k.split(".")[0] for k in statuses}
     assert {"model", "test", "seed", "unit_test"} <= kinds

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from _support import MartsBuild, run_dbt, scratch_warehouse
+from _support import MartsBuild, failed_nodes, run_dbt, scratch_warehouse
 
 import synthetic
 from synthetic.landing import land_business
@@ -86,7 +86,7 @@ def _build(request, tmp_path_factory, business, label: str) -> Iterator[Built]:
 def _assert_build_passed(built: Built) -> None:
     assert built.returncode == 0, built.output[-4000:]
     statuses = {r["unique_id"]: r["status"] for r in built.run_results["results"]}
-    failed = {k: v for k, v in statuses.items() if v not in ("success", "pass")}
+    failed = failed_nodes(built.run_results)
     assert not failed, failed
     assert "model.voronka.fct_sales_formula_monthly" in statuses
     ran = {k for k in statuses if "sales_formula" in k and k.startswith("test.")}
@@ -298,7 +298,7 @@ def test_margin_rate_var(edge: Built) -> None:
                                  "fct_sales_formula_monthly", "--vars", "{margin_rate: 0.35}")
     try:
         assert code == 0, out[-4000:]
-        assert all(r["status"] in ("success", "pass") for r in results["results"])
+        assert not failed_nodes(results)
         mart = edge.mart()
         assert (mart.margin_rate == 0.35).all()
         for row in mart.itertuples(index=False):
