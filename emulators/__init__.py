@@ -1,5 +1,6 @@
 """Local HTTP emulators of the source APIs on 127.0.0.1: amoCRM v4, Yandex Direct Reports v5,
-VK Ads v2, Google Ads searchStream, Meta Insights (and Bitrix24 REST).
+VK Ads v2, Google Ads searchStream, Meta Insights (and Bitrix24 REST), and the audience upload
+APIs (Meta custom audiences, Google Data Manager, Yandex Audiences, VK Ads users lists).
 
 Used by ``voronka demo`` and by the extractor tests. Standard library only.
 """
@@ -10,6 +11,12 @@ import threading
 
 from ._base import FAULT_KINDS, FaultPlan
 from .amocrm import AmoCRMEmulator
+from .audiences import (
+    GoogleDataManagerEmulator,
+    MetaAudiencesEmulator,
+    VKAudiencesEmulator,
+    YandexAudiencesEmulator,
+)
 from .bitrix24 import Bitrix24Emulator
 from .google_ads import GoogleAdsEmulator
 from .meta_ads import MetaAdsEmulator
@@ -22,8 +29,12 @@ __all__ = [
     "Bitrix24Emulator",
     "FaultPlan",
     "GoogleAdsEmulator",
+    "GoogleDataManagerEmulator",
     "MetaAdsEmulator",
+    "MetaAudiencesEmulator",
     "VKAdsEmulator",
+    "VKAudiencesEmulator",
+    "YandexAudiencesEmulator",
     "YandexDirectEmulator",
     "serve_forever",
 ]
