@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("sql")
     query.add_argument("--max-rows", type=int, default=40)
     query.set_defaults(func=_cmd_query)
+    from audiences import cli as audiences_cli
+
+    audiences_cli.add_parser(sub)
     return parser
 
 

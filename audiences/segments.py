@@ -1,0 +1,512 @@
+"""Audience segments: YAML definitions a marketer edits, compiled to parameterised SQL.
+
+A segment file (``audiences/segments/*.yml``)::
+
+    name: lapsed_90_days
+    description: Bought before, nothing for 90 days or more.
+    kind: dynamic            # static (frozen at creation) | dynamic (recomputed every run)
+    value: revenue           # optional: numeric column for a value-based look-alike seed
+    conditions:              # ANDed
+      - {field: recency, op: ">=", value: 90}
+      - any:                 # ORed
+          - {field: channel, op: in, value: [organic, direct]}
+          - {field: orders_count, op: ">", value: 1}
+      - bought_category_within_days: {category: Outerwear, days: 30}
+      - top_share: {field: revenue, share: 0.1}
+
+Safety: column names come only from ``FIELDS`` (a whitelist of ``marts.dim_customers``
+columns), operators only from ``OPS``; every value is a bound parameter (``?`` for DuckDB,
+``%s`` for PostgreSQL), never text pasted into the SQL. A bad field, operator or value raises
+``SegmentError`` naming the file, the line and what is allowed.
+
+Consent: members are always the contactable customers (``dim_customers.is_contactable``);
+the ones who match the conditions but are not contactable are only counted
+(``Members.excluded_count``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+SEGMENTS_DIR = Path(__file__).resolve().parent / "segments"
+CUSTOMERS = "marts.dim_customers"
+ORDERS = "marts.fct_orders"
+AS_OF = "(select max(as_of_date) from intermediate.int_as_of_date)"
+
+# field -> (dim_customers column, type); type one of int | number | text | date | bool.
+FIELDS: dict[str, tuple[str, str]] = {
+    "recency": ("days_since_last_order", "int"),
+    "days_since_last_order": ("days_since_last_order", "int"),
+    "orders_count": ("orders_count", "int"),
+    "revenue": ("revenue", "number"),
+    "gross_margin": ("gross_margin", "number"),
+    "aov": ("aov", "number"),
+    "rfm_segment": ("rfm_segment", "text"),
+    "recency_score": ("recency_score", "int"),
+    "frequency_score": ("frequency_score", "int"),
+    "monetary_score": ("monetary_score", "int"),
+    "channel": ("channel", "text"),
+    "cohort_month": ("cohort_month", "date"),
+    "first_order_date": ("first_order_date", "date"),
+    "last_order_date": ("last_order_date", "date"),
+    "is_due": ("is_due", "bool"),
+    "is_overdue": ("is_overdue", "bool"),
+    "is_active": ("is_active", "bool"),
+    "is_churned": ("is_churned", "bool"),
+}
+
+COMPARE = ("=", "!=", "<", "<=", ">", ">=")
+OPS_BY_TYPE: dict[str, tuple[str, ...]] = {
+    "int": (*COMPARE, "in", "not_in", "between"),
+    "number": (*COMPARE, "in", "not_in", "between"),
+    "date": (*COMPARE, "in", "not_in", "between"),
+    "text": ("=", "!=", "in", "not_in"),
+    "bool": ("is_true", "is_false"),
+}
+OPS = (*COMPARE, "in", "not_in", "between", "is_true", "is_false")
+VALUE_FIELDS = tuple(f for f, (_, t) in FIELDS.items() if t in ("int", "number"))
+DERIVED = ("bought_category_within_days", "top_share")
+NOT_YET = {
+    "birthday_within_days": "there is no birthday column in marts.dim_customers yet "
+                            "(the CRMs' birthdays are not modelled)",
+}
+KINDS = ("static", "dynamic")
+TOP_KEYS = ("name", "description", "kind", "value", "conditions")
+PREVIEW_COLUMNS = ("customer_id", "channel", "cohort_month", "orders_count", "revenue",
+                   "rfm_segment")
+
+
+class SegmentError(ValueError):
+    """A segment file that cannot be used; the message names the file, line and what is
+    allowed."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One leaf: a whitelisted field, an operator and its (typed) value(s)."""
+
+    field: str
+    op: str
+    value: Any = None
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class BoughtCategory:
+    """An order of one of `categories` within the last `days` days up to the as-of date."""
+
+    categories: tuple[str, ...]
+    days: int
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class TopShare:
+    """The top `share` of CONTACTABLE customers by `field` (descending, ties by customer_id):
+    the same ranking as marts.fct_lookalike_seed."""
+
+    field: str
+    share: float
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """Conditions ORed."""
+
+    conditions: tuple[Any, ...]
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Segment:
+    name: str
+    description: str
+    kind: str
+    conditions: tuple[Any, ...]
+    file: str = "<string>"
+    value: str | None = None
+
+
+@dataclass(frozen=True)
+class Members:
+    """Contactable members of a segment, and how many matching customers were excluded."""
+
+    segment: str
+    customer_ids: tuple[str, ...]
+    excluded_count: int
+    values: tuple[float, ...] | None = None  # aligned with customer_ids when segment.value
+
+    def __len__(self) -> int:
+        return len(self.customer_ids)
+
+    def frame(self) -> pd.DataFrame:
+        """customer_id (and value, for a value-based segment), one row per member."""
+        data: dict[str, Any] = {"customer_id": list(self.customer_ids)}
+        if self.values is not None:
+            data["value"] = list(self.values)
+        return pd.DataFrame(data)
+
+
+# -- parsing ---------------------------------------------------------------------------------
+
+
+class _Parser:
+    def __init__(self, text: str, file: str) -> None:
+        self.file = file
+        self.loader = yaml.SafeLoader(text)
+
+    def fail(self, node: yaml.Node | None, problem: str) -> SegmentError:
+        line = node.start_mark.line + 1 if node is not None else 1
+        return SegmentError(f"{self.file}, line {line}: {problem}")
+
+    def scalar(self, node: yaml.Node) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.fail(node, "expected a single value, not a list or mapping")
+        return self.loader.construct_object(node, deep=True)
+
+    def mapping(self, node: yaml.Node, what: str) -> list[tuple[str, yaml.Node, yaml.Node]]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, f"{what} must be a mapping (key: value)")
+        out = []
+        for key_node, value_node in node.value:
+            key = self.scalar(key_node)
+            if not isinstance(key, str):
+                raise self.fail(key_node, f"{what}: keys must be names, got {key!r}")
+            out.append((key, key_node, value_node))
+        return out
+
+    def parse(self) -> Segment:
+        try:
+            root = self.loader.get_single_node()
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else 1
+            raise SegmentError(f"{self.file}, line {line}: not valid YAML: {exc}") from None
+        finally:
+            self.loader.dispose()
+        if root is None:
+            raise SegmentError(f"{self.file}, line 1: empty segment file")
+        items = self.mapping(root, "a segment")
+        seen: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key, key_node, value_node in items:
+            if key not in TOP_KEYS:
+                raise self.fail(key_node, f"unknown key {key!r}; allowed: {', '.join(TOP_KEYS)}")
+            if key in seen:
+                raise self.fail(key_node, f"key {key!r} given twice")
+            seen[key] = (key_node, value_node)
+        for required in ("name", "kind", "conditions"):
+            if required not in seen:
+                raise self.fail(root, f"missing {required!r}; a segment needs name, kind "
+                                      "(static|dynamic) and conditions")
+        name = self.scalar(seen["name"][1])
+        if not isinstance(name, str) or not name.strip():
+            raise self.fail(seen["name"][1], "name must be a non-empty text")
+        description = self.scalar(seen["description"][1]) if "description" in seen else ""
+        kind = self.scalar(seen["kind"][1])
+        if kind not in KINDS:
+            raise self.fail(seen["kind"][1], f"kind {kind!r} is not allowed; allowed: "
+                                             f"{', '.join(KINDS)}")
+        value = None
+        if "value" in seen:
+            value = self.scalar(seen["value"][1])
+            if value not in VALUE_FIELDS:
+                raise self.fail(seen["value"][1], f"value {value!r} is not a numeric "
+                                                  f"dim_customers field; allowed: "
+                                                  f"{', '.join(VALUE_FIELDS)}")
+        cond_node = seen["conditions"][1]
+        if not isinstance(cond_node, yaml.SequenceNode) or not cond_node.value:
+            raise self.fail(cond_node, "conditions must be a non-empty list")
+        conditions = tuple(self.condition(n) for n in cond_node.value)
+        return Segment(name=name.strip(), description=str(description or "").strip(),
+                       kind=kind, conditions=conditions, file=self.file, value=value)
+
+    def condition(self, node: yaml.Node) -> Any:
+        items = self.mapping(node, "a condition")
+        keys = [k for k, _, _ in items]
+        line = node.start_mark.line + 1
+        allowed = (f"a condition is {{field, op, value}} with field one of "
+                   f"{', '.join(FIELDS)}; or any: [conditions]; or one of {', '.join(DERIVED)}")
+        if len(items) == 1 and keys[0] in ("any", *DERIVED, *NOT_YET):
+            key, key_node, value_node = items[0]
+            if key in NOT_YET:
+                raise self.fail(key_node, f"{key} is not available: {NOT_YET[key]}; "
+                                          f"allowed derived conditions: {', '.join(DERIVED)}")
+            if key == "any":
+                if not isinstance(value_node, yaml.SequenceNode) or not value_node.value:
+                    raise self.fail(value_node, "any: must be a non-empty list of conditions")
+                return AnyOf(tuple(self.condition(n) for n in value_node.value), line)
+            if key == "bought_category_within_days":
+                return self.bought_category(value_node, line)
+            return self.top_share(value_node, line)
+        by_key = {k: (kn, vn) for k, kn, vn in items}
+        for k, kn, _ in items:
+            if k not in ("field", "op", "value"):
+                raise self.fail(kn, f"unknown condition key {k!r}; {allowed}")
+        if "field" not in by_key or "op" not in by_key:
+            raise self.fail(node, f"a condition needs field and op; {allowed}")
+        fname = self.scalar(by_key["field"][1])
+        if fname not in FIELDS:
+            raise self.fail(by_key["field"][1], f"unknown field {fname!r}; allowed fields: "
+                                                f"{', '.join(FIELDS)}")
+        ftype = FIELDS[fname][1]
+        op = self.scalar(by_key["op"][1])
+        if op not in OPS_BY_TYPE[ftype]:
+            raise self.fail(by_key["op"][1], f"operator {op!r} is not allowed for {fname} "
+                                             f"({ftype}); allowed: "
+                                             f"{' '.join(OPS_BY_TYPE[ftype])}")
+        if op in ("is_true", "is_false"):
+            if "value" in by_key:
+                raise self.fail(by_key["value"][1], f"{op} takes no value")
+            return Condition(fname, op, None, line)
+        if "value" not in by_key:
+            raise self.fail(node, f"operator {op} needs a value ({_type_help(ftype)})")
+        value_node = by_key["value"][1]
+        if op in ("in", "not_in", "between"):
+            if not isinstance(value_node, yaml.SequenceNode) or not value_node.value:
+                raise self.fail(value_node, f"{op} needs a list of values "
+                                            f"({_type_help(ftype)})")
+            values = tuple(self.typed(n, fname, ftype) for n in value_node.value)
+            if op == "between" and len(values) != 2:
+                raise self.fail(value_node, "between needs exactly two values: [low, high]")
+            return Condition(fname, op, values, line)
+        return Condition(fname, op, self.typed(value_node, fname, ftype), line)
+
+    def typed(self, node: yaml.Node, fname: str, ftype: str) -> Any:
+        raw = self.scalar(node)
+        bad = self.fail(node, f"{fname} needs {_type_help(ftype)}, got {raw!r}")
+        if ftype in ("int", "number"):
+            if isinstance(raw, bool) or not isinstance(raw, int | float):
+                raise bad
+            if ftype == "int" and isinstance(raw, float):
+                if not raw.is_integer():
+                    raise bad
+                raw = int(raw)
+            return raw
+        if ftype == "text":
+            if not isinstance(raw, str):
+                raise bad
+            return raw
+        if ftype == "date":
+            if isinstance(raw, dt.datetime):
+                raise bad
+            if isinstance(raw, dt.date):
+                return raw
+            if isinstance(raw, str):
+                try:
+                    return dt.date.fromisoformat(raw)
+                except ValueError:
+                    raise bad from None
+            raise bad
+        raise bad  # pragma: no cover - bool fields take no value
+
+    def bought_category(self, node: yaml.Node, line: int) -> BoughtCategory:
+        help_ = "bought_category_within_days: {category: text or [texts], days: whole number > 0}"
+        items = {k: (kn, vn) for k, kn, vn in self.mapping(node, help_)}
+        for k, (kn, _) in items.items():
+            if k not in ("category", "days"):
+                raise self.fail(kn, f"unknown key {k!r}; allowed: {help_}")
+        if set(items) != {"category", "days"}:
+            raise self.fail(node, f"needs category and days; {help_}")
+        cat_node = items["category"][1]
+        if isinstance(cat_node, yaml.SequenceNode):
+            cats = tuple(self.scalar(n) for n in cat_node.value)
+        else:
+            cats = (self.scalar(cat_node),)
+        if not cats or not all(isinstance(c, str) and c for c in cats):
+            raise self.fail(cat_node, f"category must be text; {help_}")
+        days = self.scalar(items["days"][1])
+        if isinstance(days, bool) or not isinstance(days, int) or days <= 0:
+            raise self.fail(items["days"][1], f"days must be a whole number > 0, got "
+                                              f"{days!r}; {help_}")
+        return BoughtCategory(cats, days, line)
+
+    def top_share(self, node: yaml.Node, line: int) -> TopShare:
+        help_ = (f"top_share: {{field: one of {', '.join(VALUE_FIELDS)}, "
+                 f"share: number in (0, 1]}}")
+        items = {k: (kn, vn) for k, kn, vn in self.mapping(node, help_)}
+        for k, (kn, _) in items.items():
+            if k not in ("field", "share"):
+                raise self.fail(kn, f"unknown key {k!r}; allowed: {help_}")
+        if set(items) != {"field", "share"}:
+            raise self.fail(node, f"needs field and share; {help_}")
+        fname = self.scalar(items["field"][1])
+        if fname not in VALUE_FIELDS:
+            raise self.fail(items["field"][1], f"unknown numeric field {fname!r}; {help_}")
+        share = self.scalar(items["share"][1])
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+            raise self.fail(items["share"][1], f"share must be a number in (0, 1], got "
+                                               f"{share!r}; {help_}")
+        return TopShare(fname, float(share), line)
+
+
+def _type_help(ftype: str) -> str:
+    return {
+        "int": "a whole number",
+        "number": "a number",
+        "text": "a text",
+        "date": "a date (YYYY-MM-DD)",
+        "bool": "no value (is_true / is_false)",
+    }[ftype]
+
+
+def parse_segment(text: str, file: str = "<string>") -> Segment:
+    """A segment from YAML text; `file` names it in errors."""
+    return _Parser(text, file).parse()
+
+
+def load_segment(path: str | Path) -> Segment:
+    path = Path(path)
+    return parse_segment(path.read_text(encoding="utf-8"), str(path))
+
+
+def load_segments(path: str | Path | None = None) -> list[Segment]:
+    """Every segment of a directory (default: the shipped examples) or of one file, by name.
+    Two files with the same segment name are an error."""
+    path = Path(path) if path is not None else SEGMENTS_DIR
+    files = sorted(path.glob("*.yml")) + sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+    segments: dict[str, Segment] = {}
+    for f in files:
+        seg = load_segment(f)
+        if seg.name in segments:
+            raise SegmentError(f"{f}, line 1: segment name {seg.name!r} is also used by "
+                               f"{segments[seg.name].file}")
+        segments[seg.name] = seg
+    return sorted(segments.values(), key=lambda s: s.name)
+
+
+def get_segment(name: str, path: str | Path | None = None) -> Segment:
+    segments = load_segments(path)
+    for seg in segments:
+        if seg.name == name:
+            return seg
+    raise SegmentError(f"no segment named {name!r}; known: "
+                       f"{', '.join(s.name for s in segments) or '(none)'}")
+
+
+# -- compiling -------------------------------------------------------------------------------
+
+
+def _marker(backend: Any) -> str:
+    kind = backend if isinstance(backend, str) else getattr(backend, "kind", None)
+    if kind == "duckdb":
+        return "?"
+    if kind in ("postgres", "postgresql"):
+        return "%s"
+    raise ValueError(f"unknown warehouse backend {backend!r}; expected duckdb or postgres")
+
+
+def _param_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(repr(value))  # exact decimal comparison with numeric columns
+    return value
+
+
+class _Compiler:
+    def __init__(self, mark: str) -> None:
+        self.mark = mark
+        self.params: list[Any] = []
+
+    def bind(self, value: Any) -> str:
+        self.params.append(_param_value(value))
+        return self.mark
+
+    def expr(self, cond: Any) -> str:
+        if isinstance(cond, AnyOf):
+            return "(" + " or ".join(self.expr(c) for c in cond.conditions) + ")"
+        if isinstance(cond, BoughtCategory):
+            cats = ", ".join(self.bind(c) for c in cond.categories)
+            days = self.bind(cond.days)
+            return (f"exists (select 1 from {ORDERS} as o where o.customer_id = d.customer_id "
+                    f"and o.product_category in ({cats}) "
+                    f"and o.order_date <= {AS_OF} "
+                    f"and o.order_date > {AS_OF} - cast({days} as integer))")
+        if isinstance(cond, TopShare):
+            column = FIELDS[cond.field][0]
+            share = self.bind(cond.share)
+            return (f"d.customer_id in (select customer_id from (select customer_id, "
+                    f"row_number() over (order by {column} desc, customer_id) as top_rank, "
+                    f"count(*) over () as top_n from {CUSTOMERS} where is_contactable) as t "
+                    f"where top_rank <= ceil(cast({share} as numeric(18, 9)) * top_n))")
+        column = "d." + FIELDS[cond.field][0]
+        op = cond.op
+        if op == "is_true":
+            return f"{column} is true"
+        if op == "is_false":
+            return f"{column} is false"
+        if op in ("in", "not_in"):
+            marks = ", ".join(self.bind(v) for v in cond.value)
+            return f"{column} {'in' if op == 'in' else 'not in'} ({marks})"
+        if op == "between":
+            low, high = cond.value
+            return f"{column} between {self.bind(low)} and {self.bind(high)}"
+        sql_op = "<>" if op == "!=" else op
+        assert sql_op in COMPARE or sql_op == "<>"
+        return f"{column} {sql_op} {self.bind(cond.value)}"
+
+
+def compile_segment(seg: Segment, backend: Any,
+                    columns: Sequence[str] = ()) -> tuple[str, list[Any]]:
+    """SQL over marts.dim_customers selecting every customer matching the conditions
+    (contactable or not): customer_id, is_contactable, value (if the segment has one) and
+    `columns` (dim_customers columns from FIELDS or PREVIEW_COLUMNS), ordered by customer_id.
+    `backend`: "duckdb" | "postgres" or a Warehouse. Values are bound parameters only."""
+    comp = _Compiler(_marker(backend))
+    where = " and ".join(comp.expr(c) for c in seg.conditions)
+    allowed = {FIELDS[f][0] for f in FIELDS} | set(PREVIEW_COLUMNS)
+    extra = []
+    for col in columns:
+        col = FIELDS[col][0] if col in FIELDS else col
+        if col not in allowed:
+            raise SegmentError(f"column {col!r} is not selectable; allowed: "
+                               f"{', '.join(sorted(allowed))}")
+        if col not in ("customer_id", "is_contactable"):
+            extra.append(f"d.{col}")
+    select = ["d.customer_id", "d.is_contactable"]
+    if seg.value:
+        select.append(f"d.{FIELDS[seg.value][0]} as value")
+    select += extra
+    sql = (f"select {', '.join(select)} from {CUSTOMERS} as d where {where} "
+           f"order by d.customer_id")
+    return sql, comp.params
+
+
+def _run(wh: Any, sql: str, params: Sequence[Any]) -> pd.DataFrame:
+    with wh.connect() as conn:
+        cur = conn.cursor()
+        cur.execute(sql, list(params))
+        cols = [d[0] for d in cur.description]
+        return pd.DataFrame(cur.fetchall(), columns=cols)
+
+
+def segment_frame(wh: Any, seg: Segment, columns: Sequence[str] = ()) -> pd.DataFrame:
+    """Every customer matching the conditions, with is_contactable (for counts and
+    previews; exports use `segment_members`)."""
+    sql, params = compile_segment(seg, wh, columns)
+    frame = _run(wh, sql, params)
+    frame["is_contactable"] = frame["is_contactable"].astype(bool)
+    return frame
+
+
+def segment_members(wh: Any, seg: Segment) -> Members:
+    """The contactable members of `seg` in the warehouse `wh`, and how many customers match
+    the conditions but are excluded (withdrawn consent or do-not-contact)."""
+    frame = segment_frame(wh, seg)
+    contactable = frame[frame["is_contactable"]]
+    values = None
+    if seg.value:
+        values = tuple(float(v) if v is not None else 0.0 for v in contactable["value"])
+    return Members(
+        segment=seg.name,
+        customer_ids=tuple(str(c) for c in contactable["customer_id"]),
+        excluded_count=int((~frame["is_contactable"]).sum()),
+        values=values,
+    )
