@@ -18,8 +18,9 @@ demo: install
 	$(BIN)/voronka demo
 
 ## The whole suite; PostgreSQL tests run when VORONKA_TEST_POSTGRES=1 (CI sets it).
+## Two workers (pytest-xdist); the tests of the shared marts build stay on one of them.
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadgroup
 
 ## The Dagster UI over the same definitions, with the emulators running.
 dev: install

@@ -17,7 +17,13 @@ POSTGRES_SKIP_REASON = (
 )
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        # under `pytest -n 2 --dist loadgroup` (make test) every test of the shared marts
+        # build runs on one worker, so the build happens once per backend, not once per worker
+        if "marts" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("marts"))
     if POSTGRES_ON:
         return
     skip = pytest.mark.skip(reason=POSTGRES_SKIP_REASON)
