@@ -20,10 +20,11 @@ POSTGRES_SKIP_REASON = (
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        # under `pytest -n 2 --dist loadgroup` (make test) every test of the shared marts
-        # build runs on one worker, so the build happens once per backend, not once per worker
+        # under `pytest -n 2 --dist loadgroup` (make test) the tests of one backend's shared
+        # marts build run on one worker, so each build happens once, not once per worker
         if "marts" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("marts"))
+            backend = item.callspec.params.get("marts", "duckdb")
+            item.add_marker(pytest.mark.xdist_group(f"marts_{backend}"))
     if POSTGRES_ON:
         return
     skip = pytest.mark.skip(reason=POSTGRES_SKIP_REASON)

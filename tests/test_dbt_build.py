@@ -313,8 +313,11 @@ def test_cohort_retention_matrix_recomputed_from_orders(built: Built) -> None:
     assert (mart.xs(0, level="month_offset").retention_rate.astype(float) == 1.0).all()
 
 
+# docs are backend-independent YAML; `dbt docs generate` costs a parse and a catalog query per
+# run, so it runs on the DuckDB build only (the suite's time budget)
+@pytest.mark.parametrize("marts", ["duckdb"], indirect=True)
 def test_docs_site_lists_every_mart_with_its_columns(
-    built: Built, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    marts: MartsBuild, built: Built, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """`voronka docs` builds dbt's docs from the warehouse: descriptions, columns, lineage."""
     from voronka import cli
