@@ -1,8 +1,10 @@
 """dbt models as Dagster assets (dagster-dbt); dbt tests become asset checks."""
 
 
+import fcntl
 import importlib.metadata
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -48,13 +50,23 @@ def ensure_manifest(project: DbtProject = DBT_PROJECT) -> Path:
     The parse sees the same profile and vars as the run's `dbt build` will, so that build can
     reuse dbt's partial parse instead of parsing the whole project again (~4 s).
     """
-    if manifest_is_stale(project):
-        settings.WarehouseSettings.from_env().export_for_dbt()
-        subprocess.run(
-            [str(DBT_EXECUTABLE), "parse", "--quiet", "--project-dir", str(project.project_dir),
-             "--profiles-dir", str(project.profiles_dir), *vars_args()],
-            check=True, cwd=project.project_dir,
-        )
+    if not manifest_is_stale(project):
+        return project.manifest_path
+    # Several processes may load the definitions at once (the webserver and the daemon, test
+    # workers): one parses, the others wait and then find the manifest fresh. dbt writes
+    # manifest.json in place, so reading it during another process's parse would fail.
+    lock_path = Path(project.project_dir) / "target" / ".parse.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if manifest_is_stale(project):
+            settings.WarehouseSettings.from_env().export_for_dbt()
+            subprocess.run(
+                [str(DBT_EXECUTABLE), "parse", "--quiet",
+                 "--project-dir", str(project.project_dir),
+                 "--profiles-dir", str(project.profiles_dir), *vars_args()],
+                check=True, cwd=project.project_dir,
+            )
     return project.manifest_path
 
 
@@ -106,8 +118,28 @@ def voronka_dbt_models(
     warehouse.export_for_dbt()
     args = ["build", *vars_args()]
     with warehouse.open().writer():
-        # The project's own target path keeps dbt's partial parse warm between runs.
-        yield from dbt.cli(args, context=context, target_path=DBT_PROJECT.target_path).stream()
+        target = run_target_path(context.run_id)
+        yield from dbt.cli(args, context=context, target_path=target).stream()
+
+
+def run_target_path(run_id: str, project: DbtProject = DBT_PROJECT) -> Path:
+    """A run's own dbt target directory, seeded with the project's partial parse.
+
+    The run never writes the project's target/ (whose manifest.json other processes read
+    when they load the definitions), yet dbt still partial-parses from the parse that
+    ensure_manifest made with the same profile and vars. Earlier runs' directories are
+    removed: the writer lock held here means no other run is using them."""
+    project_target = Path(project.project_dir) / project.target_path  # absolute stays absolute
+    runs = project_target / "runs"
+    if runs.exists():
+        for old in runs.iterdir():
+            shutil.rmtree(old, ignore_errors=True)
+    target = runs / run_id
+    target.mkdir(parents=True)
+    warm = project_target / "partial_parse.msgpack"
+    if warm.exists():
+        shutil.copy2(warm, target / warm.name)
+    return target
 
 
 class VenvDbtCliResource(DbtCliResource):
