@@ -3,7 +3,6 @@
 -- with GROUPING SETS (all 8 combinations; a slice not applied is marked by its by_* flag
 -- being false and its value being null). by_channel = by_manager = by_month = false is the
 -- pipeline as a whole (it equals fct_funnel_stage_conversion for steps with leads).
-{%- set slices = ['channel', 'responsible_user_id, manager_name', 'created_month'] %}
 with
 
 stages as (
@@ -43,13 +42,7 @@ sliced as (
         {{ percentile_cont("case when is_closed_in_pipeline then hours_in_stage end", 0.9) }}
             as p90_hours_in_stage
     from lead_stages
-    group by grouping sets (
-        {%- for mask in range(8) %}
-        (crm, account, pipeline_id, status_id
-            {%- for slice in slices %}{% if mask // (2 ** loop.index0) % 2 == 1 %}, {{ slice }}{% endif %}{% endfor -%}
-        ){{ ',' if not loop.last }}
-        {%- endfor %}
-    )
+    group by {{ funnel_slice_grouping_sets(['crm', 'account', 'pipeline_id', 'status_id']) }}
 
 ),
 

@@ -3,7 +3,6 @@
 -- GROUPING SETS over channel x manager x lead-creation month, with by_* flags marking the
 -- slices applied (all false = the pipeline as a whole). Won = arrival at the pipeline's won
 -- step; for the Bitrix24 `lead` pipeline that is the lead's conversion into a deal.
-{%- set slices = ['channel', 'responsible_user_id, manager_name', 'created_month'] %}
 with
 
 pipelines as (
@@ -48,13 +47,7 @@ sliced as (
         {{ median('sales_cycle_days') }} as median_sales_cycle_days,
         {{ percentile_cont('sales_cycle_days', 0.9) }} as p90_sales_cycle_days
     from won_leads
-    group by grouping sets (
-        {%- for mask in range(8) %}
-        (crm, account, pipeline_id
-            {%- for slice in slices %}{% if mask // (2 ** loop.index0) % 2 == 1 %}, {{ slice }}{% endif %}{% endfor -%}
-        ){{ ',' if not loop.last }}
-        {%- endfor %}
-    )
+    group by {{ funnel_slice_grouping_sets(['crm', 'account', 'pipeline_id']) }}
 
 ),
 
