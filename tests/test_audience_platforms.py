@@ -373,7 +373,11 @@ def test_customer_identifiers_binds_ids(tmp_path: Path) -> None:
 def test_int_customer_identifiers_on_the_marts(marts: MartsBuild, tmp_path: Path) -> None:
     nodes = marts.assert_nodes_passed("int_customer_identifiers")
     assert any(n.startswith("unit_test.") for n in nodes)  # the dbt unit test ran and passed
-    assert sum(n.startswith("test.") for n in nodes) >= 5  # not_null, accepted_values, unique
+    # the grain test and the column rules (not_null, accepted_values) ran and passed
+    assert any(n.startswith("test.voronka.unique_combination_int_customer_identifiers")
+               for n in nodes)
+    assert any(n.startswith("test.voronka.column_values_int_customer_identifiers.")
+               for n in nodes)
     table = marts.df("select customer_id, kind, value_normalized "
                      "from intermediate.int_customer_identifiers")
     assert not table.empty and set(table["kind"]) == {"phone", "email"}
