@@ -1,4 +1,4 @@
-"""`voronka audiences ...`: list the segments and preview one, with counts.
+"""`voronka audiences ...`: list, preview, export (files) and sync (platform APIs) segments.
 
 voronka/cli.py wires it in with::
 
@@ -7,28 +7,44 @@ voronka/cli.py wires it in with::
 
 The preview shows only non-identifying columns (never phones or e-mails) and always the
 number of matching customers excluded for consent (withdrawn consent or do-not-contact).
+`export` writes the whole segment as hashed platform files plus a manifest (for uploading by
+hand); `sync` sends the additions and removals since the last successful sync to each
+platform's API (or, with --file-only, writes them as files), recording the state in the
+warehouse's `audiences` schema.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from audiences.export import AudienceTooSmall, export_segment_file, members_identifier_frame
+from audiences.platforms import PLATFORMS
 from audiences.segments import (
     PREVIEW_COLUMNS,
     SegmentError,
     get_segment,
     load_segments,
     segment_frame,
+    segment_members,
 )
+from audiences.sync import PLATFORMS_VAR, SyncResult, configured_platforms, sync_to_platforms
+
+OUT_DIR_VAR = "VORONKA_AUDIENCES_DIR"
+DEFAULT_OUT_DIR = "data/audiences"
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add `audiences` (with `list` and `preview`) to voronka's subcommands."""
-    aud = subparsers.add_parser("audiences", help="marketing audiences: list and preview segments")
+    aud = subparsers.add_parser("audiences", help="marketing audiences: list, preview, export "
+                                                  "and sync segments")
     aud.add_argument("--segments-dir", default=None,
-                     help="directory of segment YAML files (default: the shipped examples)")
+                     help="directory of segment YAML files (default: $VORONKA_SEGMENTS_DIR, "
+                          "else the shipped examples)")
     actions = aud.add_subparsers(dest="audiences_command", required=True)
     lst = actions.add_parser("list", help="every segment with its member and excluded counts")
     lst.set_defaults(func=run)
@@ -37,8 +53,42 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     preview.add_argument("name")
     preview.add_argument("--limit", type=int, default=10, help="sample rows (default 10)")
     preview.set_defaults(func=run)
+    export = actions.add_parser("export", help="the whole segment as hashed files for one "
+                                               "platform, plus a manifest (upload by hand)")
+    export.add_argument("name")
+    export.add_argument("--platform", required=True, choices=sorted(PLATFORMS))
+    _output_options(export)
+    export.set_defaults(func=run)
+    sync = actions.add_parser("sync", help="send the additions and removals since the last "
+                                           "successful sync to the platforms' APIs")
+    sync.add_argument("name")
+    sync.add_argument("--platform", action="append", choices=sorted(PLATFORMS),
+                      help=f"repeat for several (default: ${PLATFORMS_VAR}, comma-separated)")
+    sync.add_argument("--file-only", action="store_true",
+                      help="write the changes as hashed files instead of calling the APIs")
+    _output_options(sync)
+    sync.set_defaults(func=run)
     aud.set_defaults(func=run)
     return aud
+
+
+def _segments_dir(args: argparse.Namespace) -> str | None:
+    """--segments-dir, else VORONKA_SEGMENTS_DIR (the Dagster assets read it too), else the
+    shipped examples."""
+    return getattr(args, "segments_dir", None) or os.environ.get("VORONKA_SEGMENTS_DIR") or None
+
+
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default=None,
+                        help=f"directory for files and manifests (default: ${OUT_DIR_VAR} "
+                             f"or {DEFAULT_OUT_DIR})")
+    parser.add_argument("--allow-small", action="store_true",
+                        help="go ahead below the platform's minimum size (marked in the "
+                             "manifest)")
+
+
+def out_dir(arg: str | None) -> Path:
+    return Path(arg or os.environ.get(OUT_DIR_VAR) or DEFAULT_OUT_DIR)
 
 
 def open_warehouse() -> Any:
@@ -54,13 +104,19 @@ def run(args: argparse.Namespace, wh: Any = None) -> int:
     command = getattr(args, "audiences_command", None)
     try:
         if command == "list":
-            return cmd_list(wh, getattr(args, "segments_dir", None))
+            return cmd_list(wh, _segments_dir(args))
         if command == "preview":
-            return cmd_preview(wh, args.name, args.limit, getattr(args, "segments_dir", None))
-    except SegmentError as exc:
+            return cmd_preview(wh, args.name, args.limit, _segments_dir(args))
+        if command == "export":
+            return cmd_export(wh, args.name, args.platform, out_dir(args.out),
+                              args.allow_small, _segments_dir(args))
+        if command == "sync":
+            return cmd_sync(wh, args.name, args.platform, out_dir(args.out), args.file_only,
+                            args.allow_small, _segments_dir(args))
+    except (SegmentError, AudienceTooSmall, ValueError) as exc:
         print(f"voronka audiences: {exc}", file=sys.stderr)
         return 2
-    print(f"voronka audiences: unknown command {command!r}; use list or preview",
+    print(f"voronka audiences: unknown command {command!r}; use list, preview, export or sync",
           file=sys.stderr)
     return 2
 
@@ -114,3 +170,58 @@ def cmd_preview(wh: Any, name: str, limit: int = 10, segments_dir: str | None = 
         print(f"\nsample ({len(sample)} of {len(members)}):")
         print(sample.to_string(index=False))
     return 0
+
+
+def cmd_export(wh: Any, name: str, platform: str, directory: Path, allow_small: bool = False,
+               segments_dir: str | None = None) -> int:
+    """Write the whole segment for one platform: hashed file(s) and a manifest."""
+    seg = get_segment(name, segments_dir)
+    wh = _warehouse(wh)
+    members = segment_members(wh, seg)
+    frame = members_identifier_frame(wh, members)
+    value_column = "lookalike_value" if seg.value and platform == "meta" else None
+    result = export_segment_file(frame, platform, directory, seg.name, members.excluded_count,
+                                 value_column, allow_small=allow_small, members=len(members))
+    counts = result.manifest["counts"]
+    print(f"segment:   {seg.name} ({seg.kind}) -> {platform}")
+    print(f"members:   {counts['members']} ({counts['without_identifier']} without a usable "
+          f"identifier for {platform})")
+    print(f"excluded:  {counts['excluded']} (withdrawn consent or do-not-contact)")
+    print(f"rows:      {counts['rows']} ({result.manifest['hash_algorithm']} hashes only)")
+    if result.below_minimum:
+        print(f"warning:   below {platform}'s minimum of {result.manifest['minimum_rows']} "
+              "rows (--allow-small)")
+    for path in result.files:
+        print(f"file:      {path}")
+    print(f"manifest:  {result.manifest_path}")
+    return 0
+
+
+def cmd_sync(wh: Any, name: str, platforms: list[str] | None, directory: Path,
+             file_only: bool = False, allow_small: bool = False,
+             segments_dir: str | None = None) -> int:
+    """Sync one segment to the platforms; exit 1 when any platform failed."""
+    seg = get_segment(name, segments_dir)
+    chosen = platforms or configured_platforms(os.environ)
+    if not chosen:
+        raise ValueError(f"name a platform (--platform meta) or set {PLATFORMS_VAR}")
+    wh = _warehouse(wh)
+    results = sync_to_platforms(wh, seg, chosen, now=datetime.now(UTC), out_dir=directory,
+                                file_only=file_only, allow_small=allow_small)
+    print(f"segment: {seg.name} ({seg.kind})")
+    for result in results:
+        print(format_result(result))
+    return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def format_result(result: SyncResult) -> str:
+    """One readable line per platform: status, counts, audience and message."""
+    line = (f"  {result.platform:<7} {result.status:<8} +{result.added} -{result.removed} "
+            f"excluded {result.excluded} pending {result.pending}")
+    if result.audience_id:
+        line += f"  audience {result.audience_id}"
+    if result.message:
+        line += f"\n          {result.message}"
+    if result.manifest_path:
+        line += f"\n          manifest {result.manifest_path}"
+    return line

@@ -33,7 +33,8 @@ class AudienceTooSmall(ValueError):
         self.platform, self.minimum, self.count, self.what = platform, minimum, count, what
         super().__init__(
             f"{platform} needs at least {minimum} {what}, this audience has {count}; "
-            f"not exported (allow_small=True writes the file anyway, marked below_minimum)"
+            f"not exported (--allow-small / allow_small=True writes it anyway, marked "
+            f"below_minimum)"
         )
 
 
@@ -110,6 +111,7 @@ def export_segment_file(
     members_frame: pd.DataFrame, platform: str, out_dir: str | Path, segment_name: str,
     excluded_count: int, value_column: str | None = None, *, created_at: datetime | None = None,
     allow_small: bool = False, added: int | None = None, removed: int = 0,
+    members: int | None = None,
 ) -> ExportResult:
     """Write ``segment_name``'s export for ``platform`` into ``out_dir``: the hashed file(s)
     ``<segment>__<platform file>`` and ``<segment>__<platform>.manifest.json``.
@@ -117,7 +119,9 @@ def export_segment_file(
     ``members_frame``: customer_id, kind, value (+ ``value_column`` for a Meta value-based
     seed). ``excluded_count``: uncontactable customers left out by the segment. ``added`` /
     ``removed``: the sync's diff counts (a full export: every exported customer is added).
-    ``created_at``: the export time (UTC now when not given). Raises ``AudienceTooSmall``
+    ``created_at``: the export time (UTC now when not given). ``members``: the segment's
+    contactable members (default: the customers in ``members_frame``; a member without any
+    phone or e-mail has no row there). Raises ``AudienceTooSmall``
     before writing anything when below the platform minimum, unless ``allow_small``."""
     p = get_platform(platform)
     if not _SAFE_NAME.match(segment_name):
@@ -130,7 +134,8 @@ def export_segment_file(
     too_small = check_minimum(p, files)
     if too_small and not allow_small:
         raise too_small[0]
-    members = int(members_frame["customer_id"].nunique()) if len(members_frame) else 0
+    if members is None:
+        members = int(members_frame["customer_id"].nunique()) if len(members_frame) else 0
     when = created_at or datetime.now(UTC)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -147,3 +152,16 @@ def export_segment_file(
     manifest_path = out / f"{segment_name}__{p.name}.manifest.json"
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return ExportResult(segment_name, p.name, tuple(paths), manifest_path, manifest)
+
+
+def members_identifier_frame(wh: Any, members: Any) -> pd.DataFrame:
+    """A segment's contactable members (``segments.Members``) as the frame
+    ``export_segment_file`` takes: customer_id, kind, value, plus ``lookalike_value`` when the
+    segment has a value column (a customer without one gets 0)."""
+    from audiences.identifiers import customer_identifiers
+
+    frame = customer_identifiers(wh, members.customer_ids)
+    if members.values is not None:
+        by_customer = dict(zip(members.customer_ids, members.values, strict=True))
+        frame["lookalike_value"] = frame["customer_id"].map(by_customer).fillna(0)
+    return frame

@@ -2,25 +2,34 @@
 users, Google Data Manager audience members, Yandex Audiences CRM segments, VK Ads users lists.
 
 Each emulator records what it received (``batches``: one entry per accepted or rejected
-upload call) and the resulting membership per audience (``members(audience_id)``), so tests
-can assert that the platform saw exactly the expected batches and holds exactly the expected
-members. Faults come from the shared ``FaultPlan`` (``faults.add("429")``, ``"5xx"``,
-``"expired_token"``) and answer in each platform's own error envelope.
+upload call; ``created``: one entry per audience created over HTTP, by Meta's
+``act_<id>/customaudiences`` or Google's ``userLists`` create) and the resulting membership per
+audience (``members(audience_id)``), so tests can assert that the platform saw exactly the
+expected batches and holds exactly the expected members. Faults come from the shared
+``FaultPlan`` (``faults.add("429")``, ``"5xx"``, ``"expired_token"``) and answer in each
+platform's own error envelope.
 
 Not in the notes, so chosen here [U]:
-- Meta: Graph errors are HTTP 400 (as in ``meta_ads``); a row whose hashed key is not 64
-  lowercase hex is counted in ``num_invalid_entries`` and not added; a replayed ``batch_seq``
+- Meta: Graph errors are HTTP 400 (as in ``meta_ads``); creating an audience needs ``name``,
+  ``subtype=CUSTOM`` and a known ``customer_file_source`` (form, JSON or query parameters) and
+  answers ``{"id"}``; a row whose hashed key is not 64 lowercase hex is counted in
+  ``num_invalid_entries`` and not added; a replayed ``batch_seq``
   (a retry) is accepted again, any other gap is error 2650 / subcode 1870147; a ``"429"``
   fault is Graph's throttling answer (HTTP 400, code 80003), not an HTTP 429.
 - Google: errors are ``google.rpc.Status`` with a ``BadRequest`` ``fieldViolations`` detail;
-  members are matched (for removal) on any shared identifier.
+  members are matched (for removal) on any shared identifier; a created user list needs
+  ``displayName`` and ``ingestedUserListInfo.uploadKeyTypes`` and takes members only through its
+  own operating account; an optional ``POST /token`` refresh-token grant (``oauth_client``)
+  issues the emulator's access token.
 - Yandex: the error bodies ``{"errors": [{"error_type", "message"}], "code", "message"}`` of
   the Yandex management APIs, ``invalid_token`` on a bad token (403); ``phone``/``email``
   cells must be SHA-256 hex (raw values and MD5 are refused); a confirmed segment is
   ``processed`` at once (``few_data`` under 100 rows); modify_data needs the original columns.
 - VK: the 401 body of ``vk_ads`` (``ERR_ACCESS_DENIED``); per-second and per-hour limits on
   users-list uploads reported as ``X-RateLimit-*`` headers, 429 past them; a size error
-  (``not_enough_ids``/``too_many_ids``) has no line number; a list is ``ready`` at once.
+  (``not_enough_ids``/``too_many_ids``) has no line number; a list is ``ready`` at once; an
+  optional ``/api/v2/oauth2/token.json`` client-credentials grant (``client_id``/
+  ``client_secret``) issues the emulator's access token, as ``vk_ads`` does.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ import threading
 import time
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl
 
 from ._base import EmulatorServer, Fault, Request, Response
 
@@ -77,6 +87,23 @@ META_HASHED_KEYS = frozenset({"EMAIL", "PHONE", "GEN", "DOBY", "DOBM", "DOBD", "
                               "CT", "ST", "ZIP", "COUNTRY", "EMAIL_SHA256", "PHONE_SHA256"})
 META_PLAIN_KEYS = frozenset({"EXTERN_ID", "MADID", "MOBILE_ADVERTISER_ID"})
 META_MAX_ROWS = 10_000
+META_FILE_SOURCES = frozenset({"USER_PROVIDED_ONLY", "PARTNER_PROVIDED_ONLY",
+                               "BOTH_USER_AND_PARTNER_PROVIDED"})
+_TRUE = frozenset({"1", "true", "True"})
+
+
+def _params(request: Request) -> dict[str, Any]:
+    """Graph takes parameters as a query, a form or a JSON body (later ones win)."""
+    out: dict[str, Any] = dict(request.query_pairs)
+    ctype = (request.header("Content-Type") or "").lower()
+    if "json" in ctype and request.body:
+        body = request.json()
+        if not isinstance(body, dict):
+            raise ValueError("the JSON body is not an object")
+        out.update(body)
+    elif "x-www-form-urlencoded" in ctype:
+        out.update(parse_qsl(request.body.decode("utf-8"), keep_blank_values=True))
+    return out
 
 
 class _GraphError(Exception):
@@ -88,13 +115,18 @@ class _GraphError(Exception):
 
 
 class MetaAudiencesEmulator(EmulatorServer):
-    """``POST``/``DELETE /{v}/{ca_id}/users`` over audiences made with ``create_audience``."""
+    """``POST /{v}/act_<id>/customaudiences`` (create) and ``POST``/``DELETE
+    /{v}/{ca_id}/users`` over audiences created that way or with ``create_audience``.
+    ``ad_account_id`` (``act_<id>``) limits creation to that account; None allows any."""
 
     def __init__(self, *, access_token: str = "demo-meta-token", api_version: str = "v25.0",
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 ad_account_id: str | None = None, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
         super().__init__(host, port)
         self.access_token = access_token
         self.api_version = api_version
+        self.ad_account_id = ad_account_id
+        self.created: list[dict[str, Any]] = []
         self._lock = threading.RLock()
         self.audiences: dict[str, dict[str, Any]] = {}
         # audience id -> {member key (tuple of (key, hash)): lookalike value or None}
@@ -104,10 +136,12 @@ class MetaAudiencesEmulator(EmulatorServer):
         self._ids = itertools.count(23850000000000001)
 
     def create_audience(self, audience_id: str | None = None, *, value_based: bool = False,
-                        name: str = "") -> str:
+                        name: str = "", **attrs: Any) -> str:
+        """An empty audience, as if made in Ads Manager (tests' shortcut past the API)."""
         ca_id = str(audience_id or next(self._ids))
         with self._lock:
-            self.audiences[ca_id] = {"id": ca_id, "name": name, "is_value_based": value_based}
+            self.audiences[ca_id] = {"id": ca_id, "name": name, "is_value_based": value_based,
+                                     **attrs}
             self._members[ca_id] = {}
         return ca_id
 
@@ -156,11 +190,14 @@ class MetaAudiencesEmulator(EmulatorServer):
 
     def _route(self, request: Request) -> dict[str, Any]:
         parts = [p for p in request.path.split("/") if p]
-        if len(parts) != 3 or parts[0] != self.api_version or parts[2] != "users":
+        if len(parts) != 3 or parts[0] != self.api_version or \
+                parts[2] not in ("users", "customaudiences"):
             raise _GraphError("Unknown path components: " + request.path, 2500)
         token = _bearer(request) or request.get("access_token")
         if token != self.access_token:
             raise _GraphError("Invalid OAuth access token - Cannot parse access token", 190)
+        if parts[2] == "customaudiences":
+            return self._create(request, parts[1])
         if request.method not in ("POST", "DELETE"):
             raise _GraphError(f"Unsupported {request.method.lower()} request.", 100)
         ca_id = parts[1]
@@ -175,6 +212,36 @@ class MetaAudiencesEmulator(EmulatorServer):
         if not isinstance(body, dict):
             raise _GraphError("(#100) The payload must be a JSON object", 100)
         return self._users(request.method, audience, body)
+
+    def _create(self, request: Request, account: str) -> dict[str, Any]:
+        """A customer-file custom audience in ``account`` (``act_<id>``)."""
+        if request.method != "POST":
+            raise _GraphError(f"Unsupported {request.method.lower()} request.", 100)
+        if not re.fullmatch(r"act_\d+", account) or \
+                (self.ad_account_id is not None and account != self.ad_account_id):
+            raise _GraphError(f"Unsupported post request. Object with ID '{account}' does not "
+                              "exist, cannot be loaded due to missing permissions, or does not "
+                              "support this operation.", 100, 33, "GraphMethodException")
+        try:
+            params = _params(request)
+        except ValueError as exc:
+            raise _GraphError(f"(#100) {exc}", 100) from None
+        if not str(params.get("name") or "").strip():
+            raise _GraphError("(#100) The parameter name is required", 100)
+        if params.get("subtype") != "CUSTOM":
+            raise _GraphError("(#100) subtype must be CUSTOM for a customer file audience", 100)
+        if params.get("customer_file_source") not in META_FILE_SOURCES:
+            raise _GraphError("(#100) customer_file_source must be one of "
+                              + ", ".join(sorted(META_FILE_SOURCES)), 100)
+        value_based = str(params.get("is_value_based", "")) in _TRUE
+        ca_id = self.create_audience(
+            value_based=value_based, name=str(params["name"]), account=account,
+            description=str(params.get("description") or ""), subtype="CUSTOM",
+            customer_file_source=params["customer_file_source"])
+        with self._lock:
+            self.created.append({"id": ca_id, "account": account,
+                                 **{k: v for k, v in params.items() if k != "access_token"}})
+        return {"id": ca_id}
 
     def _users(self, method: str, audience: dict[str, Any], body: dict[str, Any]
                ) -> dict[str, Any]:
@@ -271,6 +338,9 @@ _GOOGLE_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISS
                   404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
                   503: "UNAVAILABLE"}
 _IDENTIFIER_KINDS = ("emailAddress", "phoneNumber", "address")
+_USER_LISTS = re.compile(r"^/v1/accountTypes/([A-Z_]+)/accounts/(\d+)/userLists$")
+GOOGLE_UPLOAD_KEY_TYPES = frozenset({"CONTACT_ID", "MOBILE_ID", "USER_ID", "PAIR_ID",
+                                     "PSEUDONYMOUS_ID"})
 
 
 class _GoogleError(Exception):
@@ -280,20 +350,30 @@ class _GoogleError(Exception):
 
 
 class GoogleDataManagerEmulator(EmulatorServer):
-    """``POST /v1/audienceMembers:ingest`` and ``:remove`` (Data Manager API)."""
+    """``POST /v1/audienceMembers:ingest`` and ``:remove``, ``POST
+    /v1/accountTypes/{type}/accounts/{id}/userLists`` (Data Manager API) and, with
+    ``oauth_client=(client_id, client_secret, refresh_token)``, a ``POST /token`` refresh grant.
+    ``user_lists`` names the lists that exist up front; None accepts any list id."""
 
     INGEST = "/v1/audienceMembers:ingest"
     REMOVE = "/v1/audienceMembers:remove"
+    TOKEN = "/token"
 
     def __init__(self, *, access_token: str = "demo-google-token",
                  user_lists: tuple[str, ...] | None = None,
+                 oauth_client: tuple[str, str, str] | None = None,
                  host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__(host, port)
         self.access_token = access_token
         self.user_lists = None if user_lists is None else {str(u) for u in user_lists}
+        self.oauth_client = oauth_client
+        self.token_refreshes = 0
         self._lock = threading.RLock()
         self._members: dict[str, set[frozenset]] = {}
         self.batches: list[dict[str, Any]] = []
+        self.created: list[dict[str, Any]] = []
+        self.lists: dict[str, dict[str, Any]] = {}  # created lists by id
+        self._ids = itertools.count(8_900_000_001)
 
     def members(self, list_id: str) -> set[frozenset]:
         """Members of a user list: frozensets of ``(kind, hash)`` identifier pairs."""
@@ -322,8 +402,11 @@ class GoogleDataManagerEmulator(EmulatorServer):
         raise AssertionError(fault.kind)  # pragma: no cover
 
     def handle(self, request: Request) -> Response:
+        if request.path == self.TOKEN and self.oauth_client is not None:
+            return self._token(request)
         try:
-            if request.path not in (self.INGEST, self.REMOVE):
+            lists = _USER_LISTS.match(request.path)
+            if request.path not in (self.INGEST, self.REMOVE) and lists is None:
                 raise _GoogleError(404, f"Method not found: {request.path}")
             if request.method != "POST":
                 raise _GoogleError(404, f"Method not found: {request.method} {request.path}")
@@ -334,11 +417,60 @@ class GoogleDataManagerEmulator(EmulatorServer):
             body = request.json()
             if not isinstance(body, dict):
                 raise _GoogleError(400, "Invalid JSON payload received.")
+            if lists is not None:
+                return Response(200, self._create_list(*lists.groups(), body, request), JSON)
             return Response(200, self._members_call(request.path == self.INGEST, body), JSON)
         except _GoogleError as exc:
             return self._error(exc)
         except ValueError:
             return self._error(_GoogleError(400, "Invalid JSON payload received."))
+
+    def _token(self, request: Request) -> Response:
+        """The OAuth refresh-token grant (form-encoded), answered with ``access_token``."""
+        form = dict(parse_qsl(request.body.decode("utf-8"), keep_blank_values=True))
+        client_id, client_secret, refresh_token = self.oauth_client or ("", "", "")
+        if form.get("grant_type") != "refresh_token":
+            return Response(400, {"error": "unsupported_grant_type",
+                                  "error_description": "Invalid grant_type"}, JSON)
+        if (form.get("client_id"), form.get("client_secret")) != (client_id, client_secret):
+            return Response(401, {"error": "invalid_client",
+                                  "error_description": "The OAuth client was not found."}, JSON)
+        if form.get("refresh_token") != refresh_token:
+            return Response(400, {"error": "invalid_grant", "error_description": "Bad Request"},
+                            JSON)
+        with self._lock:
+            self.token_refreshes += 1
+        return Response(200, {"access_token": self.access_token, "expires_in": 3599,
+                              "scope": "https://www.googleapis.com/auth/datamanager",
+                              "token_type": "Bearer"}, JSON)
+
+    def _create_list(self, account_type: str, account_id: str, body: dict[str, Any],
+                     request: Request) -> dict[str, Any]:
+        """``userLists.create``: a Customer Match list of ``account_id``, empty."""
+        if not str(body.get("displayName") or "").strip():
+            raise _GoogleError(400, "displayName is required.", "user_list.display_name")
+        info = body.get("ingestedUserListInfo")
+        keys = info.get("uploadKeyTypes") if isinstance(info, dict) else None
+        if not isinstance(keys, list) or not keys or set(keys) - GOOGLE_UPLOAD_KEY_TYPES:
+            raise _GoogleError(400, "ingestedUserListInfo.uploadKeyTypes must list upload key "
+                                    "types such as CONTACT_ID.",
+                               "user_list.ingested_user_list_info.upload_key_types")
+        with self._lock:
+            list_id = str(next(self._ids))
+            user_list = {"name": f"accountTypes/{account_type}/accounts/{account_id}/userLists/"
+                                 f"{list_id}",
+                         "id": list_id, "displayName": body["displayName"],
+                         "description": str(body.get("description") or ""),
+                         "membershipStatus": "OPEN", "ingestedUserListInfo": info}
+            self.lists[list_id] = {**user_list, "accountType": account_type,
+                                   "accountId": account_id}
+            if self.user_lists is not None:
+                self.user_lists.add(list_id)
+            self.created.append({"id": list_id, "accountType": account_type,
+                                 "accountId": account_id,
+                                 "loginAccount": request.header("login-account"),
+                                 "body": body})
+        return user_list
 
     def _members_call(self, ingest: bool, body: dict[str, Any]) -> dict[str, Any]:
         destinations = body.get("destinations")
@@ -351,7 +483,11 @@ class GoogleDataManagerEmulator(EmulatorServer):
                 raise _GoogleError(400, "A destination needs operatingAccount and "
                                         "productDestinationId.", f"destinations[{i}]")
             list_id = str(dest["productDestinationId"])
-            if self.user_lists is not None and list_id not in self.user_lists:
+            owner = self.lists.get(list_id)
+            wrong_account = owner is not None and (
+                str(dest["operatingAccount"].get("accountId")), dest["operatingAccount"].get(
+                    "accountType")) != (owner["accountId"], owner["accountType"])
+            if wrong_account or (self.user_lists is not None and list_id not in self.user_lists):
                 raise _GoogleError(400, f"User list {list_id} not found.",
                                    f"destinations[{i}].productDestinationId")
             list_ids.append(list_id)
@@ -586,6 +722,7 @@ class YandexAudiencesEmulator(EmulatorServer):
 # ============================================================================================
 
 VK_LISTS_PATH = "/api/v3/remarketing/users_lists.json"
+VK_TOKEN_PATH = "/api/v2/oauth2/token.json"
 _VK_ONE = re.compile(r"^/api/v3/remarketing/users_lists/(\d+)\.json$")
 VK_MAX_LINES = 5_000_000
 VK_MIN_BASE_LINES = 2_000
@@ -607,14 +744,19 @@ def _vk_field_error(code: str, message: str, field: str = "file",
 
 class VKAudiencesEmulator(EmulatorServer):
     """``POST /api/v3/remarketing/users_lists.json`` (base and differential lists) and
-    ``GET /api/v3/remarketing/users_lists/<id>.json``, with per-second and per-hour limits."""
+    ``GET /api/v3/remarketing/users_lists/<id>.json``, with per-second and per-hour limits;
+    with ``client_id``/``client_secret``, ``POST /api/v2/oauth2/token.json`` grants
+    (client_credentials, refresh_token) that issue ``access_token``."""
 
     def __init__(self, *, access_token: str = "demo-vk-token", rate_limit_per_s: int = 10,
                  hourly_limit: int = 36_000, min_base_lines: int = VK_MIN_BASE_LINES,
-                 min_diff_lines: int = VK_MIN_DIFF_LINES, host: str = "127.0.0.1",
+                 min_diff_lines: int = VK_MIN_DIFF_LINES, client_id: str | None = None,
+                 client_secret: str | None = None, host: str = "127.0.0.1",
                  port: int = 0) -> None:
         super().__init__(host, port)
         self.access_token = access_token
+        self.client = (client_id, client_secret) if client_id and client_secret else None
+        self.token_grants: list[str] = []  # grant_type of every token issued
         self.limits = {"RPS": int(rate_limit_per_s), "Hourly": int(hourly_limit)}
         self.min_base_lines = int(min_base_lines)
         self.min_diff_lines = int(min_diff_lines)
@@ -663,7 +805,27 @@ class VKAudiencesEmulator(EmulatorServer):
                                             "message": "Access token expired"}}, JSON)
         raise AssertionError(fault.kind)  # pragma: no cover
 
+    def _token(self, request: Request) -> Response:
+        """A client_credentials or refresh_token grant (form-encoded), as ``vk_ads`` answers."""
+        form = dict(parse_qsl(request.body.decode("utf-8"), keep_blank_values=True))
+        if (form.get("client_id"), form.get("client_secret")) != self.client:
+            return Response(401, {"error": {"code": "ERR_ACCESS_DENIED",
+                                            "message": "Invalid client_id or client_secret"}},
+                            JSON)
+        grant = form.get("grant_type") or ""
+        if grant not in ("client_credentials", "refresh_token"):
+            return Response(400, {"error": {"code": "ERR_WRONG_PARAMETER",
+                                            "message": f"Unsupported grant_type {grant!r}"}},
+                            JSON)
+        with self._lock:
+            self.token_grants.append(grant)
+        return Response(200, {"access_token": self.access_token, "token_type": "Bearer",
+                              "expires_in": 86400, "refresh_token": "vk-refresh-" +
+                              uuid.uuid4().hex}, JSON)
+
     def handle(self, request: Request) -> Response:
+        if request.path == VK_TOKEN_PATH and request.method == "POST" and self.client:
+            return self._token(request)
         if _bearer(request) != self.access_token:
             return Response(401, {"error": {"code": "ERR_ACCESS_DENIED",
                                             "message": "Invalid or expired access token"}}, JSON)

@@ -312,6 +312,38 @@ def _coded_error(err: Mapping[str, Any]) -> ErrorInfo:
     return ErrorInfo(code, ": ".join(str(p) for p in pieces) or None, err)
 
 
+def _fields_error(err: Mapping[str, Any]) -> ErrorInfo:
+    """VK Ads validation: ``{"error": {"fields": {"file": [{"line_number", "line", "code"}]}}}``
+    (``error_code`` in a partly failed list). The code is the first problem's; the offending
+    ``line`` is left out of the message: it is a customer's phone or e-mail."""
+    problems = [(name, p) for name, items in err["fields"].items()
+                for p in (items if isinstance(items, list) else [items]) if isinstance(p, dict)]
+    codes = [_code(p.get("code") or p.get("error_code")) for _, p in problems]
+    parts = []
+    for (name, problem), code in list(zip(problems, codes, strict=True))[:5]:
+        piece = f"{name}: {code or 'invalid'}"
+        if problem.get("line_number") is not None:
+            piece += f" at line {problem['line_number']}"
+        if problem.get("message"):
+            piece += f" ({problem['message']})"
+        parts.append(piece)
+    if len(problems) > 5:
+        parts.append(f"and {len(problems) - 5} more")
+    return ErrorInfo(next((c for c in codes if c), None), "; ".join(parts) or None, err)
+
+
+def _errors_list(body: Mapping[str, Any]) -> ErrorInfo:
+    """Yandex Audiences: ``{"errors": [{"error_type", "message"}], "code": 400, "message"}``;
+    the code is the first ``error_type`` (the HTTP status in ``code`` says nothing new)."""
+    errors = [e for e in body["errors"] if isinstance(e, dict)]
+    code = next((_code(e.get("error_type")) for e in errors if _code(e.get("error_type"))),
+                None)
+    detail = "; ".join(str(e["message"]) for e in errors if e.get("message")) or body.get(
+        "message")
+    pieces = [str(p) for p in (code, detail) if p]
+    return ErrorInfo(code, ": ".join(pieces) or None, body)
+
+
 def _is_graph(err: Mapping[str, Any]) -> bool:
     return isinstance(err.get("code"), int) or any(
         k in err for k in ("error_subcode", "fbtrace_id", "type", "error_user_msg"))
@@ -320,6 +352,8 @@ def _is_graph(err: Mapping[str, Any]) -> bool:
 def parse_error_object(err: Mapping[str, Any]) -> ErrorInfo:
     """The ``error`` object of an ``{"error": {...}}`` envelope (also one a source assembles,
     such as a failed Meta report run's ``error_*`` fields): the platforms differ in its keys."""
+    if isinstance(err.get("fields"), dict):
+        return _fields_error(err)
     if "error_code" in err:
         return _yandex_error(err)
     if "status" in err or "details" in err:
@@ -365,6 +399,8 @@ def parse_error_body(text: str | None) -> ErrorInfo:
         return ErrorInfo()
     if isinstance(body.get("error"), dict):
         return parse_error_object(body["error"])
+    if isinstance(body.get("errors"), list) and "error" not in body:
+        return _errors_list(body)
     return _problem_or_oauth(body)
 
 

@@ -9,6 +9,9 @@ range is one run that pulls exactly that range (``orchestration.partitions``). E
 asset is unpartitioned: dimensions (VK ad plans), CRM entities, offline files, contact points,
 dbt models, checks, publication.
 
+After publication, one asset per dynamic audience segment (``audiences/<segment>``) diff-syncs
+it to the ad platforms (``orchestration.assets.audiences``).
+
 ``daily_refresh`` is one asset job over all of them. Dagster allows unpartitioned assets and
 assets of a single partitions definition in one job, so a run of ``daily_refresh`` with the
 ``dagster/asset_partition_range_start``/``_end`` tags does everything in one go: the ad
@@ -24,6 +27,7 @@ unpartitioned rest once all of them have succeeded.
 
 import dagster as dg
 
+from orchestration.assets.audiences import build_audience_assets
 from orchestration.assets.dbt import MART_MODELS, dbt_resource, voronka_dbt_models
 from orchestration.assets.publish import build_published_marts
 from orchestration.assets.raw import (
@@ -66,7 +70,8 @@ def build_defs() -> dg.Definitions:
     platforms = ad_spend_platforms_enabled()
     partitions_def = ad_spend_partitions(platforms)
     raw_assets = build_raw_assets(partitions_def)
-    assets = [*raw_assets, build_contact_points_asset(), voronka_dbt_models, published_marts]
+    assets = [*raw_assets, build_contact_points_asset(), voronka_dbt_models, published_marts,
+              *build_audience_assets()]
     rest_keys = [key for a in assets if a.partitions_def is None for key in a.keys]
     return dg.Definitions(
         assets=assets,

@@ -3,31 +3,38 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
 
-from audiences.clients import ApiError, UploadResult
+from audiences.clients import ApiError, UploadResult, client_from_env
 from audiences.clients.google import GoogleAudienceClient
 from audiences.clients.meta import MetaAudienceClient
 from audiences.clients.vk import VKAudienceClient
 from audiences.clients.yandex import YandexAudienceClient
+from emulators._base import EmulatorServer, Fault, Request, Response
 from emulators.audiences import (
     GoogleDataManagerEmulator,
     MetaAudiencesEmulator,
     VKAudiencesEmulator,
     YandexAudiencesEmulator,
 )
-from extractors.http import HttpOptions
+from extractors.http import HttpOptions, parse_error_body
 
 META_TOKEN = "EAAmeta-secret-token-4411"
 GOOGLE_TOKEN = "ya29.google-secret-token-7719"
 YANDEX_TOKEN = "y0_yandex-secret-token-5523"
 VK_TOKEN = "vk-secret-token-8830"
 TOKENS = (META_TOKEN, GOOGLE_TOKEN, YANDEX_TOKEN, VK_TOKEN)
+GOOGLE_OAUTH = ("google-client-id.apps", "GOCSPX-google-client-secret-3141",
+                "1//google-refresh-token-2718")
+VK_CLIENT = ("vk-client-id-77", "vk-client-secret-5926")
+SECRETS = (*TOKENS, *GOOGLE_OAUTH[1:], VK_CLIENT[1])
 
 
 class RecordingSleep:
@@ -64,8 +71,8 @@ def email(i: int) -> str:
 def _debug_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     caplog.set_level(logging.DEBUG)
     yield
-    for token in TOKENS:  # no test of this module may leak a token to any log record
-        assert token not in caplog.text
+    for secret in SECRETS:  # no test of this module may leak a secret to any log record
+        assert secret not in caplog.text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -512,3 +519,358 @@ def test_tokens_never_reach_logs_errors_or_reprs(meta, google, yandex, vk, caplo
     for token in TOKENS:
         assert token not in text
         assert token not in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------
+# Clients from the environment, audience creation
+# ---------------------------------------------------------------------------------------------
+
+ACCOUNT = "act_1234567890"
+
+
+def meta_env(emulator: MetaAudiencesEmulator) -> dict[str, str]:
+    return {"META_AUDIENCES_ACCESS_TOKEN": META_TOKEN, "META_ADS_ACCOUNT_ID": ACCOUNT,
+            "META_AUDIENCES_BASE_URL": emulator.base_url}
+
+
+def google_env(emulator: GoogleDataManagerEmulator) -> dict[str, str]:
+    return {"GOOGLE_DATA_MANAGER_BASE_URL": emulator.base_url,
+            "GOOGLE_DATA_MANAGER_ACCESS_TOKEN": GOOGLE_TOKEN,
+            "GOOGLE_ADS_CUSTOMER_ID": "123-456-7890", "GOOGLE_ADS_LOGIN_CUSTOMER_ID": "9876543210"}
+
+
+def google_oauth_env(emulator: GoogleDataManagerEmulator) -> dict[str, str]:
+    env = google_env(emulator)
+    del env["GOOGLE_DATA_MANAGER_ACCESS_TOKEN"]
+    client_id, secret, refresh = GOOGLE_OAUTH
+    return {**env, "GOOGLE_ADS_CLIENT_ID": client_id, "GOOGLE_ADS_CLIENT_SECRET": secret,
+            "GOOGLE_ADS_REFRESH_TOKEN": refresh,
+            "GOOGLE_ADS_TOKEN_URL": f"{emulator.base_url}/token"}
+
+
+def yandex_env(emulator: YandexAudiencesEmulator) -> dict[str, str]:
+    return {"YANDEX_AUDIENCE_BASE_URL": emulator.base_url, "YANDEX_AUDIENCE_TOKEN": YANDEX_TOKEN}
+
+
+def vk_env(emulator: VKAudiencesEmulator) -> dict[str, str]:
+    return {"VK_ADS_BASE_URL": emulator.base_url, "VK_ADS_ACCESS_TOKEN": VK_TOKEN}
+
+
+def vk_credentials_env(emulator: VKAudiencesEmulator, state_dir: Path) -> dict[str, str]:
+    return {"VK_ADS_BASE_URL": emulator.base_url, "VK_ADS_CLIENT_ID": VK_CLIENT[0],
+            "VK_ADS_CLIENT_SECRET": VK_CLIENT[1], "VK_ADS_ACCOUNT": "shop",
+            "VORONKA_STATE_DIR": str(state_dir)}
+
+
+def test_meta_client_from_env_adds_to_the_emulator(meta):
+    client = client_from_env("meta", meta_env(meta), http_options=options())
+    assert isinstance(client, MetaAudienceClient)
+    assert client.ad_account_id == ACCOUNT
+    ca = meta.create_audience()
+    client.add(ca, meta_rows(range(5)))
+    assert meta.members(ca) == {meta_key(i) for i in range(5)}
+
+
+def test_meta_client_from_env_falls_back_to_the_ads_variables(meta):
+    env = {"META_ADS_ACCESS_TOKEN": META_TOKEN, "META_ADS_ACCOUNT_ID": "1234567890",
+           "META_ADS_BASE_URL": meta.base_url, "META_AUDIENCES_ACCESS_TOKEN": "  "}
+    client = client_from_env("meta", env, http_options=options())
+    assert client.ad_account_id == ACCOUNT  # "act_" added
+    ca = meta.create_audience()
+    client.add(ca, meta_rows(range(2)))
+    assert len(meta.members(ca)) == 2
+    # base_url= wins over the variables (an emulator in front of a real configuration)
+    pointed = client_from_env("meta", {**env, "META_ADS_BASE_URL": "https://graph.invalid"},
+                              base_url=meta.base_url, http_options=options())
+    assert pointed.base_url == meta.base_url
+
+
+def test_meta_create_audience_then_add_lands_in_it():
+    emulator = MetaAudiencesEmulator(access_token=META_TOKEN, ad_account_id=ACCOUNT).start()
+    try:
+        client = MetaAudienceClient(emulator.base_url, META_TOKEN, rate_limit_per_s=None,
+                                    http_options=options(), ad_account_id=ACCOUNT)
+        seed = client.create_audience("crm_buyers_value", "LTV seed", value_based=True)
+        plain = client.create_audience("crm_buyers")
+        assert seed != plain and {seed, plain} <= set(emulator.audiences)
+        asked = {c["id"]: c for c in emulator.created}
+        assert asked[seed]["account"] == ACCOUNT
+        assert asked[seed]["name"] == "crm_buyers_value"
+        assert asked[seed]["description"] == "LTV seed"
+        assert asked[seed]["subtype"] == "CUSTOM"
+        assert asked[seed]["customer_file_source"] == "USER_PROVIDED_ONLY"
+        assert asked[seed]["is_value_based"] == "1"
+        assert "is_value_based" not in asked[plain]
+        assert emulator.audiences[seed]["is_value_based"] is True
+        assert emulator.audiences[plain]["is_value_based"] is False
+
+        rows = [{"EMAIL": sha256(email(i)), "LOOKALIKE_VALUE": 2.5 * i} for i in range(150)]
+        client.add(seed, rows)
+        assert emulator.members(seed) == {(("EMAIL", sha256(email(i))),) for i in range(150)}
+        assert emulator.values(seed)[(("EMAIL", sha256(email(4))),)] == 10.0
+        with pytest.raises(ApiError) as info:  # not value-based: no LOOKALIKE_VALUE
+            client.add(plain, rows)
+        assert info.value.error_code == "100"
+        client.add(plain, meta_rows(range(3)))
+        assert emulator.members(plain) == {meta_key(i) for i in range(3)}
+    finally:
+        emulator.stop()
+
+
+def test_meta_create_audience_needs_an_ad_account(meta):
+    client = meta_client(meta)
+    with pytest.raises(ValueError, match="META_ADS_ACCOUNT_ID"):
+        client.create_audience("x")
+    created = client.create_audience("x", ad_account_id="act_555")
+    assert meta.audiences[created]["account"] == "act_555"
+    with pytest.raises(ValueError, match="act_<digits>"):
+        client.create_audience("x", ad_account_id="555-typo")
+    other = MetaAudiencesEmulator(access_token=META_TOKEN, ad_account_id=ACCOUNT).start()
+    try:
+        with pytest.raises(ApiError) as info:
+            meta_client(other).create_audience("x", ad_account_id="act_555")
+        assert info.value.error_code == "100" and other.audiences == {}
+    finally:
+        other.stop()
+
+
+def test_google_client_from_env_with_access_token(google):
+    client = client_from_env("google", google_env(google), http_options=options())
+    assert isinstance(client, GoogleAudienceClient)
+    assert client.operating_account_id == "1234567890"
+    client.add(LIST_ID, google_rows(range(4)))
+    assert google.members(LIST_ID) == {google_member(i) for i in range(4)}
+
+
+def test_google_client_from_env_refreshes_an_oauth_token():
+    emulator = GoogleDataManagerEmulator(access_token=GOOGLE_TOKEN, user_lists=(LIST_ID,),
+                                         oauth_client=GOOGLE_OAUTH).start()
+    try:
+        client = client_from_env("google", google_oauth_env(emulator), http_options=options())
+        client.add(LIST_ID, google_rows(range(3)))
+        client.remove(LIST_ID, google_rows(range(1)))
+        assert emulator.members(LIST_ID) == {google_member(i) for i in (1, 2)}
+        assert emulator.token_refreshes == 1  # cached between calls
+
+        emulator.access_token = "ya29.rotated-token-000"  # the old token no longer works
+        with pytest.raises(ApiError) as info:
+            client.add(LIST_ID, google_rows(range(1)))
+        assert info.value.status == 401
+        client.close()
+    finally:
+        emulator.stop()
+
+
+def test_google_create_user_list_then_ingest_and_remove(google):
+    client = google_client(google)
+    list_id = client.create_user_list("crm_buyers", "CRM buyers, hashed contacts")
+    assert list_id and list_id != LIST_ID
+    [asked] = google.created
+    assert asked["id"] == list_id
+    assert (asked["accountType"], asked["accountId"]) == ("GOOGLE_ADS", "1234567890")
+    assert asked["loginAccount"] == "accountTypes/GOOGLE_ADS/accounts/9876543210"
+    assert asked["body"]["displayName"] == "crm_buyers"
+    assert asked["body"]["description"] == "CRM buyers, hashed contacts"
+    assert asked["body"]["ingestedUserListInfo"]["uploadKeyTypes"] == ["CONTACT_ID"]
+
+    client.add(list_id, google_rows(range(20)))
+    client.remove(list_id, google_rows(range(5)))
+    assert google.members(list_id) == {google_member(i) for i in range(5, 20)}
+    assert [b["destinations"] for b in google.batches] == [[list_id], [list_id]]
+    assert google.members(LIST_ID) == set()
+
+    stranger = GoogleAudienceClient(google.base_url, GOOGLE_TOKEN,
+                                    operating_account_id="5555555555", rate_limit_per_s=None,
+                                    http_options=options())
+    with pytest.raises(ApiError, match="not found"):  # another account's list
+        stranger.add(list_id, google_rows(range(1)))
+
+
+def test_yandex_client_from_env_creates_a_segment(yandex):
+    client = client_from_env("yandex", yandex_env(yandex), http_options=options())
+    assert isinstance(client, YandexAudienceClient)
+    segment = client.create_segment(yandex_rows(range(100)), "crm")
+    assert yandex.members(segment["id"]) == {yandex_member(i) for i in range(100)}
+
+
+def test_vk_client_from_env_with_access_token(vk):
+    client = client_from_env("vk", vk_env(vk), http_options=options())
+    assert isinstance(client, VKAudienceClient)
+    created = client.create_list("buyers", "phones", vk_lines(range(2_000)))
+    assert vk.members(created["id"]) == set(vk_lines(range(2_000)))
+
+
+def test_vk_client_from_env_gets_and_stores_the_extractors_token(tmp_path):
+    emulator = VKAudiencesEmulator(access_token=VK_TOKEN, client_id=VK_CLIENT[0],
+                                   client_secret=VK_CLIENT[1], rate_limit_per_s=50).start()
+    try:
+        env = vk_credentials_env(emulator, tmp_path)
+        client = client_from_env("vk", env, http_options=options())
+        list_id = client.create_list("buyers", "phones", vk_lines(range(2_000)))["id"]
+        assert emulator.token_grants == ["client_credentials"]
+        store = tmp_path / "vk_ads_shop_token.json"  # the VK Ads extractor's token store
+        assert VK_TOKEN in store.read_text()
+        # a second client (another run) reuses the stored token: no new grant, one VK slot
+        again = client_from_env("vk", env, http_options=options())
+        again.add(list_id, vk_lines(range(2_000, 2_030)), list_type="phones")
+        assert emulator.token_grants == ["client_credentials"]
+        assert emulator.members(list_id) == set(vk_lines(range(2_030)))
+        client.close()
+        again.close()
+    finally:
+        emulator.stop()
+
+
+@pytest.mark.parametrize("platform, env, named", [
+    ("meta", {"META_ADS_ACCESS_TOKEN": META_TOKEN}, ["META_ADS_ACCOUNT_ID"]),
+    ("meta", {"META_ADS_ACCOUNT_ID": ACCOUNT, "META_AUDIENCES_ACCESS_TOKEN": ""},
+     ["META_AUDIENCES_ACCESS_TOKEN", "META_ADS_ACCESS_TOKEN"]),
+    ("google", {"GOOGLE_DATA_MANAGER_ACCESS_TOKEN": GOOGLE_TOKEN}, ["GOOGLE_ADS_CUSTOMER_ID"]),
+    ("google", {"GOOGLE_ADS_CUSTOMER_ID": "1234567890"},
+     ["GOOGLE_DATA_MANAGER_ACCESS_TOKEN", *("GOOGLE_ADS_CLIENT_ID", "GOOGLE_ADS_CLIENT_SECRET",
+                                           "GOOGLE_ADS_REFRESH_TOKEN")]),
+    ("google", {"GOOGLE_ADS_CUSTOMER_ID": "1234567890", "GOOGLE_ADS_CLIENT_ID": "id",
+                "GOOGLE_ADS_CLIENT_SECRET": GOOGLE_OAUTH[1]}, ["GOOGLE_ADS_REFRESH_TOKEN"]),
+    ("yandex", {"YANDEX_AUDIENCE_BASE_URL": "http://127.0.0.1:9"}, ["YANDEX_AUDIENCE_TOKEN"]),
+    ("vk", {}, ["VK_ADS_ACCESS_TOKEN", "VK_ADS_CLIENT_ID", "VK_ADS_CLIENT_SECRET",
+                "VK_ADS_ACCOUNT"]),
+    ("vk", {"VK_ADS_CLIENT_ID": "id", "VK_ADS_CLIENT_SECRET": VK_CLIENT[1]},
+     ["VK_ADS_ACCOUNT"]),
+])
+def test_client_from_env_names_missing_variables_never_values(platform, env, named):
+    with pytest.raises(ValueError) as info:
+        client_from_env(platform, env)
+    text = str(info.value)
+    assert all(name in text for name in named), text
+    assert all(value not in text for value in env.values() if value), text
+    for secret in SECRETS:
+        assert secret not in text
+
+
+def test_client_from_env_refuses_an_unknown_platform():
+    with pytest.raises(ValueError, match="meta, google, yandex, vk"):
+        client_from_env("tiktok", {})
+
+
+def test_client_from_env_reads_os_environ_by_default(monkeypatch, yandex):
+    monkeypatch.setenv("YANDEX_AUDIENCE_TOKEN", YANDEX_TOKEN)
+    monkeypatch.setenv("YANDEX_AUDIENCE_BASE_URL", yandex.base_url)
+    client = client_from_env("yandex", http_options=options())
+    assert client.base_url == yandex.base_url
+
+
+def test_secrets_from_env_never_reach_reprs_errors_or_logs(meta, yandex, vk, caplog, tmp_path):
+    google = GoogleDataManagerEmulator(access_token=GOOGLE_TOKEN, user_lists=(LIST_ID,),
+                                       oauth_client=GOOGLE_OAUTH).start()
+    vk_oauth = VKAudiencesEmulator(access_token=VK_TOKEN, client_id=VK_CLIENT[0],
+                                   client_secret=VK_CLIENT[1], rate_limit_per_s=50).start()
+    try:
+        clients = {
+            "meta": client_from_env("meta", meta_env(meta), http_options=options()),
+            "google": client_from_env("google", google_oauth_env(google),
+                                      http_options=options()),
+            "yandex": client_from_env("yandex", yandex_env(yandex), http_options=options()),
+            "vk": client_from_env("vk", vk_env(vk), http_options=options()),
+            "vk_oauth": client_from_env("vk", vk_credentials_env(vk_oauth, tmp_path),
+                                        http_options=options()),
+        }
+        ca = meta.create_audience()
+        for emulator in (meta, yandex, vk):
+            emulator.faults.add("expired_token")
+        google.faults.add("expired_token", path_prefix="/v1/")  # the token itself is granted
+        vk_oauth.faults.add("expired_token", path_prefix="/api/v3/")
+        calls = {
+            "meta": lambda c: c.add(ca, meta_rows(range(2))),
+            "google": lambda c: c.add(LIST_ID, google_rows(range(2))),
+            "yandex": lambda c: c.create_segment(yandex_rows(range(100)), "s"),
+            "vk": lambda c: c.create_list("a", "phones", vk_lines(range(2_000))),
+            "vk_oauth": lambda c: c.create_list("a", "phones", vk_lines(range(2_000))),
+        }
+        errors = []
+        for name, client in clients.items():
+            with pytest.raises(ApiError) as info:
+                calls[name](client)
+            assert info.value.status in (400, 401, 403), name
+            errors.append(info.value)
+            logging.getLogger("test").error("upload failed: %s %r", info.value, client)
+        assert google.token_refreshes == 1 and vk_oauth.token_grants == ["client_credentials"]
+        text = " ".join(f"{e} {e.detail} {e.body_excerpt} {e.url}" for e in errors)
+        text += " ".join(repr(c) for c in clients.values())
+        for secret in SECRETS:
+            assert secret not in text
+            assert secret not in caplog.text
+    finally:
+        google.stop()
+        vk_oauth.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared error parser knows the audience APIs' envelopes
+# ---------------------------------------------------------------------------------------------
+
+
+def test_parse_error_body_reads_vk_field_errors_without_the_line():
+    body = {"error": {"fields": {"file": [
+        {"line_number": 10, "line": "ivan@example.ru", "code": "invalid_email"},
+        {"line_number": 12, "line": "oops", "code": "invalid_email"}]}}}
+    info = parse_error_body(json.dumps(body))
+    assert info.code == "invalid_email"
+    assert info.message == "file: invalid_email at line 10; file: invalid_email at line 12"
+    assert "ivan@example.ru" not in info.message  # a customer's e-mail is not an error text
+
+    size = parse_error_body(json.dumps({"error": {"fields": {"file": [
+        {"code": "not_enough_ids", "message": "10 valid lines"}]}}}))
+    assert (size.code, size.message) == ("not_enough_ids", "file: not_enough_ids (10 valid "
+                                                           "lines)")
+    base = parse_error_body(json.dumps({"error": {"fields": {"base": {"code": "not_found"}}}}))
+    assert (base.code, base.message) == ("not_found", "base: not_found")
+
+
+def test_parse_error_body_reads_yandex_audiences_errors():
+    body = {"errors": [{"error_type": "invalid_file",
+                        "message": "Line 3: phone is not a SHA-256 hash"}],
+            "code": 400, "message": "Line 3: phone is not a SHA-256 hash"}
+    info = parse_error_body(json.dumps(body))
+    assert info.code == "invalid_file"
+    assert info.message == "invalid_file: Line 3: phone is not a SHA-256 hash"
+    bare = parse_error_body(json.dumps({"errors": [], "code": 403, "message": "Forbidden"}))
+    assert (bare.code, bare.message) == (None, "Forbidden")
+
+
+def test_vk_line_errors_reach_the_api_error(vk):
+    with pytest.raises(ApiError) as info:
+        vk_client(vk).create_list("bad", "emails", ["not-an-email"] * 2_000)
+    assert info.value.error_code == "invalid_email"
+    assert "file: invalid_email at line 1" in str(info.value)
+    assert vk.lists == {}
+
+
+class EchoingEmulator(EmulatorServer):
+    """A careless API that repeats the request's credentials in its error message."""
+
+    def handle(self, request: Request) -> Response:
+        said = request.header("Authorization") or ""
+        return Response(400, {"error": {"code": 400, "status": "INVALID_ARGUMENT",
+                                        "message": f"rejected {said} and {SECRETS[4]}"}},
+                        "application/json")
+
+    def fault_response(self, fault: Fault, request: Request) -> Response:
+        raise AssertionError(fault.kind)  # no faults are planned here
+
+
+def test_an_echoed_token_or_secret_is_masked_in_the_api_error(caplog):
+    emulator = EchoingEmulator().start()
+    try:
+        fresh = "ya29.fresh-provider-token-1618"
+        client = GoogleAudienceClient(emulator.base_url, lambda: fresh,
+                                      operating_account_id="1234567890", rate_limit_per_s=None,
+                                      http_options=options())
+        client.add_secret(SECRETS[4])  # e.g. the OAuth client secret
+        with pytest.raises(ApiError) as info:
+            client.add(LIST_ID, google_rows(range(1)))
+        logging.getLogger("test").error("upload failed: %s", info.value)
+        text = f"{info.value} {info.value.body_excerpt}"
+        assert "rejected Bearer *** and ***" in str(info.value)
+        assert fresh not in text + caplog.text and SECRETS[4] not in text
+    finally:
+        emulator.stop()

@@ -24,7 +24,63 @@ from voronka.runner import run_daily_refresh
 
 SEED, SCALE = 11, 0.25
 SECRETS = ("demo-secret", "demo-refresh-0", "demo-direct-token", "demo-webhook-code",
-           "demo-vk-secret", "demo-google-secret", "demo-google-refresh", "demo-meta-token")
+           "demo-vk-secret", "demo-google-secret", "demo-google-refresh", "demo-meta-token",
+           "demo-google-token", "demo-yandex-token")
+DEMO_AUDIENCE_PLATFORMS = ("meta", "google", "yandex")
+
+
+def _platform_hashes(servers, platform: str, audience_id: str) -> tuple[int, set[str]]:
+    """(rows in the emulator's audience, every hash they hold)."""
+    if platform == "meta":
+        rows = servers.audiences.meta.members(audience_id)
+        return len(rows), {h for row in rows for _, h in row}
+    if platform == "google":
+        rows = servers.audiences.google.members(audience_id)
+        return len(rows), {h for row in rows for _, h in row}
+    rows = servers.audiences.yandex.members(audience_id)
+    return len(rows), {h for row in rows for h in row if h}
+
+
+def assert_audiences_mirror_segments(wh, servers) -> int:
+    """After a run, every dynamic segment big enough for the platforms is there exactly: one
+    row per member with a phone or e-mail, each found by one of its own hashes, the
+    consent-excluded customers' hashes absent; smaller ones were skipped. Returns the
+    audiences checked."""
+    from audiences import state
+    from audiences.identifiers import customer_identifiers
+    from audiences.platforms import PLATFORMS
+    from audiences.segments import load_segments, segment_frame
+
+    def hashed(platform: str, rows) -> set[str]:
+        """The platform's hashes of identifier rows (its transforms are unit-tested on
+        tricky inputs in test_audience_platforms; here only the sync path is under test)."""
+        return {PLATFORMS[platform].hashed(k, v) for k, v in zip(rows.kind, rows.value,
+                                                                 strict=True)} - {""}
+
+    checked = 0
+    for seg in (s for s in load_segments() if s.kind == "dynamic"):
+        frame = segment_frame(wh, seg)
+        members = customer_identifiers(wh, frame.customer_id[frame.is_contactable])
+        excluded = customer_identifiers(wh, frame.customer_id[~frame.is_contactable])
+        runs = {r["platform"]: r for r in state.sync_runs(wh, seg.name)}
+        assert set(runs) == set(DEMO_AUDIENCE_PLATFORMS), seg.name
+        if members.customer_id.nunique() < 100:
+            assert {r["status"] for r in runs.values()} == {"skipped"}, seg.name
+            continue
+        for platform in DEMO_AUDIENCE_PLATFORMS:
+            assert runs[platform]["status"] == "success", runs[platform]
+            with wh.connect() as conn:
+                [dest] = state.destinations(wh, conn, seg.name, platform).values()
+            rows, hashes = _platform_hashes(servers, platform, dest.audience_id)
+            assert rows == members.customer_id.nunique(), (seg.name, platform)
+            # every member is there by one of its hashes (Meta and Yandex take a customer's
+            # first phone and e-mail), and no excluded customer's hash is
+            missing = [c for c, rows in members.groupby("customer_id")
+                       if not hashed(platform, rows) & hashes]
+            assert not missing, (seg.name, platform, missing[:3])
+            assert not hashed(platform, excluded) & hashes, (seg.name, platform)
+            checked += 1
+    return checked
 
 
 def vk_horizon(business) -> date:
@@ -135,6 +191,9 @@ def test_demo_pipeline_on_duckdb_matches_ground_truth_and_reruns_idempotently(
         assert raw_counts["yandex_direct__campaign_stats"] == len(business.yandex_direct)
         # Bitrix24's leaky bucket is mirrored client-side: not one 503 in a normal run.
         assert not [r for r in servers.bitrix24.request_log if r["status"] == 503]
+        # The dynamic segments were synced to the audience emulators after publication.
+        assert assert_audiences_mirror_segments(wh, servers) >= 3
+        meta_calls = len(servers.audiences.meta.batches)
 
         # BI users read the published copy, even while a writer holds the working file.
         published = settings.WarehouseSettings.from_env().published_path
@@ -155,6 +214,9 @@ def test_demo_pipeline_on_duckdb_matches_ground_truth_and_reruns_idempotently(
         assert wh.table_counts("raw") == expected_counts
         assert wh.query_df(f"select count(*) as n from marts.fct_leads "
                            f"where lead_id = 'amocrm_{gone}'").n[0] == 0
+        # The re-run synced only what changed: the platforms still mirror the segments.
+        assert assert_audiences_mirror_segments(wh, servers) >= 3
+        assert len(servers.audiences.meta.batches) - meta_calls <= 2  # the one lead's change
 
     logged = " ".join(
         str(e.dagster_event) + str(e.user_message) for e in instance.all_logs(first.run_id)

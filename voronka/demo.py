@@ -23,8 +23,11 @@ from emulators import (
     AmoCRMEmulator,
     Bitrix24Emulator,
     GoogleAdsEmulator,
+    GoogleDataManagerEmulator,
     MetaAdsEmulator,
+    MetaAudiencesEmulator,
     VKAdsEmulator,
+    YandexAudiencesEmulator,
     YandexDirectEmulator,
 )
 from synthetic import SyntheticBusiness, generate
@@ -48,6 +51,11 @@ DEMO_GOOGLE = {
     "developer_token": "demo-dev-token",
 }
 DEMO_META = {"ad_account_id": "act_1234567890", "access_token": "demo-meta-token"}
+DEMO_DATA_MANAGER_TOKEN = "demo-google-token"
+DEMO_YANDEX_AUDIENCE_TOKEN = "demo-yandex-token"
+# VK's users lists need 2,000 lines, more than the demo's segments have: the demo syncs the
+# other three (VK is exercised against its emulator in tests/test_audience_sync.py).
+DEMO_AUDIENCE_PLATFORMS = "meta,google,yandex"
 DEMO_BITRIX24_WEBHOOK_CODE = "demo-b24-webhook-7kq2"  # a secret inside the webhook URL
 VORONKA_SCHEMAS = ("raw", "seeds", "staging", "intermediate", "marts")
 
@@ -62,6 +70,7 @@ class DemoServers:
     meta: MetaAdsEmulator
     bitrix24: Bitrix24Emulator
     files_dir: Path  # holds orders/ with the shop's order files
+    audiences: AudienceServers
 
     def environment(self) -> dict[str, str]:
         """Every variable a real deployment would set, pointed at these emulators."""
@@ -69,7 +78,27 @@ class DemoServers:
             self.business, self.amocrm.base_url, self.direct.base_url
         ) | ad_platform_environment(
             self.business, self.vk.base_url, self.google.base_url, self.meta.base_url
-        ) | crm_and_files_environment(self.business, self.bitrix24, self.files_dir)
+        ) | crm_and_files_environment(self.business, self.bitrix24, self.files_dir
+        ) | self.audiences.environment()
+
+
+@dataclass
+class AudienceServers:
+    """The audience upload APIs the demo syncs its dynamic segments to."""
+
+    meta: MetaAudiencesEmulator
+    google: GoogleDataManagerEmulator
+    yandex: YandexAudiencesEmulator
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "VORONKA_AUDIENCE_PLATFORMS": DEMO_AUDIENCE_PLATFORMS,
+            "META_AUDIENCES_BASE_URL": self.meta.base_url,
+            "GOOGLE_DATA_MANAGER_BASE_URL": self.google.base_url,
+            "GOOGLE_DATA_MANAGER_ACCESS_TOKEN": DEMO_DATA_MANAGER_TOKEN,
+            "YANDEX_AUDIENCE_BASE_URL": self.yandex.base_url,
+            "YANDEX_AUDIENCE_TOKEN": DEMO_YANDEX_AUDIENCE_TOKEN,
+        }
 
 
 def crm_and_files_environment(business: SyntheticBusiness, bitrix24: Bitrix24Emulator,
@@ -167,8 +196,16 @@ def _emulators(business: SyntheticBusiness, amocrm_port: int, direct_port: int,
     meta = MetaAdsEmulator(business.meta_ads, async_polls=1, **DEMO_META)
     bitrix24 = Bitrix24Emulator(business.bitrix24, portal=business.bitrix24_account,
                                 webhook_code=DEMO_BITRIX24_WEBHOOK_CODE)
-    with amocrm, direct, vk, google, meta, bitrix24:
-        yield DemoServers(business, amocrm, direct, vk, google, meta, bitrix24, files_dir)
+    audiences = AudienceServers(
+        MetaAudiencesEmulator(access_token=DEMO_META["access_token"],
+                              ad_account_id=DEMO_META["ad_account_id"]),
+        GoogleDataManagerEmulator(access_token=DEMO_DATA_MANAGER_TOKEN),
+        YandexAudiencesEmulator(oauth_token=DEMO_YANDEX_AUDIENCE_TOKEN),
+    )
+    with amocrm, direct, vk, google, meta, bitrix24, audiences.meta, audiences.google, \
+            audiences.yandex:
+        yield DemoServers(business, amocrm, direct, vk, google, meta, bitrix24, files_dir,
+                          audiences)
 
 
 def opening_counts(business: SyntheticBusiness) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
 
 from voronka import settings
@@ -44,6 +46,29 @@ def step_failure_lines(result: dg.ExecuteInProcessResult) -> list[str]:
     return lines
 
 
+def audience_lines(wh: Any) -> list[str]:
+    """The latest sync of each segment to each platform: status and customers added/removed
+    (counts only, never an identifier)."""
+    from audiences.state import sync_runs
+
+    latest: dict[str, dict[str, dict[str, Any]]] = {}
+    for run in sync_runs(wh):
+        latest.setdefault(run["segment"], {})[run["platform"]] = run
+    if not latest:
+        return []
+    width = max(len(name) for name in latest)
+    lines = ["Audiences (latest sync per platform; `voronka audiences list` for members):"]
+    for segment, runs in sorted(latest.items()):
+        parts = []
+        for platform, run in sorted(runs.items()):
+            if run["status"] == "skipped":
+                parts.append(f"{platform} skipped (below minimum)")
+            else:
+                parts.append(f"{platform} {run['status']} +{run['added']} -{run['removed']}")
+        lines.append(f"  {segment.ljust(width)}  {' | '.join(parts)}")
+    return [*lines, ""]
+
+
 def print_summary(
     result: dg.ExecuteInProcessResult, wall_time_s: float, log_path: object = None
 ) -> None:
@@ -61,6 +86,7 @@ def print_summary(
     lines += ["", *_table("Marts (rows):", wh.table_counts("marts")), ""]
     lines += check_lines(result)[1]
     lines.append("")
+    lines += audience_lines(wh)
     if conf.kind == "duckdb":
         lines += [
             f"Working warehouse (raw + dbt): {conf.duckdb_path}",

@@ -11,12 +11,15 @@ Common interface: ``client.add(audience_id, rows)`` and ``client.remove(audience
 split ``rows`` into batches of the platform's maximum (``max_batch``) and return an
 ``UploadResult``. A 4xx answer raises ``ApiError`` whose ``source`` names the platform, with
 the HTTP status, the platform's own error ``error_code`` and message.
+
+``client_from_env(platform, env)`` builds a platform's client from environment variables
+(``audiences.clients.env``; the variables are listed in ``.env.example``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +33,9 @@ log = logging.getLogger("voronka.audiences")
 # a client can read the platform's own error envelope from the raw body: the shared
 # Redactor masks lower-case "code" values (VK's ``not_enough_ids``) as if they were OAuth codes.
 CLIENT_ERRORS = frozenset(range(400, 500)) - {429}
+
+# A fixed token, or a callable that returns a current one (an OAuth access token it refreshes)
+Token = str | Callable[[], str]
 
 
 @dataclass
@@ -68,14 +74,16 @@ class AudienceClientBase:
     source = "audiences"
     max_batch = 10_000
 
-    def __init__(self, base_url: str, token: str, *, rate_limit_per_s: float | None,
+    def __init__(self, base_url: str, token: Token, *, rate_limit_per_s: float | None,
                  http_options: HttpOptions | None, auth_scheme: str = "Bearer",
                  limiter_key: str | None = None) -> None:
         if not token:
             raise ValueError(f"{self.source} needs a token")
         self.base_url = base_url.rstrip("/")
-        self._token = token
+        self._token_source = token
+        self._secrets: set[str] = {token} if isinstance(token, str) else set()
         self._auth_scheme = auth_scheme
+        self._closers: list[Callable[[], None]] = []
         options = http_options or HttpOptions()
         self._sleep = options.sleep
         self._max_retries = options.max_retries
@@ -87,7 +95,7 @@ class AudienceClientBase:
             self.base_url,
             limiter=limiter,
             auth=self._auth_headers,
-            redact=[token],
+            redact=list(self._secrets),
             source=self.source,
             headers={"Accept": "application/json"},
             on_response=self._on_response,
@@ -97,14 +105,35 @@ class AudienceClientBase:
     def __repr__(self) -> str:  # never the token
         return f"{type(self).__name__}(base_url={self.base_url!r})"
 
+    def add_secret(self, secret: str | None) -> None:
+        """Mask ``secret`` (a client secret, a refresh token) wherever this client reports."""
+        if secret and len(secret) >= 4:
+            self._secrets.add(secret)
+            self.http.add_secret(secret)
+
+    def _token(self) -> str:
+        """The token to send now; a provider's fresh token is masked before its first use."""
+        if isinstance(self._token_source, str):
+            return self._token_source
+        token = self._token_source()
+        if token not in self._secrets:
+            self.add_secret(token)
+        return token
+
     def _auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"{self._auth_scheme} {self._token}"}
+        return {"Authorization": f"{self._auth_scheme} {self._token()}"}
 
     def _on_response(self, resp: requests.Response) -> None:
         """Hook for rate-limit headers (VK); nothing by default."""
 
+    def on_close(self, closer: Callable[[], None]) -> None:
+        """Close ``closer``'s owner with this client (the token's source)."""
+        self._closers.append(closer)
+
     def close(self) -> None:
         self.http.close()
+        for closer in self._closers:
+            closer()
 
     def __enter__(self):
         return self
@@ -133,20 +162,27 @@ class AudienceClientBase:
             self._sleep(delay)
             attempt += 1
 
+    def _unexpected(self, path: str, what: str) -> ApiError:
+        """A 2xx answer that lacks what the call exists for (the new object's id)."""
+        return ApiError(200, self.http.safe_url(self.http.url_for(path)), "", self.source,
+                        message=what)
+
     def _is_transient(self, resp: requests.Response) -> bool:
         """A 4xx that means "retry later" on this platform (Meta's throttling codes)."""
         return False
 
     def _error_fields(self, body: Any, text: str) -> tuple[str | None, str | None]:
-        """(code, message) of an error body; the shared parser knows Graph and Google."""
+        """(code, message) of an error body; the shared parser knows every platform's envelope
+        (Graph, google.rpc.Status, Yandex Audiences' ``errors``, VK's ``error.fields``)."""
         info = parse_error_body(text)
         return info.code, info.message
 
     def _error(self, resp: requests.Response, attempts: int = 1) -> ApiError:
         raw = resp.content[:65_536].decode("utf-8", errors="replace")
         code, message = self._error_fields(_json_body(resp), raw)
-        if message:  # only the token is masked: the shared patterns would mask "code=17"
-            message = message.replace(self._token, "***")
+        if message:  # only the secrets are masked: the shared patterns would mask "code=17"
+            for secret in sorted(self._secrets, key=len, reverse=True):
+                message = message.replace(secret, "***")
         return ApiError(
             resp.status_code,
             self.http.safe_url(resp.url or self.base_url),
@@ -169,10 +205,14 @@ __all__ = [
     "VKAudienceClient",
     "YandexAudienceClient",
     "chunks",
+    "client_from_env",
 ]
 
 
 def __getattr__(name: str) -> Any:  # lazy: the platform modules import this one
+    if name == "client_from_env":
+        from .env import client_from_env
+        return client_from_env
     if name == "MetaAudienceClient":
         from .meta import MetaAudienceClient
         return MetaAudienceClient

@@ -1,5 +1,7 @@
 """Google Customer Match through the Data Manager API (ad_apis.md §B2).
 
+``POST /v1/accountTypes/{type}/accounts/{id}/userLists`` creates a Customer Match list
+(``create_user_list``; its ``id`` is the ``productDestinationId`` of later calls).
 ``POST /v1/audienceMembers:ingest`` and ``POST /v1/audienceMembers:remove`` with
 ``destinations`` (the user list is ``productDestinationId``), at most 10,000
 ``audienceMembers`` per request, ``encoding`` (HEX) and request-level ``consent``. OAuth bearer
@@ -19,13 +21,15 @@ from typing import Any
 
 from extractors.http import HttpOptions
 
-from . import AudienceClientBase, UploadResult, chunks
+from . import AudienceClientBase, Token, UploadResult, chunks
 
 SOURCE = "google_data_manager"
 MAX_MEMBERS_PER_CALL = 10_000
 INGEST_PATH = "/v1/audienceMembers:ingest"
 REMOVE_PATH = "/v1/audienceMembers:remove"
 CONSENT_GRANTED = {"adUserData": "CONSENT_GRANTED", "adPersonalization": "CONSENT_GRANTED"}
+# hashed e-mails and phones: the list's members are matched on contact data
+UPLOAD_KEY_TYPES = ("CONTACT_ID",)
 _KEYS = {"emailAddress": "emailAddress", "email": "emailAddress",
          "phoneNumber": "phoneNumber", "phone": "phoneNumber"}
 
@@ -46,13 +50,25 @@ def audience_member(row: Mapping[str, Any]) -> dict[str, Any]:
     return {"userData": {"userIdentifiers": identifiers}}
 
 
+def user_list_id(answer: Any) -> str | None:
+    """The ``id`` of a ``UserList``, else the last part of its resource ``name``
+    (``accountTypes/GOOGLE_ADS/accounts/123/userLists/456``)."""
+    if not isinstance(answer, dict):
+        return None
+    if answer.get("id"):
+        return str(answer["id"])
+    name = str(answer.get("name") or "")
+    head, _, tail = name.rpartition("/userLists/")
+    return tail if head and tail else None
+
+
 class GoogleAudienceClient(AudienceClientBase):
     """Ingests and removes hashed members of Customer Match lists."""
 
     source = SOURCE
     max_batch = MAX_MEMBERS_PER_CALL
 
-    def __init__(self, base_url: str = "https://datamanager.googleapis.com", token: str = "",
+    def __init__(self, base_url: str = "https://datamanager.googleapis.com", token: Token = "",
                  *, operating_account_id: str, login_account_id: str | None = None,
                  account_type: str = "GOOGLE_ADS", consent: Mapping[str, str] | None = None,
                  encoding: str = "HEX", max_batch: int = MAX_MEMBERS_PER_CALL,
@@ -81,6 +97,26 @@ class GoogleAudienceClient(AudienceClientBase):
             dest["loginAccount"] = {"accountType": self.account_type,
                                     "accountId": self.login_account_id}
         return dest
+
+    def account_name(self, account_id: str) -> str:
+        return f"accountTypes/{self.account_type}/accounts/{account_id}"
+
+    def create_user_list(self, name: str, description: str = "") -> str:
+        """Create an empty Customer Match list under the operating account; return its id.
+
+        Going through a manager account, the ``login-account`` header names it."""
+        path = f"/v1/{self.account_name(self.operating_account_id)}/userLists"
+        body: dict[str, Any] = {"displayName": name,
+                                "ingestedUserListInfo": {"uploadKeyTypes": list(UPLOAD_KEY_TYPES)}}
+        if description:
+            body["description"] = description
+        headers = ({"login-account": self.account_name(self.login_account_id)}
+                   if self.login_account_id else None)
+        answer = self._call("POST", path, json=body, headers=headers)
+        list_id = user_list_id(answer)
+        if not list_id:
+            raise self._unexpected(path, "the user list was created without an id in the answer")
+        return list_id
 
     def add(self, audience_id: str, rows: Sequence[Mapping[str, Any]]) -> UploadResult:
         return self._send(INGEST_PATH, "add", audience_id, rows)

@@ -1,4 +1,5 @@
-"""Meta Custom Audiences: ``POST``/``DELETE /{v}/{ca_id}/users`` (ad_apis.md §B1).
+"""Meta Custom Audiences: ``POST``/``DELETE /{v}/{ca_id}/users`` (ad_apis.md §B1), and
+``POST /{v}/act_<id>/customaudiences`` to create a customer-file audience (``create_audience``).
 
 Rows are dicts keyed by schema key (``EMAIL``, ``PHONE``, ... already SHA-256 lowercase hex;
 ``LOOKALIKE_VALUE`` unhashed, value-based audiences only) or lists in the order of an explicit
@@ -17,7 +18,7 @@ import requests
 
 from extractors.http import HttpOptions
 
-from . import AudienceClientBase, UploadResult, chunks
+from . import AudienceClientBase, Token, UploadResult, chunks
 
 SOURCE = "meta_audiences"
 MAX_ROWS_PER_CALL = 10_000
@@ -25,6 +26,17 @@ DEFAULT_VERSION = "v25.0"
 # Graph answers throttling and "retry later" as HTTP 400 with these codes (as extractors.meta_ads)
 THROTTLE_CODES = frozenset({4, 17, 613, *range(80000, 80015)})
 INTERMITTENT = frozenset({(2, 1504043), (2, None), (1, None)})
+# the advertiser uploads its own customers' data (not a partner's)
+CUSTOMER_FILE_SOURCE = "USER_PROVIDED_ONLY"
+
+
+def ad_account_path(ad_account_id: str | int) -> str:
+    """``act_<id>`` for ``123``, ``"act_123"`` or ``" act_123 "``; anything else is refused, so
+    a typo fails before the call instead of creating an audience somewhere else."""
+    digits = str(ad_account_id).strip().removeprefix("act_")
+    if not digits.isdigit():
+        raise ValueError(f"a Meta ad account id is act_<digits>, not {ad_account_id!r}")
+    return f"act_{digits}"
 
 
 def payload_of(rows: Sequence[Mapping[str, Any] | Sequence[Any]],
@@ -54,15 +66,17 @@ class MetaAudienceClient(AudienceClientBase):
     source = SOURCE
     max_batch = MAX_ROWS_PER_CALL
 
-    def __init__(self, base_url: str = "https://graph.facebook.com", token: str = "", *,
+    def __init__(self, base_url: str = "https://graph.facebook.com", token: Token = "", *,
                  api_version: str = DEFAULT_VERSION, max_batch: int = MAX_ROWS_PER_CALL,
                  rate_limit_per_s: float | None = 100 / 60,
                  http_options: HttpOptions | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 ad_account_id: str | None = None) -> None:
         if not 1 <= max_batch <= MAX_ROWS_PER_CALL:
             raise ValueError(f"max_batch must be 1..{MAX_ROWS_PER_CALL} (Meta's limit)")
         super().__init__(base_url, token, rate_limit_per_s=rate_limit_per_s,
                          http_options=http_options)
+        self.ad_account_id = ad_account_path(ad_account_id) if ad_account_id else None
         self.api_version = api_version
         self.max_batch = max_batch
         self._rng = rng or random.SystemRandom()
@@ -74,6 +88,29 @@ class MetaAudienceClient(AudienceClientBase):
         except (ValueError, TypeError, AttributeError):
             return False
         return code in THROTTLE_CODES or (code, subcode) in INTERMITTENT
+
+    def __repr__(self) -> str:  # never the token
+        return (f"{type(self).__name__}(base_url={self.base_url!r}, "
+                f"ad_account_id={self.ad_account_id!r})")
+
+    def create_audience(self, name: str, description: str = "", *, value_based: bool = False,
+                        ad_account_id: str | None = None) -> str:
+        """Create an empty customer-file custom audience and return its id; ``value_based``
+        makes it a seed that accepts ``LOOKALIKE_VALUE`` (the account must have accepted the
+        value-based lookalike terms)."""
+        account = ad_account_id or self.ad_account_id
+        if not account:
+            raise ValueError("creating a Meta audience needs an ad account id "
+                             "(META_ADS_ACCOUNT_ID or ad_account_id=)")
+        form = {"name": name, "subtype": "CUSTOM", "description": description,
+                "customer_file_source": CUSTOMER_FILE_SOURCE}
+        if value_based:
+            form["is_value_based"] = "1"
+        path = f"/{self.api_version}/{ad_account_path(account)}/customaudiences"
+        answer = self._call("POST", path, data=form)
+        if not isinstance(answer, dict) or not answer.get("id"):
+            raise self._unexpected(path, "the audience was created without an id in the answer")
+        return str(answer["id"])
 
     def add(self, audience_id: str, rows: Sequence[Mapping[str, Any] | Sequence[Any]], *,
             schema: Sequence[str] | None = None) -> UploadResult:

@@ -27,7 +27,7 @@ from urllib3.filepost import encode_multipart_formdata
 
 from extractors.http import HttpOptions
 
-from . import AudienceClientBase, UploadResult
+from . import AudienceClientBase, Token, UploadResult
 
 SOURCE = "vk_audiences"
 LISTS_PATH = "/api/v3/remarketing/users_lists.json"
@@ -60,7 +60,7 @@ class VKAudienceClient(AudienceClientBase):
     source = SOURCE
     max_batch = MAX_LINES
 
-    def __init__(self, base_url: str = "https://ads.vk.com", token: str = "", *,
+    def __init__(self, base_url: str = "https://ads.vk.com", token: Token = "", *,
                  max_batch: int = MAX_LINES, rate_limit_per_s: float | None = 1.0,
                  name_prefix: str = "voronka",
                  http_options: HttpOptions | None = None) -> None:
@@ -72,29 +72,7 @@ class VKAudienceClient(AudienceClientBase):
         self.max_batch = max_batch
         self.name_prefix = name_prefix
 
-    # -- errors and limits ----------------------------------------------------------------
-    def _error_fields(self, body: Any, text: str) -> tuple[str | None, str | None]:
-        err = body.get("error") if isinstance(body, dict) else None
-        if isinstance(err, dict) and isinstance(err.get("fields"), dict):
-            problems = [(name, p) for name, items in err["fields"].items()
-                        for p in (items if isinstance(items, list) else [items])
-                        if isinstance(p, dict)]
-            code = next((str(p.get("code") or p.get("error_code")) for _, p in problems
-                         if p.get("code") or p.get("error_code")), None)
-            parts = []
-            for name, p in problems[:5]:
-                piece = f"{name}: {p.get('code') or p.get('error_code')}"
-                if p.get("line_number") is not None:
-                    piece += f" at line {p['line_number']}"
-                if p.get("message"):
-                    piece += f" ({p['message']})"
-                parts.append(piece)
-            return code, "; ".join(parts) or None
-        if isinstance(err, dict) and err.get("code"):  # {"error": {"code", "message"}}
-            code = str(err["code"])
-            return code, f"{code}: {err.get('message')}" if err.get("message") else code
-        return super()._error_fields(body, text)
-
+    # -- limits ---------------------------------------------------------------------------
     def _on_response(self, resp: requests.Response) -> None:
         """Hold the limiter until a spent per-second/hour/day budget renews."""
         limiter = self.http.limiter if hasattr(self, "http") else None

@@ -8,7 +8,8 @@
   ``modification_type=addition|subtraction|replace`` and a file of the same structure.
 
 A file needs at least 100 rows unless ``check_size=False``. Auth is ``Authorization: OAuth
-<token>``. Errors are ``{"errors": [{"error_type", "message"}], "code", "message"}``.
+<token>``. Errors are ``{"errors": [{"error_type", "message"}], "code", "message"}`` (read by
+``extractors.http.parse_error_body``: the code is the ``error_type``).
 A file may be up to 1 GB, so a whole membership change is one call (no batching).
 """
 
@@ -23,7 +24,7 @@ from urllib3.filepost import encode_multipart_formdata
 
 from extractors.http import HttpOptions
 
-from . import AudienceClientBase, UploadResult
+from . import AudienceClientBase, Token, UploadResult
 
 SOURCE = "yandex_audiences"
 UPLOAD_PATH = "/v1/management/segments/upload_csv_file"
@@ -57,20 +58,11 @@ class YandexAudienceClient(AudienceClientBase):
     source = SOURCE
     max_batch = None  # one file per change (up to 1 GB)
 
-    def __init__(self, base_url: str = "https://api-audience.yandex.ru", token: str = "", *,
+    def __init__(self, base_url: str = "https://api-audience.yandex.ru", token: Token = "", *,
                  rate_limit_per_s: float | None = 5.0,
                  http_options: HttpOptions | None = None) -> None:
         super().__init__(base_url, token, rate_limit_per_s=rate_limit_per_s,
                          http_options=http_options, auth_scheme="OAuth")
-
-    def _error_fields(self, body: Any, text: str) -> tuple[str | None, str | None]:
-        if isinstance(body, dict) and isinstance(body.get("errors"), list):
-            errors = [e for e in body["errors"] if isinstance(e, dict)]
-            code = next((str(e["error_type"]) for e in errors if e.get("error_type")), None)
-            messages = [str(e["message"]) for e in errors if e.get("message")]
-            message = "; ".join(messages) or body.get("message")
-            return code, f"{code}: {message}" if code else message
-        return super()._error_fields(body, text)
 
     @staticmethod
     def _file(data: bytes) -> tuple[bytes, dict[str, str]]:

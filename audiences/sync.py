@@ -1,0 +1,701 @@
+"""Diff sync of a segment to an ad platform audience (or to files for a manual upload).
+
+Why a diff: platforms bill, rate-limit and re-match on every uploaded row, and a customer who
+leaves a segment (or withdraws consent) must leave the platform list too. So each run:
+
+1. ``refresh_membership`` computes the current contactable members (dynamic: recomputed;
+   static: frozen at the first computation, later minus anyone no longer contactable) and
+   records entries and leaves in ``audiences.membership_history``;
+2. the members' identifiers become per-customer hashed rows with the platform's rules
+   (``audiences.platforms``: only hashes from here on);
+3. those rows are compared with what was last sent (``audiences.synced_members``): new or
+   changed customers are added, gone or changed customers are removed with exactly the rows
+   sent for them before;
+4. the first sync of a destination creates the platform audience (after the platform's
+   minimum size check) and records its id at once, so a later failure never creates a second
+   one;
+5. only when every call succeeded are the new state and the run written, in one transaction;
+   a failed call leaves the state as it was, so the next run re-sends the same diff (adds and
+   removes are idempotent on every platform, so nothing is duplicated).
+
+VK differential lists need at least 25 lines: a smaller change of a list type is held back
+(``pending``, not marked synced) until it grows. ``client=None`` writes the changes as files
+plus a manifest instead (status ``exported``). Every run is recorded in
+``audiences.sync_runs``; with ``out_dir`` every run also writes a manifest (segment, platform,
+counts added/removed/excluded/pending, hash algorithm, time). ``now`` is always passed in: no
+wall clock is read here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from audiences import state
+from audiences.export import AudienceTooSmall, build_manifest
+from audiences.identifiers import customer_identifiers
+from audiences.platforms import (
+    MAX_GOOGLE_IDENTIFIERS,
+    PLATFORMS,
+    Platform,
+    PlatformFile,
+    get_platform,
+    hashed_customers,
+)
+from audiences.segments import Segment, segment_frame
+
+FILE_AUDIENCE = "file"  # the audience id of file-only exports in synced_members
+VK_MIN_DIFF_LINES = 25
+SINGLE = ""  # list type of platforms with one list per audience
+Rows = dict[str, list[Any]]  # customer_id -> hashed rows
+
+
+@dataclass(frozen=True)
+class Membership:
+    """The contactable members of a segment at one run, and what changed since the last."""
+
+    segment: str
+    kind: str
+    customer_ids: tuple[str, ...]
+    excluded: int
+    values: dict[str, float] | None = None  # customer -> look-alike value (value segments)
+    entered: tuple[str, ...] = ()
+    left: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.customer_ids)
+
+
+@dataclass
+class SyncResult:
+    """What one ``sync_segment`` did. ``added``/``removed`` count customers whose rows were
+    sent (a changed customer counts in both), ``pending`` those held back or not sent."""
+
+    segment: str
+    platform: str
+    audience_id: str | None
+    status: str  # success | failed | skipped | exported
+    added: int = 0
+    removed: int = 0
+    excluded: int = 0
+    pending: int = 0
+    message: str = ""
+    manifest_path: Path | None = None
+    run_id: str = ""
+    files: list[Path] = field(default_factory=list)
+
+
+def new_run_id(now: datetime) -> str:
+    """Sortable by time, unique within it."""
+    return f"{state.naive_utc(now):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
+
+
+# -- membership --------------------------------------------------------------------------------
+
+def _contactable(wh: Any, conn: Any, customer_ids: list[str]) -> set[str]:
+    """Which of ``customer_ids`` are contactable now (a customer gone from dim_customers is
+    not)."""
+    found: set[str] = set()
+    cur = conn.cursor()
+    for start in range(0, len(customer_ids), 500):
+        chunk = customer_ids[start:start + 500]
+        cur.execute(f"select customer_id from marts.dim_customers where is_contactable "
+                    f"and customer_id in ({wh._marks(len(chunk))})", chunk)
+        found |= {str(r[0]) for r in cur.fetchall()}
+    return found
+
+
+def _matching(wh: Any, seg: Segment) -> tuple[dict[str, float | None], int]:
+    """(contactable matching customer -> value, number of matching uncontactable ones)."""
+    frame = segment_frame(wh, seg)
+    ok = frame[frame["is_contactable"]]
+    values = (ok["value"] if seg.value else pd.Series([None] * len(ok), index=ok.index))
+    current = {str(c): (None if v is None or pd.isna(v) else float(v))
+               for c, v in zip(ok["customer_id"], values, strict=True)}
+    return current, int((~frame["is_contactable"]).sum())
+
+
+def refresh_membership(wh: Any, seg: Segment, *, now: datetime,
+                       run_id: str | None = None) -> Membership:
+    """The current contactable members of ``seg``; entries and leaves go to the history.
+
+    Static segments are frozen at their first computation; later runs return the frozen set
+    minus anyone no longer contactable (consent withdrawn, do-not-contact)."""
+    run_id = run_id or new_run_id(now)
+    matching, excluded = _matching(wh, seg)
+    with wh.connect() as conn:
+        state.ensure_state(wh, conn)
+        if seg.kind == "static":
+            frozen = state.frozen_members(wh, conn, seg.name)
+            if frozen is None:
+                state.freeze_members(wh, conn, seg.name, matching, now)
+                current = matching
+            else:
+                still = _contactable(wh, conn, sorted(frozen))
+                current = {c: v for c, v in frozen.items() if c in still}
+                excluded = len(frozen) - len(current)
+        else:
+            current = matching
+        before = state.open_members(wh, conn, seg.name)
+        entered = sorted(set(current) - before)
+        left = sorted(before - set(current))
+        still = _contactable(wh, conn, left)
+        state.record_entries(wh, conn, seg.name, entered, run_id, now)
+        state.record_leaves(wh, conn, seg.name,
+                            {c: "left_segment" if c in still else "not_contactable"
+                             for c in left}, run_id, now)
+    values = ({c: (v or 0.0) for c, v in current.items()} if seg.value else None)
+    return Membership(seg.name, seg.kind, tuple(sorted(current)), excluded, values,
+                      tuple(entered), tuple(left))
+
+
+# -- hashed rows per platform ------------------------------------------------------------------
+
+def meta_schema(value_based: bool) -> list[str]:
+    return ["EMAIL", "PHONE"] + (["LOOKALIKE_VALUE"] if value_based else [])
+
+
+def desired_rows(platform: Platform, identifiers: pd.DataFrame,
+                 values: Mapping[str, float] | None = None) -> dict[str, Rows]:
+    """list type -> customer -> the platform's hashed rows for that customer.
+
+    Meta: one ``[EMAIL, PHONE(, LOOKALIKE_VALUE)]`` row (meta_payload's schema); Google: one
+    ``{"userData": {"userIdentifiers": [...]}}`` member; Yandex: one ``{"phone", "email"}`` CSV
+    row (no external id: nothing but hashes leaves); VK: the customer's MD5 lines per list type
+    (``phones`` / ``emails``)."""
+    frame = identifiers
+    value_column = None
+    if platform.name == "meta" and values is not None:
+        value_column = "lookalike_value"  # not "value": that is the identifier's column
+        frame = identifiers.assign(
+            lookalike_value=identifiers["customer_id"].map(dict(values)))
+    customers = hashed_customers(platform, frame, value_column)
+    if platform.name == "meta":
+        return {SINGLE: {c.customer_id: [[c.emails[0] if c.emails else "",
+                                          c.phones[0] if c.phones else ""]
+                                         + ([c.value] if value_column else [])]
+                         for c in customers}}
+    if platform.name == "google":
+        return {SINGLE: {c.customer_id: [{"userData": {"userIdentifiers": (
+            [{"emailAddress": h} for h in c.emails]
+            + [{"phoneNumber": h} for h in c.phones])[:MAX_GOOGLE_IDENTIFIERS]}}]
+            for c in customers}}
+    if platform.name == "yandex":
+        return {SINGLE: {c.customer_id: [{"phone": c.phones[0] if c.phones else "",
+                                          "email": c.emails[0] if c.emails else ""}]
+                         for c in customers}}
+    return {"phones": {c.customer_id: list(c.phones) for c in customers if c.phones},
+            "emails": {c.customer_id: list(c.emails) for c in customers if c.emails}}
+
+
+def list_types(platform: Platform) -> tuple[str, ...]:
+    return ("phones", "emails") if platform.name == "vk" else (SINGLE,)
+
+
+# -- the diff ----------------------------------------------------------------------------------
+
+def _dedup(rows: list[Any], skip: set[str] | None = None) -> list[Any]:
+    """Rows in order without repeats (and without those whose key is in ``skip``)."""
+    seen = set(skip or ())
+    out = []
+    for row in rows:
+        key = state.row_key(row)
+        if key not in seen:
+            seen.add(key)
+            out.append(row)
+    return out
+
+
+@dataclass
+class Diff:
+    """The change of one destination: rows to remove then add, and per customer what the
+    platform holds afterwards depending on which half was sent."""
+
+    old: Rows
+    new: Rows
+    to_add: Rows = field(default_factory=dict)
+    to_remove: Rows = field(default_factory=dict)
+    add_rows: list[Any] = field(default_factory=list)
+    remove_rows: list[Any] = field(default_factory=list)
+
+    @property
+    def adding(self) -> set[str]:
+        return set(self.to_add)
+
+    @property
+    def removing(self) -> set[str]:
+        return set(self.to_remove)
+
+    def after(self, adds_sent: bool, removes_sent: bool) -> dict[str, list[Any] | None]:
+        """customer -> rows the platform holds after the sent halves (None: none)."""
+        out: dict[str, list[Any] | None] = {}
+        for c in self.adding | self.removing:
+            gone = {state.row_key(r) for r in self.to_remove.get(c, [])} if removes_sent \
+                else set()
+            rows = [r for r in self.old.get(c, []) if state.row_key(r) not in gone]
+            if adds_sent:
+                rows += self.to_add.get(c, [])
+            out[c] = rows or None
+        return out
+
+
+def diff_rows(old: Rows, new: Rows) -> Diff:
+    """Compare what was sent (``old``) with what should be there (``new``), per customer.
+
+    A row still wanted by another customer is not removed; a row the platform already holds
+    is not sent again."""
+    d = Diff(old, new)
+    for c in sorted(set(old) | set(new)):
+        old_keys = {state.row_key(r) for r in old.get(c, [])}
+        new_keys = {state.row_key(r) for r in new.get(c, [])}
+        adds = [r for r in new.get(c, []) if state.row_key(r) not in old_keys]
+        removes = [r for r in old.get(c, []) if state.row_key(r) not in new_keys]
+        if adds:
+            d.to_add[c] = adds
+        if removes:
+            d.to_remove[c] = removes
+    wanted = {state.row_key(r) for rows in new.values() for r in rows}
+    d.remove_rows = [r for r in _dedup([r for c in sorted(d.to_remove) for r in d.to_remove[c]])
+                     if state.row_key(r) not in wanted]
+    removed = {state.row_key(r) for r in d.remove_rows}
+    held = {state.row_key(r) for rows in old.values() for r in rows} - removed
+    d.add_rows = _dedup([r for c in sorted(d.to_add) for r in d.to_add[c]], held)
+    return d
+
+
+def _vk_held_back(d: Diff) -> tuple[bool, bool]:
+    """(send adds, send removes): a VK differential list needs >= 25 lines."""
+    return (not d.add_rows or len(d.add_rows) >= VK_MIN_DIFF_LINES,
+            not d.remove_rows or len(d.remove_rows) >= VK_MIN_DIFF_LINES)
+
+
+# -- minimum size --------------------------------------------------------------------------
+
+def too_small(platform: Platform, rows: dict[str, Rows]) -> AudienceTooSmall | None:
+    """The first minimum-size violation of a new audience (VK: per users list, in lines)."""
+    if platform.name == "vk":
+        sizes = {lt: len(_dedup([r for rs in by_c.values() for r in rs]))
+                 for lt, by_c in rows.items()}
+        if not any(sizes.values()):
+            return AudienceTooSmall("vk", platform.min_rows, 0, "lines per users list")
+        for lt, n in sizes.items():
+            if 0 < n < platform.min_rows:
+                return AudienceTooSmall("vk", platform.min_rows, n,
+                                        f"lines per users list ({lt})")
+        return None
+    n = len(_dedup([r for rs in rows.get(SINGLE, {}).values() for r in rs]))
+    return AudienceTooSmall(platform.name, platform.min_rows, n) if n < platform.min_rows \
+        else None
+
+
+# -- platform calls ----------------------------------------------------------------------------
+
+def _audience_name(seg: Segment, list_type: str) -> str:
+    return f"voronka-{seg.name}" + (f"-{list_type}" if list_type else "")
+
+
+def _create(client: Any, platform: Platform, seg: Segment, list_type: str,
+            rows: list[Any], value_based: bool, small: bool) -> tuple[str, bool]:
+    """Create the platform audience; (its id, whether ``rows`` went with the creation)."""
+    name = _audience_name(seg, list_type)
+    if platform.name == "meta":
+        return str(client.create_audience(name, seg.description,
+                                          value_based=value_based)), False
+    if platform.name == "google":
+        return str(client.create_user_list(name, seg.description)), False
+    if platform.name == "yandex":
+        created = client.create_segment(rows, name, check_size=not small)
+        return str(created["id"]), True
+    created = client.create_list(name, list_type, rows)
+    return str(created["id"]), True
+
+
+def _send(client: Any, platform: Platform, audience_id: str, list_type: str, op: str,
+          rows: list[Any], value_based: bool) -> None:
+    """One add/remove of hashed rows through the platform's client."""
+    if not rows:
+        return
+    call = getattr(client, op)
+    if platform.name == "meta":
+        call(audience_id, rows, schema=meta_schema(value_based))
+    elif platform.name == "yandex":
+        call(audience_id, rows, check_size=False)
+    elif platform.name == "vk":
+        call(audience_id, rows, list_type=list_type)
+    else:
+        call(audience_id, rows)
+
+
+# -- manifests and files -----------------------------------------------------------------------
+
+def _stamp(now: datetime) -> str:
+    return f"{state.naive_utc(now):%Y%m%dT%H%M%SZ}"
+
+
+def _file_of(platform: Platform, list_type: str, rows: list[Any], value_based: bool,
+             what: str) -> PlatformFile:
+    """Hashed rows in the platform's upload format (the shapes of audiences.platforms)."""
+    if platform.name == "meta":
+        text = json.dumps({"schema": meta_schema(value_based), "data": rows}, indent=1) + "\n"
+        return PlatformFile(f"{what}__meta.json", text, len(rows))
+    if platform.name == "google":
+        text = json.dumps({"encoding": "HEX", "audienceMembers": rows}, indent=1) + "\n"
+        return PlatformFile(f"{what}__google.json", text, len(rows))
+    if platform.name == "yandex":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(("phone", "email"))
+        writer.writerows((r["phone"], r["email"]) for r in rows)
+        return PlatformFile(f"{what}__yandex.csv", buffer.getvalue(), len(rows))
+    return PlatformFile(f"{what}__vk_{list_type}.txt", "".join(f"{r}\n" for r in rows),
+                        len(rows), list_type)
+
+
+def _write_manifest(out_dir: Path, seg: Segment, platform: Platform, now: datetime,
+                    manifest: dict[str, Any]) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{seg.name}__{platform.name}__{_stamp(now)}.manifest.json"
+    path.write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def sync_manifest(result: SyncResult, platform: Platform, now: datetime, members: int,
+                  customers: int, audience_ids: Mapping[str, str]) -> dict[str, Any]:
+    """The manifest of an API sync (no file: the rows went to the platform)."""
+    return {
+        "manifest_version": 1,
+        "mode": "api",
+        "segment": result.segment,
+        "platform": platform.name,
+        "status": result.status,
+        "run_id": result.run_id,
+        "audience_ids": dict(audience_ids),
+        "hash_algorithm": platform.hash_algorithm,
+        "hash_encoding": "hex",
+        "created_at": now.isoformat(),
+        "counts": {"members": members, "customers": customers, "added": result.added,
+                   "removed": result.removed, "excluded": result.excluded,
+                   "pending": result.pending},
+        "minimum_rows": platform.min_rows,
+        "message": result.message,
+    }
+
+
+# -- the sync ----------------------------------------------------------------------------------
+
+@dataclass
+class _Context:
+    wh: Any
+    seg: Segment
+    platform: Platform
+    now: datetime
+    run_id: str
+    membership: Membership
+    rows: dict[str, Rows]
+    value_based: bool
+    out_dir: Path | None
+
+    @property
+    def customers(self) -> int:
+        return len({c for by_c in self.rows.values() for c in by_c})
+
+
+def _finish(ctx: _Context, result: SyncResult, audience_ids: Mapping[str, str],
+            synced: Mapping[str, dict[str, list[Any] | None]] | None = None,
+            manifest: dict[str, Any] | None = None) -> SyncResult:
+    """Write the manifest (with out_dir), then the new state (if any) and the run, in one
+    transaction."""
+    if ctx.out_dir is not None:
+        manifest = manifest or sync_manifest(result, ctx.platform, ctx.now, len(ctx.membership),
+                                             ctx.customers, audience_ids)
+        result.manifest_path = _write_manifest(ctx.out_dir, ctx.seg, ctx.platform, ctx.now,
+                                               manifest)
+    with ctx.wh.connect() as conn:
+        state.ensure_state(ctx.wh, conn)
+        for audience_id, after in (synced or {}).items():
+            state.write_synced(ctx.wh, conn, ctx.seg.name, ctx.platform.name, audience_id,
+                               after, ctx.run_id, ctx.now)
+        state.record_run(ctx.wh, conn, run_id=ctx.run_id, segment=ctx.seg.name,
+                         platform=ctx.platform.name, audience_id=result.audience_id,
+                         started_at=ctx.now, finished_at=ctx.now, status=result.status,
+                         added=result.added, removed=result.removed,
+                         excluded=result.excluded, pending=result.pending,
+                         message=result.message)
+    return result
+
+
+def _joined(ids: Mapping[str, str]) -> str | None:
+    if not ids:
+        return None
+    if list(ids) == [SINGLE]:
+        return ids[SINGLE]
+    return ",".join(f"{lt}:{aid}" for lt, aid in sorted(ids.items()))
+
+
+def _given_ids(platform: Platform, audience_id: str | Mapping[str, str] | None
+               ) -> dict[str, str]:
+    if audience_id is None:
+        return {}
+    if isinstance(audience_id, Mapping):
+        return {str(k): str(v) for k, v in audience_id.items()}
+    if platform.name == "vk":
+        raise ValueError("VK keeps one users list per type: pass audience_id as "
+                         "{'phones': id, 'emails': id}")
+    return {SINGLE: str(audience_id)}
+
+
+def sync_segment(wh: Any, seg: Segment, platform: str, client: Any = None, *,
+                 now: datetime, out_dir: str | Path | None = None, allow_small: bool = False,
+                 audience_id: str | Mapping[str, str] | None = None) -> SyncResult:
+    """Bring ``platform``'s audience of ``seg`` up to date with the segment's current members.
+
+    ``client``: the platform's audience client (``audiences.clients``); None writes the
+    changes as files into ``out_dir`` instead. ``audience_id``: an existing platform audience
+    to use on the first sync (VK: ``{list type: id}``); otherwise one is created. Returns a
+    ``SyncResult``; platform errors do not raise, they give status ``failed``."""
+    p = get_platform(platform)
+    run_id = new_run_id(now)
+    membership = refresh_membership(wh, seg, now=now, run_id=run_id)
+    value_based = bool(seg.value) and p.name == "meta"
+    identifiers = customer_identifiers(wh, membership.customer_ids)
+    rows = desired_rows(p, identifiers, membership.values if value_based else None)
+    ctx = _Context(wh, seg, p, now, run_id, membership, rows, value_based,
+                   Path(out_dir) if out_dir is not None else None)
+    if client is None:
+        if out_dir is None:
+            raise ValueError("a file-only sync (client=None) needs out_dir")
+        return _export(ctx, allow_small)
+    return _sync_api(ctx, client, allow_small, _given_ids(p, audience_id))
+
+
+def _load_state(ctx: _Context, given: dict[str, str]) -> tuple[dict[str, str], dict[str, Rows]]:
+    """(list type -> recorded audience id, list type -> synced rows); a given audience id is
+    recorded when none is."""
+    with ctx.wh.connect() as conn:
+        state.ensure_state(ctx.wh, conn)
+        known = {lt: d.audience_id for lt, d in
+                 state.destinations(ctx.wh, conn, ctx.seg.name, ctx.platform.name).items()}
+        for lt, aid in given.items():
+            if lt not in known:
+                state.save_destination(ctx.wh, conn, ctx.seg.name, ctx.platform.name, lt, aid,
+                                       ctx.now)
+                known[lt] = aid
+        synced = {lt: state.synced_members(ctx.wh, conn, ctx.seg.name, ctx.platform.name, aid)
+                  for lt, aid in known.items()}
+    return known, synced
+
+
+def _record_created(ctx: _Context, list_type: str, audience_id: str,
+                    rows: Rows | None) -> None:
+    """Record a new platform audience at once (and the rows sent with its creation)."""
+    with ctx.wh.connect() as conn:
+        state.ensure_state(ctx.wh, conn)
+        state.save_destination(ctx.wh, conn, ctx.seg.name, ctx.platform.name, list_type,
+                               audience_id, ctx.now)
+        if rows:
+            state.write_synced(ctx.wh, conn, ctx.seg.name, ctx.platform.name, audience_id,
+                               dict(rows), ctx.run_id, ctx.now)
+
+
+def _safe_message(exc: BaseException) -> str:
+    """The error text; client errors are already redacted by the HTTP layer."""
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:1000]
+
+
+def _sync_api(ctx: _Context, client: Any, allow_small: bool,
+              given: dict[str, str]) -> SyncResult:
+    p, seg = ctx.platform, ctx.seg
+    known, synced = _load_state(ctx, given)
+    result = SyncResult(seg.name, p.name, _joined(known), "success",
+                        excluded=ctx.membership.excluded, run_id=ctx.run_id)
+    to_create = [lt for lt in list_types(p) if lt not in known and ctx.rows.get(lt)]
+    if not known and not to_create:
+        to_create = list(list_types(p))[:1]  # nothing at all to upload: too small
+    small = too_small(p, {lt: ctx.rows.get(lt, {}) for lt in to_create}) if to_create else None
+    deferred: list[str] = []
+    if small is not None and not allow_small:
+        if not known:  # a first sync below the platform's minimum: nothing is created
+            result.status, result.message = "skipped", str(small)
+            result.pending = ctx.customers
+            return _finish(ctx, result, known)
+        # VK: another list already exists; this type waits until it is big enough
+        deferred = [lt for lt in to_create if too_small(p, {lt: ctx.rows[lt]}) is not None]
+        to_create = [lt for lt in to_create if lt not in deferred]
+        small = None
+    created_with_rows: set[str] = set()
+    plans: dict[str, Diff] = {}
+    try:
+        for lt in to_create:
+            rows = ctx.rows.get(lt, {})
+            all_rows = _dedup([r for c in sorted(rows) for r in rows[c]])
+            if p.name == "vk" and not all_rows:
+                continue
+            aid, with_rows = _create(client, p, seg, lt, all_rows, ctx.value_based,
+                                     small is not None)
+            _record_created(ctx, lt, aid, rows if with_rows else None)
+            known[lt] = aid
+            synced[lt] = dict(rows) if with_rows else {}
+            if with_rows:
+                created_with_rows |= set(rows)
+        result.audience_id = _joined(known)
+        sends: dict[str, tuple[bool, bool]] = {}
+        for lt, aid in sorted(known.items()):
+            d = diff_rows(synced.get(lt, {}), ctx.rows.get(lt, {}))
+            plans[lt] = d
+            sends[lt] = _vk_held_back(d) if p.name == "vk" else (True, True)
+            adds_ok, removes_ok = sends[lt]
+            if removes_ok:
+                _send(client, p, aid, lt, "remove", d.remove_rows, ctx.value_based)
+            if adds_ok:
+                _send(client, p, aid, lt, "add", d.add_rows, ctx.value_based)
+    except Exception as exc:  # any client error fails this run, not the caller
+        result.status, result.message = "failed", _safe_message(exc)
+        result.audience_id = _joined(known)
+        result.added = len(created_with_rows)
+        result.pending = len({c for d in plans.values() for c in d.adding | d.removing}
+                             | _unplanned(ctx, synced, plans))
+        return _finish(ctx, result, known)
+    result = _finish_success(ctx, result, known, plans, sends, created_with_rows, deferred)
+    return result
+
+
+def _unplanned(ctx: _Context, synced: Mapping[str, Rows], plans: Mapping[str, Diff]
+               ) -> set[str]:
+    """Customers whose change was never attempted because an earlier call failed."""
+    out: set[str] = set()
+    for lt in list_types(ctx.platform):
+        if lt not in plans:
+            d = diff_rows(synced.get(lt, {}), ctx.rows.get(lt, {}))
+            out |= d.adding | d.removing
+    return out
+
+
+def _finish_success(ctx: _Context, result: SyncResult, known: Mapping[str, str],
+                    plans: Mapping[str, Diff], sends: Mapping[str, tuple[bool, bool]],
+                    created_with_rows: set[str], deferred: list[str]) -> SyncResult:
+    added, removed, pending = set(created_with_rows), set(), set()
+    for lt in deferred:
+        pending |= set(ctx.rows[lt])
+    held = [f"{lt} list not created: {too_small(ctx.platform, {lt: ctx.rows[lt]})}"
+            for lt in deferred]
+    after: dict[str, dict[str, list[Any] | None]] = {}
+    for lt, d in plans.items():
+        adds_ok, removes_ok = sends[lt]
+        after[known[lt]] = d.after(adds_ok, removes_ok)
+        (added if adds_ok else pending).update(d.adding)
+        (removed if removes_ok else pending).update(d.removing)
+        for what, ok, rows in (("add", adds_ok, d.add_rows), ("remove", removes_ok,
+                                                              d.remove_rows)):
+            if not ok:
+                held.append(f"{len(rows)} {lt} lines to {what}")
+    result.added, result.removed, result.pending = len(added), len(removed), len(pending)
+    result.message = f"added {len(added)}, removed {len(removed)} customers"
+    if held:
+        result.message += f"; held back (VK minimums: {VK_MIN_DIFF_LINES} lines per " \
+                          f"differential list): {'; '.join(held)}"
+    return _finish(ctx, result, known, after)
+
+
+def _export(ctx: _Context, allow_small: bool) -> SyncResult:
+    """File-only mode: the changes since the last export as platform files + a manifest."""
+    p, seg = ctx.platform, ctx.seg
+    with ctx.wh.connect() as conn:
+        state.ensure_state(ctx.wh, conn)
+        synced = {lt: state.synced_members(ctx.wh, conn, seg.name, p.name,
+                                           _file_audience(lt)) for lt in list_types(p)}
+        exported_before = state.has_run(ctx.wh, conn, seg.name, p.name, "exported")
+    result = SyncResult(seg.name, p.name, None, "exported", excluded=ctx.membership.excluded,
+                        run_id=ctx.run_id)
+    small = None if exported_before else too_small(p, ctx.rows)
+    if small is not None and not allow_small:
+        result.status, result.message, result.pending = "skipped", str(small), ctx.customers
+        return _finish(ctx, result, {})
+    files: list[PlatformFile] = []
+    added, removed, pending = set(), set(), set()
+    after: dict[str, dict[str, list[Any] | None]] = {}
+    for lt in list_types(p):
+        d = diff_rows(synced[lt], ctx.rows.get(lt, {}))
+        adds_ok, removes_ok = _vk_held_back(d) if p.name == "vk" and exported_before \
+            else (True, True)
+        after[_file_audience(lt)] = d.after(adds_ok, removes_ok)
+        (added if adds_ok else pending).update(d.adding)
+        (removed if removes_ok else pending).update(d.removing)
+        if removes_ok and d.remove_rows:
+            files.append(_file_of(p, lt, d.remove_rows, ctx.value_based, "remove"))
+        if adds_ok and d.add_rows:
+            files.append(_file_of(p, lt, d.add_rows, ctx.value_based, "add"))
+    result.added, result.removed, result.pending = len(added), len(removed), len(pending)
+    result.message = f"exported: added {len(added)}, removed {len(removed)} customers"
+    assert ctx.out_dir is not None
+    names = [f"{seg.name}__{_stamp(ctx.now)}__{f.suffix}" for f in files]
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    for name, f in zip(names, files, strict=True):
+        (ctx.out_dir / name).write_text(f.content, encoding="utf-8")
+        result.files.append(ctx.out_dir / name)
+    manifest = build_manifest(
+        segment=seg.name, platform=p, files=files, customers=ctx.customers,
+        members=len(ctx.membership), excluded=ctx.membership.excluded, added=result.added,
+        removed=result.removed, created_at=ctx.now, below_minimum=small is not None,
+        file_names=names)
+    manifest.update(mode="file", status=result.status, run_id=ctx.run_id,
+                    message=result.message)
+    manifest["counts"]["pending"] = result.pending
+    return _finish(ctx, result, {}, after, manifest)
+
+
+def _file_audience(list_type: str) -> str:
+    return f"{FILE_AUDIENCE}:{list_type}" if list_type else FILE_AUDIENCE
+
+
+__all__ = ["PLATFORMS", "Membership", "SyncResult", "desired_rows", "diff_rows",
+           "refresh_membership", "sync_segment"]
+
+
+# -- several platforms at once (the CLI's `sync` and the Dagster assets) ----------------------
+
+PLATFORMS_VAR = "VORONKA_AUDIENCE_PLATFORMS"
+
+
+def configured_platforms(env: Mapping[str, str]) -> list[str]:
+    """The platforms named in VORONKA_AUDIENCE_PLATFORMS (comma-separated), validated."""
+    names = [n.strip().lower() for n in env.get(PLATFORMS_VAR, "").split(",") if n.strip()]
+    for name in names:
+        get_platform(name)  # a clear error naming the known platforms
+    return list(dict.fromkeys(names))
+
+
+def sync_to_platforms(wh: Any, seg: Segment, platforms: Sequence[str], *, now: datetime,
+                      out_dir: str | Path | None, file_only: bool = False,
+                      allow_small: bool = False, env: Mapping[str, str] | None = None,
+                      client_factory: Any = None) -> list[SyncResult]:
+    """Sync ``seg`` to each platform in turn: its client from the environment (secrets never
+    leave it), or files only. A platform whose client cannot be configured fails on its own
+    (status failed, the missing variable named) without stopping the others."""
+    from audiences.clients import client_from_env
+
+    make_client = client_factory or (lambda name: client_from_env(name, env))
+    results = []
+    for name in platforms:
+        if file_only:
+            results.append(sync_segment(wh, seg, name, None, now=now, out_dir=out_dir,
+                                        allow_small=allow_small))
+            continue
+        try:
+            client = make_client(name)
+        except ValueError as exc:
+            results.append(SyncResult(seg.name, name, None, "failed", message=str(exc)))
+            continue
+        with client:
+            results.append(sync_segment(wh, seg, name, client, now=now, out_dir=out_dir,
+                                        allow_small=allow_small))
+    return results
