@@ -13,6 +13,7 @@ A segment file (``audiences/segments/*.yml``)::
           - {field: orders_count, op: ">", value: 1}
       - bought_category_within_days: {category: Outerwear, days: 30}
       - top_share: {field: revenue, share: 0.1}
+      - birthday_within_days: {days: 7}   # where the birthday is known
 
 Safety: column names come only from ``FIELDS`` (a whitelist of ``marts.dim_customers``
 columns), operators only from ``OPS``; every value is a bound parameter (``?`` for DuckDB,
@@ -73,11 +74,8 @@ OPS_BY_TYPE: dict[str, tuple[str, ...]] = {
 }
 OPS = (*COMPARE, "in", "not_in", "between", "is_true", "is_false")
 VALUE_FIELDS = tuple(f for f, (_, t) in FIELDS.items() if t in ("int", "number"))
-DERIVED = ("bought_category_within_days", "top_share")
-NOT_YET = {
-    "birthday_within_days": "there is no birthday column in marts.dim_customers yet "
-                            "(the CRMs' birthdays are not modelled)",
-}
+DERIVED = ("bought_category_within_days", "top_share", "birthday_within_days")
+MAX_BIRTHDAY_DAYS = 366
 KINDS = ("static", "dynamic")
 TOP_KEYS = ("name", "description", "kind", "value", "conditions")
 PREVIEW_COLUMNS = ("customer_id", "channel", "cohort_month", "orders_count", "revenue",
@@ -115,6 +113,15 @@ class TopShare:
 
     field: str
     share: float
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class BirthdayWithin:
+    """A known birthday (dim_customers.birthday, month and day) on one of the `days` + 1 days
+    from the as-of date on. A 29 February birthday matches only in leap years."""
+
+    days: int
     line: int = 0
 
 
@@ -235,17 +242,16 @@ class _Parser:
         line = node.start_mark.line + 1
         allowed = (f"a condition is {{field, op, value}} with field one of "
                    f"{', '.join(FIELDS)}; or any: [conditions]; or one of {', '.join(DERIVED)}")
-        if len(items) == 1 and keys[0] in ("any", *DERIVED, *NOT_YET):
-            key, key_node, value_node = items[0]
-            if key in NOT_YET:
-                raise self.fail(key_node, f"{key} is not available: {NOT_YET[key]}; "
-                                          f"allowed derived conditions: {', '.join(DERIVED)}")
+        if len(items) == 1 and keys[0] in ("any", *DERIVED):
+            key, _, value_node = items[0]
             if key == "any":
                 if not isinstance(value_node, yaml.SequenceNode) or not value_node.value:
                     raise self.fail(value_node, "any: must be a non-empty list of conditions")
                 return AnyOf(tuple(self.condition(n) for n in value_node.value), line)
             if key == "bought_category_within_days":
                 return self.bought_category(value_node, line)
+            if key == "birthday_within_days":
+                return self.birthday_within(value_node, line)
             return self.top_share(value_node, line)
         by_key = {k: (kn, vn) for k, kn, vn in items}
         for k, kn, _ in items:
@@ -329,6 +335,21 @@ class _Parser:
                                               f"{days!r}; {help_}")
         return BoughtCategory(cats, days, line)
 
+    def birthday_within(self, node: yaml.Node, line: int) -> BirthdayWithin:
+        help_ = f"birthday_within_days: {{days: whole number 0..{MAX_BIRTHDAY_DAYS}}}"
+        items = {k: (kn, vn) for k, kn, vn in self.mapping(node, help_)}
+        for k, (kn, _) in items.items():
+            if k != "days":
+                raise self.fail(kn, f"unknown key {k!r}; allowed: {help_}")
+        if "days" not in items:
+            raise self.fail(node, f"needs days; {help_}")
+        days = self.scalar(items["days"][1])
+        if isinstance(days, bool) or not isinstance(days, int) \
+                or not 0 <= days <= MAX_BIRTHDAY_DAYS:
+            raise self.fail(items["days"][1], f"days must be a whole number 0.."
+                                              f"{MAX_BIRTHDAY_DAYS}, got {days!r}; {help_}")
+        return BirthdayWithin(days, line)
+
     def top_share(self, node: yaml.Node, line: int) -> TopShare:
         help_ = (f"top_share: {{field: one of {', '.join(VALUE_FIELDS)}, "
                  f"share: number in (0, 1]}}")
@@ -410,6 +431,11 @@ def _param_value(value: Any) -> Any:
     return value
 
 
+def _month_day(date_sql: str) -> str:
+    """month * 100 + day of a date expression: 1231 for 31 December."""
+    return f"(extract(month from {date_sql}) * 100 + extract(day from {date_sql}))"
+
+
 class _Compiler:
     def __init__(self, mark: str) -> None:
         self.mark = mark
@@ -429,6 +455,12 @@ class _Compiler:
                     f"and o.product_category in ({cats}) "
                     f"and o.order_date <= {AS_OF} "
                     f"and o.order_date > {AS_OF} - cast({days} as integer))")
+        if isinstance(cond, BirthdayWithin):
+            days = self.bind(cond.days)
+            window_day = f"{AS_OF} + cast(window_days.k as integer)"
+            return (f"d.birthday is not null and {_month_day('d.birthday')} in "
+                    f"(select {_month_day(window_day)} from generate_series(0, "
+                    f"cast({days} as integer)) as window_days(k))")
         if isinstance(cond, TopShare):
             column = FIELDS[cond.field][0]
             share = self.bind(cond.share)

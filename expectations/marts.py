@@ -33,7 +33,7 @@ MART_COLUMNS: dict[str, tuple[str, ...]] = {
                       "expected_gap_basis", "expected_next_order_date", "is_due", "is_overdue",
                       "recency_score", "frequency_score", "monetary_score", "rfm_segment",
                       "has_marketing_consent", "consent_withdrawn", "do_not_contact",
-                      "is_contactable"),
+                      "is_contactable", "birthday"),
     "fct_acquisition_monthly": ("month", "channel", "spend", "leads", "new_customers", "cpl",
                                 "cac", "cv", "cac_undefined", "attributed_revenue",
                                 "attributed_gross_margin", "gross_margin_known", "romi",

@@ -291,6 +291,8 @@ def contact_payload(c: B24Contact, ids: _MultiIds) -> dict:
     return {"ID": c.id, "NAME": c.first_name, "LAST_NAME": c.last_name,
             "ASSIGNED_BY_ID": c.responsible, "DATE_CREATE": iso(c.created_ts),
             "DATE_MODIFY": iso(c.updated_ts), "EXPORT": "N" if c.do_not_contact else "Y",
+            # a standard field: "" when unknown, else the day's midnight with the offset
+            "BIRTHDATE": "" if c.birthday is None else f"{c.birthday.isoformat()}T00:00:00+03:00",
             **consent, **_multifields(c, ids)}
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
@@ -721,6 +721,22 @@ def assign_consent(contacts: list[Contact], b24_contacts: list, rng: random.Rand
         c.do_not_contact = rng.random() < C.DO_NOT_CONTACT_P
 
 
+def assign_birthdays(contacts: list[Contact], b24_contacts: list, rng: random.Random) -> None:
+    """Each person's birthday (ages about 20 to 55), recorded on a share of their CRM contacts
+    (amoCRM, then Bitrix24, each by id), so some customers have none known."""
+    born: dict[int, date] = {}
+    first, span = date(1971, 1, 1), (date(2006, 12, 31) - date(1971, 1, 1)).days
+    for c in [*sorted(contacts, key=lambda x: x.id), *sorted(b24_contacts, key=lambda x: x.id)]:
+        birthday = born.setdefault(c.person.idx, first + timedelta(days=rng.randrange(span)))
+        if rng.random() < C.BIRTHDAY_KNOWN_P:
+            c.birthday = birthday
+
+
+def birthday_epoch(day: date) -> int:
+    """amoCRM keeps date fields as Unix time: the day's midnight in Moscow."""
+    return int(datetime(day.year, day.month, day.day, tzinfo=MSK).timestamp())
+
+
 def _contact_payload(c: Contact) -> dict:
     cfv = []
     if c.phones:
@@ -738,6 +754,10 @@ def _contact_payload(c: Contact) -> dict:
         cfv.append({"field_id": C.FIELD_CONSENT, "field_name": "Согласие на рассылку",
                     "field_code": C.CONSENT_FIELD_CODE, "field_type": "checkbox",
                     "values": [{"value": c.consent}]})
+    if c.birthday is not None:  # user-created: no field_code, found by its type
+        cfv.append({"field_id": C.FIELD_BIRTHDAY, "field_name": "День рождения",
+                    "field_code": None, "field_type": "birthday",
+                    "values": [{"value": birthday_epoch(c.birthday)}]})
     tags = [{"id": C.DNC_TAG_ID, "name": C.DNC_TAG, "color": None}] if c.do_not_contact else []
     return {
         "id": c.id, "name": c.name, "first_name": c.first_name, "last_name": c.last_name,
@@ -805,6 +825,7 @@ def generate(seed: int = 42, scale: float = 1.0, start: date = date(2024, 11, 1)
     sim.run()
     # consent draws come last, from their own generator: every other value stays the same
     assign_consent(sim.contacts, sim.b24.contacts, random.Random(f"{seed}:consent"))
+    assign_birthdays(sim.contacts, sim.b24.contacts, random.Random(f"{seed}:birthday"))
     id_rng = random.Random(f"{seed}:events")
     created = sim.start_ts - 200 * DAY
     amocrm = {

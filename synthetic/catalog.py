@@ -55,6 +55,11 @@ B24_CONSENT_FIELD = "UF_CRM_MARKETING_CONSENT"
 CONSENT_GIVEN_P = 0.72
 CONSENT_WITHDRAWN_P = 0.04
 DO_NOT_CONTACT_P = 0.03
+# birthdays (audiences: birthday_within_days): an amoCRM user-created field of type "birthday"
+# (no field_code; found by its type), Bitrix24's standard BIRTHDATE; a contact knows its
+# person's birthday with this share
+FIELD_BIRTHDAY = 551213
+BIRTHDAY_KNOWN_P = 0.55
 ENUM_PHONE_MOB = 880311
 ENUM_PHONE_WORK = 880305
 ENUM_EMAIL_WORK = 880317

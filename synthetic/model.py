@@ -81,6 +81,7 @@ class Contact:
     company: Company | None = None
     consent: bool | None = None  # marketing consent: given / withdrawn / never asked (None)
     do_not_contact: bool = False
+    birthday: date | None = None  # the person's birthday, when this contact records it
 
 
 @dataclass(eq=False)
@@ -179,6 +180,7 @@ class B24Contact:
     id: int = 0
     consent: bool | None = None  # marketing consent: given / withdrawn / never asked (None)
     do_not_contact: bool = False
+    birthday: date | None = None  # the person's birthday, when this contact records it
 
 
 @dataclass(eq=False)

@@ -25,6 +25,7 @@ from audiences.segments import (
 SHIPPED = {
     "lapsed_90_days", "due_for_repurchase", "bought_last_30_days",
     "top_10_percent_ltv_lookalike", "one_time_buyers", "high_value_at_risk",
+    "birthday_next_7_days",
 }
 RECENT_CATEGORIES = ("Рабочая тетрадь «Разговорный английский»", "Видеокурс «Произношение»")
 AT_RISK = ("At risk", "Can't lose them", "About to sleep", "Hibernating")
@@ -132,14 +133,17 @@ def test_other_bad_segments_name_what_is_allowed():
     assert msg.startswith("evil.yml, line 4:") and "must be a mapping" in msg
 
 
-def test_birthday_is_rejected_until_there_is_a_birthday_column():
-    msg = _error(
-        "name: birthdays\nkind: dynamic\nconditions:\n"
-        "  - birthday_within_days: 7\n"
-    )
+def test_a_bad_birthday_window_names_what_is_allowed():
+    msg = _error("name: birthdays\nkind: dynamic\nconditions:\n"
+                 "  - birthday_within_days: 7\n")
+    assert msg.startswith("evil.yml, line 4:") and "must be a mapping" in msg, msg
+    msg = _error("name: birthdays\nkind: dynamic\nconditions:\n"
+                 "  - birthday_within_days: {days: 400}\n")
     assert msg.startswith("evil.yml, line 4:"), msg
-    assert "birthday_within_days is not available: there is no birthday column" in msg
-    assert "allowed derived conditions: bought_category_within_days, top_share" in msg
+    assert "days must be a whole number 0..366, got 400" in msg
+    msg = _error("name: birthdays\nkind: dynamic\nconditions:\n"
+                 "  - birthday_within_days: {days: 7, month: 5}\n")
+    assert "unknown key 'month'" in msg
 
 
 def test_load_segments_reads_a_directory_and_rejects_duplicate_names(tmp_path):
@@ -193,6 +197,10 @@ def _expected(name: str, dim: pd.DataFrame, orders: pd.DataFrame, as_of: dt.date
             ["revenue", "customer_id"], ascending=[False, True])
         size = -(-len(ranked) // 10)  # ceil(0.1 x contactable customers)
         return dim["customer_id"].isin(set(ranked["customer_id"].head(size)))
+    if name == "birthday_next_7_days":
+        window = {(d.month, d.day) for d in (as_of + dt.timedelta(days=k) for k in range(8))}
+        return pd.Series([pd.notna(b) and (b.month, b.day) in window
+                          for b in pd.to_datetime(dim["birthday"])], index=dim.index)
     raise AssertionError(name)
 
 
@@ -262,6 +270,44 @@ def test_an_uncontactable_customer_matching_the_conditions_is_excluded_and_count
     assert len(members.values) == len(members.customer_ids)
 
 
+@pytest.mark.parametrize("days", [0, 7, 45])
+def test_birthday_within_days_matches_known_birthdays_in_the_window(frames, days):
+    """Month and day of dim_customers.birthday on one of the days as-of .. as-of + days
+    (across the year end too), recomputed in pandas; unknown birthdays never match."""
+    marts, dim, _, as_of = frames
+    seg = parse_segment("name: birthdays\nkind: dynamic\nconditions:\n"
+                        f"  - birthday_within_days: {{days: {days}}}\n", "birthdays.yml")
+    members = segment_members(marts.wh, seg)
+    window = {((as_of + dt.timedelta(days=k)).month, (as_of + dt.timedelta(days=k)).day)
+              for k in range(days + 1)}
+    birthdays = pd.to_datetime(dim["birthday"])
+    match = dim[[pd.notna(b) and (b.month, b.day) in window for b in birthdays]]
+    assert list(members.customer_ids) == sorted(match.loc[match["is_contactable"],
+                                                          "customer_id"])
+    assert members.excluded_count == int((~match["is_contactable"]).sum())
+    if days == 45:
+        assert len(members) > 0 and birthdays.isna().any() and birthdays.notna().any()
+
+
+def test_birthday_window_crosses_the_year_end():
+    """As of 28 December, a 7-day window holds 2 January and not 5 January (DuckDB, tiny
+    table: the SQL alone)."""
+    import duckdb
+
+    seg = parse_segment("name: b\nkind: dynamic\nconditions:\n"
+                        "  - birthday_within_days: {days: 7}\n", "b.yml")
+    sql, params = compile_segment(seg, "duckdb")
+    con = duckdb.connect()
+    con.execute("create schema marts; create schema intermediate")
+    con.execute("create table intermediate.int_as_of_date as select date '2026-12-28' "
+                "as as_of_date")
+    con.execute("create table marts.dim_customers as select * from (values "
+                "('jan2', date '1990-01-02', true), ('jan5', date '1985-01-05', true), "
+                "('dec28', date '2000-12-28', true), ('unknown', null, true)) "
+                "as t(customer_id, birthday, is_contactable)")
+    assert [r[0] for r in con.execute(sql, params).fetchall()] == ["dec28", "jan2"]
+
+
 def test_any_ors_its_conditions(frames):
     marts, dim, _, _ = frames
     seg = parse_segment(
@@ -306,7 +352,7 @@ def test_cli_list_shows_counts_for_every_segment(frames, capsys):
         assert row.split()[:4] == [seg.name, seg.kind, str(len(members)),
                                    str(members.excluded_count)]
         assert seg.description in row
-    assert "6 segments" in out
+    assert f"{len(load_segments())} segments" in out
 
 
 def test_cli_preview_shows_counts_and_only_non_identifying_columns(frames, capsys):
@@ -334,4 +380,4 @@ def test_cli_reports_an_unknown_segment(frames, capsys):
     marts, _, _, _ = frames
     assert audiences_cli.run(_parse("audiences", "preview", "nope"), wh=marts.wh) == 2
     err = capsys.readouterr().err
-    assert "no segment named 'nope'; known: bought_last_30_days" in err
+    assert "no segment named 'nope'; known: birthday_next_7_days, bought_last_30_days" in err

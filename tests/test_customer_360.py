@@ -294,3 +294,27 @@ def test_uncontactable_top_customers_are_not_in_the_seed(
     assert not excluded & set(seed.customer_id)
     in_seed = set(seed.customer_id)
     assert all(expected[c]["is_contactable"] for c in in_seed)
+
+
+def test_birthdays_where_known(built: MartsBuild, dim: pd.DataFrame) -> None:
+    """dim_customers.birthday comes from the customer's CRM contacts: every known one is a
+    birthday some contact payload records, a person's contacts never disagree after identity
+    resolution, and customers without a recorded birthday stay null."""
+    from datetime import datetime
+
+    from synthetic.model import MSK
+
+    built.assert_nodes_passed("int_customer_birthday")
+    assert any("customer_birthday_newest_contact_wins" in k for k in built.statuses())
+    business = built.business
+    recorded = {datetime.fromtimestamp(f["values"][0]["value"], MSK).date()
+                for c in business.amocrm["contacts"] for f in c["custom_fields_values"] or []
+                if f["field_type"] == "birthday"}
+    recorded |= {date.fromisoformat(c["BIRTHDATE"][:10])
+                 for c in business.bitrix24["contacts"] if c["BIRTHDATE"]}
+    known = pd.to_datetime(dim["birthday"]).dropna().dt.date
+    assert set(known) <= recorded
+    assert 0.4 < len(known) / len(dim) < 0.95  # about half the contacts record one
+    disagreeing = built.df("select count(*) as n from intermediate.int_customer_birthday "
+                           "where known_birthdays > 1")["n"].iloc[0]
+    assert disagreeing == 0

@@ -170,8 +170,10 @@ def sleeper() -> RecordingSleep:
 
 def make_source(amo: AmoCRMEmulator, store_path: Path, sleeper: RecordingSleep | None = None,
                 **kwargs) -> AmoCRMSource:
+    # a 10 s read timeout: on a loaded 2-core CI machine (two workers, dbt, PostgreSQL) a page
+    # can take over 2 s, and a retried page would break the tests that count the requests
     options = kwargs.pop("http_options", None) or HttpOptions(
-        timeout=(2.0, 2.0), max_retries=3, backoff_base=0.01, backoff_max=0.05,
+        timeout=(2.0, 10.0), max_retries=3, backoff_base=0.01, backoff_max=0.05,
         sleep=sleeper or RecordingSleep(),
     )
     params = {"page_limit": 50, "overlap_s": 600, **kwargs}

@@ -495,6 +495,10 @@ def test_contacts_shape(biz):
                 assert f["field_type"] == "checkbox" and len(f["values"]) == 1
                 assert isinstance(f["values"][0]["value"], bool)
                 continue
+            if f["field_type"] == "birthday":  # user-created: no field_code (test below)
+                assert f["field_code"] is None and len(f["values"]) == 1
+                assert isinstance(f["values"][0]["value"], int)
+                continue
             assert f["field_code"] in ("PHONE", "EMAIL") and f["field_type"] == "multitext"
             for v in f["values"]:
                 assert {"value", "enum_id", "enum_code"} <= v.keys()
@@ -503,6 +507,26 @@ def test_contacts_shape(biz):
         for p in _field_values(c, "PHONE"):
             styles.add(re.sub(r"\d", "9", p))
     assert {"+9 999 999-99-99", "9 (999) 999 99 99", "99999999999", "9999999999"} <= styles
+
+
+def test_birthdays_are_one_per_person_and_known_on_about_half_of_the_contacts(biz):
+    """amoCRM keeps a birthday as Unix time at Moscow midnight, Bitrix24 as an ISO timestamp
+    with +03:00 (or ""); a person's contacts agree (test_customer_360 checks it through
+    identity resolution)."""
+    from synthetic.model import MSK
+
+    amo = {c["id"]: next((datetime.fromtimestamp(f["values"][0]["value"], MSK).date()
+                          for f in c["custom_fields_values"] or []
+                          if f["field_type"] == "birthday"), None)
+           for c in biz.amocrm["contacts"]}
+    b24 = {c["ID"]: (date.fromisoformat(c["BIRTHDATE"][:10]) if c["BIRTHDATE"] else None)
+           for c in biz.bitrix24["contacts"]}
+    assert all(c["BIRTHDATE"] == "" or c["BIRTHDATE"].endswith("T00:00:00+03:00")
+               for c in biz.bitrix24["contacts"])
+    known = [d for d in [*amo.values(), *b24.values()] if d is not None]
+    assert 0.45 < len(known) / (len(amo) + len(b24)) < 0.65
+    assert all(date(1971, 1, 1) <= d <= date(2006, 12, 31) for d in known)
+    assert len(set(known)) > len(known) // 3  # spread over many days, not one
 
 
 def _amocrm_consent(c: dict) -> tuple[bool | None, bool]:

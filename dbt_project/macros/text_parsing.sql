@@ -101,3 +101,14 @@
 {% macro tag_value(text) -%}
     nullif(lower(trim({{ text }})), '')
 {%- endmacro %}
+
+{#-
+    The calendar day at the start of an ISO date or timestamp text ('1984-06-17',
+    '1984-06-17T00:00:00+03:00') -> date, its time and offset ignored (a birthday is a day,
+    not an instant). Anything else ('', null) -> NULL.
+-#}
+{% macro date_prefix(iso_text) -%}
+    case
+        when {{ iso_text }} like '____-__-__%' then cast(substr({{ iso_text }}, 1, 10) as date)
+    end
+{%- endmacro %}

@@ -13,7 +13,8 @@
 --              is_overdue against the as-of date and var `due_window_days`;
 --   RFM        recency/frequency/monetary scores and rfm_segment (int_customer_rfm);
 --   consent    int_customer_consent; a customer without CRM contacts is "unknown": not
---              withdrawn, not do-not-contact, no consent, contactable.
+--              withdrawn, not do-not-contact, no consent, contactable;
+--   profile    birthday where a CRM contact records it (int_customer_birthday).
 {% set due_days = var('due_window_days') | int %}
 
 with
@@ -66,6 +67,12 @@ next_orders as (
 consent as (
 
     select * from {{ ref('int_customer_consent') }}
+
+),
+
+birthdays as (
+
+    select * from {{ ref('int_customer_birthday') }}
 
 ),
 
@@ -128,7 +135,10 @@ final as (
         coalesce(consent.has_marketing_consent, false) as has_marketing_consent,
         coalesce(consent.consent_withdrawn, false) as consent_withdrawn,
         coalesce(consent.do_not_contact, false) as do_not_contact,
-        coalesce(consent.is_contactable, true) as is_contactable
+        coalesce(consent.is_contactable, true) as is_contactable,
+
+        ----------  profile
+        birthdays.birthday
 
     from order_summary
     cross join as_of
@@ -144,6 +154,8 @@ final as (
         on order_summary.customer_id = next_orders.customer_id
     left join consent
         on order_summary.customer_id = consent.customer_id
+    left join birthdays
+        on order_summary.customer_id = birthdays.customer_id
 
 )
 

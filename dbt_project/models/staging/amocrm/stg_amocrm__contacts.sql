@@ -3,6 +3,8 @@
 -- Marketing consent (docs/SOURCES_CONTRACT.md, consent): a checkbox custom field found by its
 -- field_code, var `consent_field_code` (true = given, false = withdrawn, absent = unknown), and
 -- a contact tag named var `do_not_contact_tag` (= do not contact).
+-- Birthday: the first custom field of type "birthday" (user-created, so found by its type, not
+-- a code): Unix time (midnight, account time zone), or an ISO date string.
 with
 
 source as (
@@ -30,6 +32,23 @@ consent_field as (
     from latest
     {{ json_array_elements('latest.payload', 'custom_fields_values', 'cf') }}
     where {{ json_str('cf.value', 'field_code') }} = '{{ var("consent_field_code") }}'
+    group by latest.account, latest.record_id
+
+),
+
+birthday_field as (
+
+    select
+        latest.account,
+        latest.record_id,
+        min(case
+            when {{ json_str('cf.value', 'values.0.value') }} like '____-__-__%'
+                then {{ date_prefix(json_str('cf.value', 'values.0.value')) }}
+            else cast({{ epoch_to_local(json_str('cf.value', 'values.0.value')) }} as date)
+        end) as birthday
+    from latest
+    {{ json_array_elements('latest.payload', 'custom_fields_values', 'cf') }}
+    where {{ json_str('cf.value', 'field_type') }} = 'birthday'
     group by latest.account, latest.record_id
 
 ),
@@ -67,6 +86,9 @@ renamed as (
             as marketing_consent,
         do_not_contact_tag.record_id is not null as is_do_not_contact,
 
+        ----------  dates
+        birthday_field.birthday,
+
         ----------  timestamps (local, reporting time zone)
         {{ epoch_to_local(json_str('latest.payload', 'created_at')) }} as created_at,
         {{ epoch_to_local(json_str('latest.payload', 'updated_at')) }} as updated_at,
@@ -78,6 +100,9 @@ renamed as (
     left join consent_field
         on latest.account = consent_field.account
         and latest.record_id = consent_field.record_id
+    left join birthday_field
+        on latest.account = birthday_field.account
+        and latest.record_id = birthday_field.record_id
     left join do_not_contact_tag
         on latest.account = do_not_contact_tag.account
         and latest.record_id = do_not_contact_tag.record_id

@@ -3,6 +3,7 @@
 -- Marketing consent (docs/SOURCES_CONTRACT.md, consent): the user field named by var
 -- `bitrix24_consent_field` ('Y' = given, 'N' = withdrawn, absent = unknown); EXPORT = 'N'
 -- (the contact is excluded from exports) = do not contact.
+-- Birthday: the standard BIRTHDATE ("" when unknown; a calendar day, its offset ignored).
 with
 
 source as (
@@ -50,6 +51,9 @@ renamed as (
         ----------  consent: true = given, false = withdrawn, null = never asked
         marketing_consent,
         coalesce(export_allowed = false, false) as is_do_not_contact,
+
+        ----------  dates
+        {{ date_prefix(json_str('payload', 'BIRTHDATE')) }} as birthday,
 
         ----------  timestamps (local, reporting time zone)
         {{ iso_to_local(json_str('payload', 'DATE_CREATE')) }} as created_at,
