@@ -22,7 +22,8 @@ and column names are module constants, never input.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -267,3 +268,29 @@ def sync_runs(wh: Any, segment: str | None = None) -> list[dict[str, Any]]:
         cur.execute(f"select {', '.join(RUN_COLUMNS)} from {RUNS}{where} "
                     f"order by started_at, run_id", params)
         return [dict(zip(RUN_COLUMNS, r, strict=True)) for r in cur.fetchall()]
+
+
+# -- one sync of a segment to a platform at a time ---------------------------------------------
+
+@contextmanager
+def sync_lock(wh: Any, segment: str, platform: str) -> Iterator[None]:
+    """Hold the (segment, platform) sync lock: a CLI sync started while the scheduled run syncs
+    the same audience waits for it instead of reading the same state and creating or sending
+    twice. DuckDB: a lock file beside the warehouse (threads and processes); PostgreSQL: a
+    session advisory lock (any machine)."""
+    if getattr(wh, "kind", None) == "postgres":
+        import psycopg2
+
+        conn = psycopg2.connect(wh.dsn)
+        try:
+            conn.autocommit = True
+            conn.cursor().execute("select pg_advisory_lock(hashtext(%s))",
+                                  [f"voronka.audiences:{segment}:{platform}"])
+            yield
+        finally:
+            conn.close()  # ends the session, and with it the lock
+        return
+    from warehouse.locking import writer_lock
+
+    with writer_lock(f"{wh.path}.audiences.{segment}.{platform}"):
+        yield

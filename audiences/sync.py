@@ -463,6 +463,14 @@ def sync_segment(wh: Any, seg: Segment, platform: str, client: Any = None, *,
     to use on the first sync (VK: ``{list type: id}``); otherwise one is created. Returns a
     ``SyncResult``; platform errors do not raise, they give status ``failed``."""
     p = get_platform(platform)
+    with state.sync_lock(wh, seg.name, p.name):
+        return _sync_locked(wh, seg, p, client, now=now, out_dir=out_dir,
+                            allow_small=allow_small, audience_id=audience_id)
+
+
+def _sync_locked(wh: Any, seg: Segment, p: Platform, client: Any, *, now: datetime,
+                 out_dir: str | Path | None, allow_small: bool,
+                 audience_id: str | Mapping[str, str] | None) -> SyncResult:
     run_id = new_run_id(now)
     membership = refresh_membership(wh, seg, now=now, run_id=run_id)
     value_based = bool(seg.value) and p.name == "meta"

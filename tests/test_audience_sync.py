@@ -484,3 +484,27 @@ def test_state_tables_are_created_once_and_hold_hashes_only(shop):
     assert len(state.history(shop.wh, "lapsed")) == 130
     assert set(shop.wh.list_tables("audiences")) == {
         "destinations", "membership_history", "static_members", "synced_members", "sync_runs"}
+
+
+def test_two_concurrent_syncs_of_one_audience_create_it_once(shop: Shop, meta) -> None:
+    """A CLI sync started while the scheduled run syncs the same segment to the same platform
+    waits for it (state.sync_lock): one audience, each member once, the second sync sends
+    nothing."""
+    import threading
+
+    results = []
+
+    def sync_once(hours: int) -> None:
+        with meta_client(meta) as client:
+            results.append(sync_segment(shop.wh, LAPSED, "meta", client, now=at(hours)))
+
+    threads = [threading.Thread(target=sync_once, args=(h,)) for h in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert [r.status for r in results] == ["success", "success"], results
+    assert len(meta.audiences) == 1
+    [audience] = meta.audiences
+    assert meta.members(audience) == {meta_member(i) for i in range(130)}
+    assert sorted((r.added, r.removed) for r in results) == [(0, 0), (130, 0)]
