@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+from datetime import date
+from pathlib import Path
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -12,6 +14,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     return run_demo(seed=args.seed, scale=args.scale, fresh=args.fresh,
                     keep_history=args.keep_history)
+
+
+def _iso_date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date (YYYY-MM-DD): {value!r}") from None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from voronka.run import run_configured
+
+    return run_configured(first=args.date_from, last=args.date_until, as_of=args.as_of,
+                          env_file=args.env_file, history=not args.no_history)
 
 
 def _cmd_emulators(args: argparse.Namespace) -> int:
@@ -114,6 +130,28 @@ def build_parser() -> argparse.ArgumentParser:
                       help="record the run in DAGSTER_HOME for `voronka dev` (slower: ~25 s "
                            "more on a cold run, for the event log's 2,920 daily partitions)")
     demo.set_defaults(func=_cmd_demo)
+
+    run = sub.add_parser(
+        "run", help="run the daily job against the configured accounts (env or .env), headless",
+        description="Extract every configured source, land, dbt build, check, publish and sync "
+                    "audiences, with a live step display. Exit code 0 when every step and "
+                    "blocking check passed, 1 otherwise, 2 when the run could not start.")
+    run.add_argument("--from", dest="date_from", type=_iso_date, metavar="DATE",
+                     help="ad-spend backfill: first day to (re-)pull (default: a fresh "
+                          "warehouse pulls the whole history, later runs each platform's "
+                          "settling window)")
+    run.add_argument("--until", dest="date_until", type=_iso_date, metavar="DATE",
+                     help="ad-spend backfill: last day (default: yesterday in Moscow)")
+    run.add_argument("--as-of", type=_iso_date, metavar="DATE",
+                     help="the marts' as-of date (default: VORONKA_AS_OF_DATE, else the "
+                          "newest date in the data)")
+    run.add_argument("--env-file", type=Path, metavar="PATH",
+                     help="settings file (default: ./.env if present); variables already set "
+                          "in the environment win")
+    run.add_argument("--no-history", action="store_true",
+                     help="do not record the run in DAGSTER_HOME (the Dagster UI will not "
+                          "show it)")
+    run.set_defaults(func=_cmd_run)
 
     emu = sub.add_parser("emulators", help="serve every API emulator, fed by the demo business")
     emu.add_argument("--seed", type=int, default=42)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -305,14 +306,12 @@ def run_demo(seed: int = 42, scale: float = 1.0, fresh: bool = False,
         reset_demo_state(fresh)
         os.environ.update(servers.environment())
         servers.business.write_ground_truth(settings.REPO_ROOT / "data" / "ground_truth")
-        from voronka.runner import run_daily_refresh
+        from voronka.run import execute_with_progress
 
         log_path = settings.log_dir() / "demo.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
         print(f"voronka demo: {opening_counts(servers.business)} served on 127.0.0.1; "
               "running daily_refresh (extract, land, dbt build, checks, publish) ...\n"
               f"  full Dagster and dbt log: {log_path}", flush=True)
-        with open(log_path, "w") as log, redirect_stdout(log), redirect_stderr(log):
-            result = run_daily_refresh(instance=demo_instance(keep_history))
+        result = execute_with_progress(demo_instance(keep_history), log_path, sys.stdout)
     print_summary(result, wall_time_s=time.monotonic() - started, log_path=log_path)
     return 0 if result.success else 1

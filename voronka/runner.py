@@ -9,7 +9,10 @@ usual. The 06:00 schedule splits the same work into per-platform runs (see
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from datetime import date
+from typing import Any
 
 import dagster as dg
 
@@ -26,9 +29,11 @@ def _raw_counts() -> dict[str, int]:
 def run_daily_refresh(
     instance: dg.DagsterInstance | None = None,
     ad_spend_range: tuple[date, date] | None = None,
+    on_event: Callable[[Any], None] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Build the Definitions now (they read the environment) and execute `daily_refresh`
-    in-process, ad spend over ``ad_spend_range`` (default: see the module docstring)."""
+    in-process, ad spend over ``ad_spend_range`` (default: see the module docstring).
+    ``on_event`` sees every event of the run as it happens (the progress display)."""
     from expectations import warm_up_in_background
     from orchestration.definitions import ad_spend_platforms_enabled, build_defs
     from orchestration.partitions import in_process_range, range_tags
@@ -38,6 +43,8 @@ def run_daily_refresh(
     job = defs.resolve_job_def("daily_refresh")
     platforms = ad_spend_platforms_enabled()
     span = ad_spend_range or in_process_range(platforms, _raw_counts())
+    if job.partitions_def is None:  # no ad platform configured: nothing is partitioned
+        span = None
     kwargs: dict = {}
     if span is not None:
         kwargs["tags"] = range_tags(*span)
@@ -45,6 +52,9 @@ def run_daily_refresh(
         graph = defs.resolve_asset_graph()
         kwargs["asset_selection"] = [k for k in graph.materializable_asset_keys
                                      if graph.get(k).partitions_def is None]
-    return job.execute_in_process(
-        instance=instance or dg.DagsterInstance.get(), raise_on_error=False, **kwargs
-    )
+    instance = instance or dg.DagsterInstance.get()
+    run_id = str(uuid.uuid4())
+    if on_event is not None:
+        instance.add_event_listener(run_id, on_event)
+    return job.execute_in_process(instance=instance, raise_on_error=False, run_id=run_id,
+                                  **kwargs)

@@ -69,6 +69,14 @@ def audience_lines(wh: Any) -> list[str]:
     return [*lines, ""]
 
 
+def quarantined_count(wh: Any) -> int:
+    """Records in raw._quarantine; 0 when nothing has landed yet (no table, no file)."""
+    try:
+        return int(wh.scalar("select count(*) from raw._quarantine") or 0)
+    except Exception:  # the warehouse or the table does not exist before a first landing
+        return 0
+
+
 def print_summary(
     result: dg.ExecuteInProcessResult, wall_time_s: float, log_path: object = None
 ) -> None:
@@ -81,7 +89,7 @@ def print_summary(
         lines.append(f"  details: {log_path}")
     lines.append("")
     lines += _table("Raw tables (rows):", wh.table_counts("raw"))
-    quarantined = wh.scalar("select count(*) from raw._quarantine") or 0
+    quarantined = quarantined_count(wh)
     lines.append(f"  quarantined records (raw._quarantine): {quarantined}")
     lines += ["", *_table("Marts (rows):", wh.table_counts("marts")), ""]
     lines += check_lines(result)[1]

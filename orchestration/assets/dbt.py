@@ -18,6 +18,7 @@ from packaging import version
 
 from orchestration.resources import WarehouseResource
 from voronka import settings
+from warehouse.publication import dbt_build_vars
 
 DBT_PROJECT = DbtProject(
     project_dir=settings.DBT_PROJECT_DIR,
@@ -84,9 +85,11 @@ class VoronkaDbtTranslator(DagsterDbtTranslator):
 
 
 def dbt_vars() -> dict[str, str]:
-    """The as-of date pins the marts to the data, never to the wall clock."""
+    """The as-of date pins the marts to the data, never to the wall clock; on PostgreSQL the
+    marts are built into a schema BI cannot read until publication (warehouse.publication)."""
     as_of = settings.as_of_date()
-    return {"as_of_date": as_of.isoformat()} if as_of else {}
+    build = dbt_build_vars(settings.WarehouseSettings.from_env().kind)
+    return {**({"as_of_date": as_of.isoformat()} if as_of else {}), **build}
 
 
 def vars_args() -> list[str]:
@@ -114,9 +117,10 @@ MART_MODELS = mart_model_names(DBT_PROJECT.manifest_path)
 def voronka_dbt_models(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
 ) -> Iterator[Any]:
-    """`dbt build` (models, seeds and tests) under the warehouse writer lock."""
+    """`dbt build` (models, seeds and data tests) under the warehouse writer lock. dbt's unit
+    tests check the SQL, not the data, so they run in the test suite, not in every run."""
     warehouse.export_for_dbt()
-    args = ["build", *vars_args()]
+    args = ["build", "--exclude-resource-type", "unit_test", *vars_args()]
     with warehouse.open().writer():
         target = run_target_path(context.run_id)
         yield from dbt.cli(args, context=context, target_path=target).stream()
