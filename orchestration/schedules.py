@@ -20,6 +20,7 @@ Runs carry ``voronka/daily_refresh_date`` (the tick's Moscow date) and ``voronka
 when a day is complete. Concurrent runs queue on the warehouse writer lock.
 """
 
+import os
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
@@ -76,6 +77,13 @@ def rest_run_request(day: str, rest_keys: Sequence[dg.AssetKey]) -> dg.RunReques
                          tags={DAY_TAG: day, STAGE_TAG: REST_STAGE})
 
 
+def schedule_default_status() -> dg.DefaultScheduleStatus:
+    """On unless VORONKA_SCHEDULE=off: a deployment exists to refresh every morning. It fires
+    only while dagster-daemon runs (`dagster dev` starts one); the UI can still stop it."""
+    off = os.environ.get("VORONKA_SCHEDULE", "on").strip().lower() in ("off", "0", "false")
+    return dg.DefaultScheduleStatus.STOPPED if off else dg.DefaultScheduleStatus.RUNNING
+
+
 def build_daily_schedule(
     job: Any,  # the (unresolved) daily_refresh asset job
     ad_spend_keys: Mapping[str, Sequence[dg.AssetKey]],
@@ -87,6 +95,7 @@ def build_daily_schedule(
         job=job,
         cron_schedule="0 6 * * *",
         execution_timezone=MOSCOW_TZ,
+        default_status=schedule_default_status(),
         description="Every day at 06:00 Moscow time: each ad platform's settling window "
                     "ending yesterday (one run per platform), then the sensor "
                     f"{REST_SENSOR_NAME} runs the rest of daily_refresh.",

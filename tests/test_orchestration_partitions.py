@@ -119,6 +119,22 @@ def test_schedule_tick_requests_each_platforms_settling_window(
     assert len({r.run_key for r in requests}) == 4
 
 
+def test_schedule_is_on_by_default_and_can_be_switched_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deployment refreshes every morning without a click in the UI; VORONKA_SCHEDULE=off
+    leaves it stopped (the demo's `voronka dev` or a staging copy)."""
+    defs = build(monkeypatch, **ALL_ADS)
+    schedule = defs.resolve_schedule_def(SCHEDULE_NAME)
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert defs.resolve_sensor_def(REST_SENSOR_NAME).default_status == \
+        dg.DefaultSensorStatus.RUNNING
+    monkeypatch.setenv("VORONKA_SCHEDULE", "off")
+    defs = build(monkeypatch, **ALL_ADS)
+    assert defs.resolve_schedule_def(SCHEDULE_NAME).default_status == \
+        dg.DefaultScheduleStatus.STOPPED
+
+
 def _run(day: str, platform: str, status: dg.DagsterRunStatus) -> dg.DagsterRun:
     return dg.DagsterRun(job_name="daily_refresh", status=status, tags={
         DAY_TAG: day, STAGE_TAG: AD_SPEND_STAGE, PLATFORM_TAG: platform,
