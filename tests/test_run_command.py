@@ -106,6 +106,8 @@ def test_run_exits_non_zero_and_names_the_failed_step(tmp_path: Path) -> None:
      {"YANDEX_DIRECT_CLIENT_LOGIN": "shop", "YANDEX_DIRECT_TOKEN": "t",
       "YANDEX_DIRECT_START_DATE": "2025-01-01"}, "before the earliest ad-platform start date"),
     (("--env-file", "missing.env"), {}, "no such file"),
+    ((), {"VORONKA_FILES_DIR": "files", "VORONKA_WAREHOUSE": "postgres",
+          "VORONKA_POSTGRES_PORT": "1"}, "PostgreSQL at 127.0.0.1:1 (user postgres) cannot be"),
 ])
 def test_run_refuses_to_start_with_a_clear_reason(
     tmp_path: Path, args: tuple[str, ...], settings: dict[str, str], message: str,

@@ -67,6 +67,22 @@ def backfill_range(first: date | None, last: date | None,
     return first, last
 
 
+def prepare_warehouse() -> None:
+    """PostgreSQL: create the configured database if missing, or say why it cannot be reached
+    (before Dagster and dbt bury the reason in a stack trace)."""
+    conf = settings.WarehouseSettings.from_env()
+    if conf.kind != "postgres":
+        return
+    import psycopg2
+
+    try:
+        conf.open().ensure_database()
+    except psycopg2.Error as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise RunSetupError(f"PostgreSQL at {conf.pg_host}:{conf.pg_port} (user {conf.pg_user})"
+                            f" cannot be used: {reason}") from None
+
+
 def configured_sources() -> list[str]:
     from orchestration.assets.raw import enabled_raw_entities
 
@@ -127,6 +143,7 @@ def run_configured(
         if not sources:
             raise RunSetupError("no source is configured: set the variables of at least one "
                                 "(see .env.example and the README's 'Run it for real')")
+        prepare_warehouse()
         from orchestration.definitions import ad_spend_platforms_enabled
 
         span = backfill_range(first, last, ad_spend_platforms_enabled())
