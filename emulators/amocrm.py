@@ -4,8 +4,13 @@ Faithful to docs/reference notes (crm_apis.md §1.1-1.12): OAuth2 with single-us
 refresh tokens, Bearer access tokens (or a long-lived token), HAL+JSON pages with
 ``_links.next``, HTTP 204 for empty results, problem+json errors, 7 req/s sliding-window rate
 limit (429). Besides leads and contacts it serves companies, the buyer funnel (customers, their
-statuses, 422 while customers mode is off, and transactions) and deleted leads, which only
-``with=only_deleted`` returns (crm_apis.md §1.4, §1.9).
+statuses and transactions) and deleted leads, which only ``with=only_deleted`` returns
+(crm_apis.md §1.4, §1.9).
+
+Switches for accounts that lack a feature: ``customers_mode="disabled"`` answers 422 on every
+``/api/v4/customers*`` path (buyers off); ``empty_entities`` answers 204 No Content for those
+collections whatever the data holds (e.g. ``("companies", "deleted_leads")``: no companies,
+an empty bin); ``unpaid_entities`` answers 402 Payment Required for them (a tariff without it).
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ SELF_PATHS = {"transactions": "customers/transactions"}
 # contact references that amoCRM embeds only when the request says with=contacts
 CONTACTS_ON_REQUEST = ("leads", "customers")
 CUSTOMERS_MODES = ("periodicity", "segments", "disabled")
+# what ``empty_entities`` / ``unpaid_entities`` may name: the collections plus the bin
+SWITCHABLE = (*ENTITY_KEYS, "deleted_leads")
 DEFAULT_LIMIT = 50
 REFRESH_TOKEN_TTL_S = 90 * 86400
 AUTH_CODE_TTL_S = 20 * 60
@@ -127,6 +134,8 @@ class AmoCRMEmulator(EmulatorServer):
         authorization_code: str | None = "demo-auth-code",
         long_lived_token: str | None = None,
         customers_mode: str = "periodicity",
+        empty_entities: tuple[str, ...] = (),
+        unpaid_entities: tuple[str, ...] = (),
         rate_limit_per_s: float = 7.0,
         access_token_ttl_s: int = 86400,
         host: str = "127.0.0.1",
@@ -140,6 +149,11 @@ class AmoCRMEmulator(EmulatorServer):
         if customers_mode not in CUSTOMERS_MODES:
             raise ValueError(f"customers_mode must be one of {CUSTOMERS_MODES}")
         self.customers_mode = customers_mode
+        unknown = (set(empty_entities) | set(unpaid_entities)) - set(SWITCHABLE)
+        if unknown:
+            raise ValueError(f"unknown amoCRM entities to switch: {sorted(unknown)}")
+        self.empty_entities = set(empty_entities)
+        self.unpaid_entities = set(unpaid_entities)
         self.data: dict[str, list[dict]] = {k: copy.deepcopy(list(data.get(k, []))) for k in
                                             ENTITY_KEYS}
         self.account_id = account_id
@@ -306,6 +320,9 @@ class AmoCRMEmulator(EmulatorServer):
             return exc.response
 
     def _route(self, request: Request, parts: list[str]) -> Response:
+        switched = self._switched(request, parts)
+        if switched is not None:
+            return switched
         head = parts[0]
         if parts == ["account"]:
             return self._account()
@@ -324,14 +341,33 @@ class AmoCRMEmulator(EmulatorServer):
                 return self._single(request, head, parts[1])
         return problem(404, f"Path {request.path} not found")
 
+    def _entity_of(self, request: Request, parts: list[str]) -> str | None:
+        """The collection a list request reads (``deleted_leads`` for the bin), else None."""
+        head = parts[0]
+        if head == "customers" and len(parts) >= 2:
+            return {"statuses": "customer_statuses", "transactions": "transactions"}.get(
+                parts[-1])
+        if head == "leads" and len(parts) == 1 and "only_deleted" in self._withs(request):
+            return "deleted_leads"
+        return head if len(parts) == 1 and head in TOP_LEVEL_LISTS else None
+
+    def _switched(self, request: Request, parts: list[str]) -> Response | None:
+        """The answers of an account without a feature: 422 buyers off, 402, 204 empty."""
+        if parts[0] == "customers" and self.customers_mode == "disabled":
+            return problem(422, "Customers are disabled for this account: turn on the "
+                                "periodicity mode (PATCH /api/v4/customers/mode)")
+        entity = self._entity_of(request, parts)
+        if entity in self.unpaid_entities:
+            return problem(402, "Payment Required: this feature is not in the account's tariff")
+        if entity in self.empty_entities:
+            return Response(204)
+        return None
+
     def _customers_sub(self, request: Request, rest: list[str]) -> Response:
         """/api/v4/customers/statuses and /api/v4/customers/transactions (crm_apis.md §1.9)."""
         if rest == ["transactions"]:
             return self._paged(request, "transactions")
         if rest == ["statuses"]:
-            if self.customers_mode == "disabled":
-                return problem(422, "Customers are disabled for this account: turn on the "
-                                    "periodicity mode (PATCH /api/v4/customers/mode)")
             return self._list_all("customer_statuses", "/api/v4/customers/statuses",
                                   key="statuses")
         return problem(404, f"Path {request.path} not found")

@@ -540,6 +540,7 @@ class Bitrix24Emulator(EmulatorServer):
             "crm.dealcategory.stage.list": self._dealcategory_stage_list,
             "crm.stagehistory.list": self._stagehistory_list,
             "user.get": self._user_get,
+            "user.current": self._user_current,
         }
         if method not in _LIST_METHODS and method not in handlers:
             raise _Error(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
@@ -670,6 +671,14 @@ class Bitrix24Emulator(EmulatorServer):
         if nxt is not None:
             body["next"] = nxt
         return body
+
+    def _user_current(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The user behind the webhook or token (the emulator's tokens all belong to the
+        webhook's user): the cheapest authenticated call, used by `voronka doctor`."""
+        me = next((r for r in self.data["users"]
+                   if str(r.get("ID")) == str(self.webhook_user_id)),
+                  {"ID": self.webhook_user_id, "ACTIVE": True})
+        return {"result": stringify(me)}
 
     # -- batch -------------------------------------------------------------------------------
     def _batch(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -220,6 +220,9 @@ class MetaAdsEmulator(EmulatorServer):
                 return self._page(request, spec, params, token, f"act_{self.account_id}")
             if request.method == "POST":
                 return self._create_run(spec)
+        elif len(rest) == 1 and rest[0].startswith("act_") and request.method == "GET":
+            self._check_account(rest[0])
+            return self._json(200, self._account_node(rest[0], params))
         elif len(rest) == 1 and request.method == "GET":
             return self._json(200, self._run_status(self._run(rest[0])))
         elif len(rest) == 2 and rest[1] == "insights" and request.method == "GET":
@@ -248,6 +251,18 @@ class MetaAdsEmulator(EmulatorServer):
         if token != self.access_token:
             raise _GraphError("Invalid OAuth access token - Cannot parse access token", 190)
         return token
+
+    def _account_node(self, node: str, params: dict[str, str]) -> dict[str, Any]:
+        """``GET /act_<id>?fields=...``: the ad account's name, currency and status."""
+        known = {"id": node, "account_id": self.account_id, "name": f"Ad account {node}",
+                 "currency": self.account_currency, "account_status": 1,
+                 "timezone_name": "Europe/Moscow"}
+        fields = [f for f in (params.get("fields") or "name").split(",") if f]
+        for f in fields:
+            if f not in known:
+                raise _GraphError(f"(#100) Tried accessing nonexisting field ({f}) on node "
+                                  "type (AdAccount)", 100)
+        return {**{f: known[f] for f in fields}, "id": node}
 
     def _check_account(self, node: str) -> None:
         if node != f"act_{self.account_id}":

@@ -18,6 +18,7 @@ from typing import Any
 from ._base import EmulatorServer, Fault, Request, Response, SlidingWindow
 
 REPORTS_PATH = "/json/v5/reports"
+CLIENTS_PATH = "/json/v5/clients"  # Clients.get only: the advertiser's login and currency
 SUPPORTED_FIELDS = ("Date", "CampaignId", "CampaignName", "Impressions", "Clicks", "Cost")
 REQUIRED_PARAMS = ("SelectionCriteria", "FieldNames", "ReportName", "ReportType",
                    "DateRangeType", "Format", "IncludeVAT")
@@ -139,7 +140,8 @@ class YandexDirectEmulator(EmulatorServer):
 
     # -- routing -----------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
-        if request.path.rstrip("/") not in (REPORTS_PATH, "/v5/reports"):
+        path = request.path.rstrip("/")
+        if path not in (REPORTS_PATH, "/v5/reports", CLIENTS_PATH):
             return self._error(request, 404, 8000, f"Unknown path {request.path}")
         if request.method != "POST":
             return self._error(request, 405, 8000, "Only POST is supported")
@@ -159,6 +161,8 @@ class YandexDirectEmulator(EmulatorServer):
         if login and login.strip().lower() != self.client_login.lower():
             return self._error(request, 403, 54,
                                f"No rights to access the client login {login.strip()}")
+        if path == CLIENTS_PATH:
+            return self._clients(request)
         try:
             params = self._validate(request)
         except _Invalid as exc:
@@ -171,6 +175,20 @@ class YandexDirectEmulator(EmulatorServer):
             if window is None:
                 window = self._windows[key] = SlidingWindow(self.rate_limit, self.rate_window_s)
             return window
+
+    def _clients(self, request: Request) -> Response:
+        """``Clients.get``: the advertiser's own record (Login, Currency fields)."""
+        try:
+            body = request.json()
+        except (ValueError, UnicodeDecodeError):
+            return self._error(request, 400, 8000, "The request body is not valid JSON")
+        if not isinstance(body, dict) or body.get("method") != "get":
+            return self._error(request, 400, 8000, "Clients supports the method get only")
+        fields = (body.get("params") or {}).get("FieldNames") or []
+        record = {"Login": self.client_login, "Currency": self.currency, "ClientId": 1}
+        return Response(200, {"result": {"Clients": [
+            {f: record[f] for f in fields if f in record}]}},
+            "application/json; charset=utf-8", {"RequestId": self._request_id()})
 
     # -- validation --------------------------------------------------------------------------
     def _validate(self, request: Request) -> dict[str, Any]:

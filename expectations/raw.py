@@ -724,7 +724,9 @@ def _b24_history_suite() -> list[Any]:
 
 # -- files: the column contract first, then GX over the conforming rows ----------------------
 
-DATE_MIN = date(2000, 1, 1)
+# the contract (extractors.files) already cuts dates to 1970-01-01 .. the as-of date; this is
+# the suite's own sanity range over parsed values
+DATE_MIN = date(1970, 1, 1)
 DATE_MAX = date(2100, 1, 1)
 MONEY_MAX = 10**12  # also rejects "Infinity", which Decimal parses and the contract lets by
 
@@ -775,6 +777,7 @@ def _flatten_order(p: Any) -> dict[str, Any]:
     _file_date(row, p, "order_date")
     _file_number(row, p, "amount", "money")
     _file_number(row, p, "gross_margin", "money")
+    _file_number(row, p, "quantity", "money")  # a count or a weight: decimals allowed
     return row
 
 
@@ -814,6 +817,8 @@ def _orders_suite() -> list[Any]:
         _file_date_range("order_date"),
         *_file_money("amount", required=True),
         *_file_money("gross_margin", required=False),
+        _e("ExpectColumnValuesToBeBetween", "quantity", "a non-negative number",
+           column="quantity__num", min_value=0),
     ]
 
 

@@ -169,11 +169,12 @@ def reconcile_revenue(wh: Any) -> MartValidation:
     """Revenue and order count of fct_orders' amoCRM lead orders equal the won deals in
     raw.amocrm__leads that were not deleted since.
 
-    Works on DuckDB and PostgreSQL (payload comes back as str or as a parsed dict).
+    Works on DuckDB and PostgreSQL (payload comes back as str or as a parsed dict). No raw
+    leads table (an account without a single lead yet) compares against no won deals.
     """
-    raw = wh.query_df(
-        "select account, record_id, payload, updated_at, extracted_at from raw.amocrm__leads"
-    )
-    orders = wh.query_df("select order_month, amount from marts.fct_orders "
+    columns = ["account", "record_id", "payload", "updated_at", "extracted_at"]
+    raw = (wh.query_df(f"select {', '.join(columns)} from raw.amocrm__leads")
+           if "amocrm__leads" in wh.list_tables("raw") else pd.DataFrame(columns=columns))
+    orders = wh.query_df(f"select order_month, amount from {wh.mart_table('fct_orders')} "
                          "where order_source = 'amocrm_lead'")
     return reconcile_frames(raw, orders, deleted_leads(wh))

@@ -23,8 +23,12 @@ Design choices, each answering an amoCRM gotcha:
   ``with=contacts`` because a transaction belongs to its customer's main contact.
 - **Transactions** (buyer-funnel purchases, which are orders too) have no documented change
   filter: full pull, paged.
-- **Customer statuses** answer 422 while the account's customers mode is off: that is "no
-  buyer funnel", logged as a warning and landed as zero records, not a failed run.
+- **Optional entities** (companies, the buyer funnel, the bin) may not exist on an account.
+  Their documented "feature off" answers (422 on ``/api/v4/customers*`` while customers mode
+  is off, 402 when the tariff lacks the feature) and a first pull answered 204 No Content
+  ("nothing here") land zero records with a warning, and the source yields a note page
+  (``meta["skipped"]``) that the raw asset shows in its metadata: not a failed run. The core
+  entities (leads, contacts, pipelines, ...) never skip: a 402 there is an unpaid account.
 - **Deleted leads** vanish from the normal leads list, so the raw leads keep their last live
   version; ``with=only_deleted`` lists the bin (``{id, updated_at, is_deleted}`` only). It is
   pulled in full each run (the bin is small; payload hashes de-duplicate) so staging can tell a
@@ -72,6 +76,11 @@ class EntitySpec:
     feature_off_statuses: tuple[int, ...] = ()
 
 
+# 402 Payment Required: the tariff lacks the feature; 422: customers mode is off (§1.9, §1.11)
+BUYERS_OFF = (402, 422)
+OPTIONAL_OFF = (402,)
+
+
 ENTITY_SPECS: dict[str, EntitySpec] = {
     "users": EntitySpec("/api/v4/users", "users", None, 250),
     "pipelines": EntitySpec("/api/v4/leads/pipelines", "pipelines", None, None),
@@ -93,20 +102,23 @@ ENTITY_SPECS: dict[str, EntitySpec] = {
     "companies": EntitySpec(
         "/api/v4/companies", "companies", "updated_at", 250,
         (("order[updated_at]", "asc"),), updated_field="updated_at",
+        feature_off_statuses=OPTIONAL_OFF,
     ),
     "customers": EntitySpec(
         "/api/v4/customers", "customers", "updated_at", 250,
         (("order[updated_at]", "asc"), ("with", "contacts")), updated_field="updated_at",
+        feature_off_statuses=BUYERS_OFF,
     ),
     "customer_statuses": EntitySpec(
-        "/api/v4/customers/statuses", "statuses", None, None, feature_off_statuses=(422,),
+        "/api/v4/customers/statuses", "statuses", None, None, feature_off_statuses=BUYERS_OFF,
     ),
     "transactions": EntitySpec(
         "/api/v4/customers/transactions", "transactions", None, 250, updated_field="updated_at",
+        feature_off_statuses=BUYERS_OFF,
     ),
     "deleted_leads": EntitySpec(
         "/api/v4/leads", "leads", None, 250, (("with", "only_deleted"),),
-        updated_field="updated_at",
+        updated_field="updated_at", feature_off_statuses=OPTIONAL_OFF,
     ),
 }
 
@@ -294,13 +306,26 @@ class AmoCRMSource:
         spec = ENTITY_SPECS.get(entity)
         if spec is None:
             raise ValueError(f"unknown amoCRM entity {entity!r}; expected one of {self.ENTITIES}")
+        pages = 0
         try:
-            yield from self._pages(entity, spec, cursor)
+            for page in self._pages(entity, spec, cursor):
+                pages += 1
+                yield page
         except ApiError as exc:
             if exc.status not in spec.feature_off_statuses:
                 raise
-            log.warning("amoCRM %s %s: HTTP %s, the feature is off for this account; "
-                        "nothing to land (%s)", self.account, entity, exc.status, exc.detail)
+            yield self._skipped(entity, f"HTTP {exc.status}, the feature is off for this "
+                                        f"account; nothing to land ({exc.detail})")
+            return
+        if pages == 0 and (cursor is None or spec.incremental_field is None):
+            yield self._skipped(entity, "HTTP 204 No Content, the account has none; "
+                                        "nothing to land")
+
+    def _skipped(self, entity: str, reason: str) -> Page:
+        """A note page (no records) saying why nothing of ``entity`` lands, for the run log
+        and the raw asset's metadata."""
+        log.warning("amoCRM %s %s: %s", self.account, entity, reason)
+        return Page(records=[], cursor_after=None, meta={"skipped": reason})
 
     def _params(self, entity: str, spec: EntitySpec, cursor: str | None) -> dict[str, Any]:
         """Query of the first page: paging, the spec's fixed filters, and the overlap window."""
@@ -345,6 +370,22 @@ class AmoCRMSource:
             updated_at=unix_to_utc_naive(item.get(spec.updated_field))
             if spec.updated_field else None,
         )
+
+    def check_connection(self) -> str:
+        """One cheap authenticated call for `voronka doctor` (``GET /api/v4/account``): proves
+        the address and the credentials (refreshing the token like a run would) and names the
+        account they reach. Raises ``ApiError``/``AuthorizationError`` like ``pages``."""
+        resp = self.client.get("/api/v4/account")
+        try:
+            data = resp.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or data.get("id") is None:
+            raise ApiError(resp.status_code, self.client.safe_url(resp.url), "", SOURCE,
+                           message="/api/v4/account did not answer an amoCRM account")
+        buyers = "off" if data.get("customers_mode") in (None, "disabled", "unavailable") else "on"
+        return (f"account {data.get('name') or data['id']!s} ({data.get('subdomain') or '?'}), "
+                f"currency {data.get('currency') or '?'}, buyers {buyers}")
 
     def close(self) -> None:
         self.client.close()

@@ -592,6 +592,14 @@ class Bitrix24Source:
                 yield Page(records=records, cursor_after=cursor_after,
                            meta={"page": number, "entityTypeId": type_id})
 
+    def check_connection(self) -> str:
+        """One cheap authenticated call for `voronka doctor` (``user.current``): proves the
+        webhook, or the OAuth token (renewed as a run would), and names the user whose rights
+        bound what the extract sees."""
+        data = self.call("user.current")
+        user = data.get("result") if isinstance(data.get("result"), dict) else {}
+        return f"portal {self.account}, acting as user #{user.get('ID', '?')}"
+
     def close(self) -> None:
         self.client.close()
         self.oauth.close()

@@ -9,6 +9,12 @@ Every file is read on every run (they are small); idempotent landing makes uncha
 no-ops and a corrected row a new version. Rows that break the contract are quarantined by
 ``validate_file_rows`` with the file, the line number, the field and the reason; a file that
 lacks a required column fails with an error naming the file and the column.
+
+Real shop exports list one line per product: the rows of one file sharing an ``order_id`` are
+one order (``merge_lines``: amounts summed), landed as one raw record keyed by the order id, so
+a re-exported order replaces its earlier version instead of adding to it. Dates run from
+1970-01-01 to the as-of date; every amount is in the one account currency (``VORONKA_CURRENCY``),
+since marts add amounts up. The user-facing contract is docs/FILES.md.
 """
 
 from __future__ import annotations
@@ -16,12 +22,15 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import re
+from bisect import bisect_right
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from extractors.http import Page
 from warehouse.records import QuarantinedRecord, RawRecord
@@ -31,12 +40,19 @@ log = logging.getLogger("voronka.extractors")
 SUFFIXES = (".csv", ".parquet")
 FILE_KEY = "_file"
 LINE_KEY = "_line"
+LINES_KEY = "_lines"  # the rows of a line-item order, each with its own _line
+DATE_FLOOR = date(1970, 1, 1)
+REPORTING_TZ = ZoneInfo("Europe/Moscow")
+DEFAULT_CURRENCY = "RUB"
+RATES_ENV = "VORONKA_CURRENCY_RATES"
+RATE_KEY = "_rate"  # account-currency units per unit of the row's currency, from the rates file
+RATE_COLUMNS = ("date", "currency", "rate")
 
 
 @dataclass(frozen=True)
 class Column:
     name: str
-    kind: str  # "text" | "date" | "money" | "int" | "currency"
+    kind: str  # "text" | "date" | "money" | "number" | "int" | "currency"
     required: bool = False
 
 
@@ -45,10 +61,12 @@ ORDER_COLUMNS = (
     Column("order_date", "date", required=True),
     Column("amount", "money", required=True),
     Column("currency", "currency"),
+    Column("customer_id", "text"),
     Column("customer_phone", "text"),
     Column("customer_email", "text"),
     Column("customer_name", "text"),
     Column("product", "text"),
+    Column("quantity", "number"),
     Column("gross_margin", "money"),
     Column("utm_source", "text"),
     Column("utm_medium", "text"),
@@ -66,6 +84,10 @@ AD_SPEND_COLUMNS = (
     Column("vat_included", "text"),
 )
 CONTRACTS: dict[str, tuple[Column, ...]] = {"orders": ORDER_COLUMNS, "ad_spend": AD_SPEND_COLUMNS}
+#: Order columns every line of a line-item order must agree on (when filled in).
+SHARED_ORDER_COLUMNS = ("order_date", "currency", "customer_id")
+#: Order columns added up over the lines (gross_margin only when every line has one).
+SUMMED_ORDER_COLUMNS = ("amount", "gross_margin", "quantity")
 
 
 class FileContractError(ValueError):
@@ -130,6 +152,54 @@ def check_header(entity: str, path: Path, columns: set[str]) -> None:
         )
 
 
+def _first_filled(lines: list[dict[str, str]], column: str) -> str:
+    return next((row[column] for row in lines if row.get(column)), "")
+
+
+def _sum_text(values: list[str]) -> str:
+    """The sum of money cells as text ('' unless every cell is a number: a line the contract
+    refuses, or a margin some lines lack, must not give a partial total)."""
+    try:
+        return str(sum(parse_money(v) for v in values)) if all(values) else ""
+    except (ArithmeticError, ValueError):
+        return ""
+
+
+def merge_lines(file_name: str, lines: list[tuple[int, dict[str, str]]]) -> dict[str, str | list]:
+    """One order payload from its line rows: the order's fields from the first line that fills
+    them, amount / gross_margin / quantity summed, the lines kept as received under `_lines`."""
+    rows = [row for _, row in lines]
+    merged: dict[str, str | list] = dict(rows[0])
+    for column in {c for row in rows for c in row}:
+        if column in SUMMED_ORDER_COLUMNS:
+            merged[column] = _sum_text([row.get(column, "") for row in rows])
+        elif not column.startswith("__"):
+            merged[column] = _first_filled(rows, column)
+    merged[FILE_KEY], merged[LINE_KEY] = file_name, lines[0][0]
+    merged[LINES_KEY] = [{**row, LINE_KEY: line} for line, row in lines]
+    return merged
+
+
+def file_payloads(
+    entity: str, file_name: str, rows: list[tuple[int, dict[str, str]]]
+) -> Iterator[dict]:
+    """The raw payloads of one file: a row each, except that the rows of an orders file sharing
+    an order_id become one order (`merge_lines`); an order of one line keeps the plain row."""
+    if entity != "orders":
+        for line, row in rows:
+            yield {**row, FILE_KEY: file_name, LINE_KEY: line}
+        return
+    groups: dict[str, list[tuple[int, dict[str, str]]]] = {}
+    for line, row in rows:
+        groups.setdefault(row.get("order_id") or f"\0{line}", []).append((line, row))
+    for lines in groups.values():
+        if len(lines) == 1:
+            line, row = lines[0]
+            yield {**row, FILE_KEY: file_name, LINE_KEY: line}
+        else:
+            yield merge_lines(file_name, lines)
+
+
 class FilesSource:
     """Orders and offline ad spend from a folder of CSV/Parquet files."""
 
@@ -150,20 +220,62 @@ class FilesSource:
         """One page per file; the cursor is unused (every file is re-read, landing dedups)."""
         if entity not in CONTRACTS:
             raise ValueError(f"files source has no entity {entity!r}; known: {self.ENTITIES}")
+        rates = Rates.from_env()
         for path in self.files(entity):
             rows = list(read_rows(path))
             check_header(entity, path, set(rows[0][1]) if rows else set())
             records = [
                 RawRecord(
                     source=self.name, account=self.account, entity=entity,
-                    record_id=_record_id(entity, row) or f"{path.name}:{line}",
-                    payload={**row, FILE_KEY: path.name, LINE_KEY: line},
+                    record_id=_record_id(entity, payload) or f"{path.name}:{payload[LINE_KEY]}",
+                    payload=attach_rate(entity, payload, rates),
                 )
-                for line, row in rows
+                for payload in file_payloads(entity, path.name, rows)
             ]
-            log.info("files %s %s: %d rows", entity, path.name, len(records))
+            log.info("files %s %s: %d rows, %d records", entity, path.name, len(rows),
+                     len(records))
             yield Page(records=records, cursor_after=None, meta={"file": path.name})
 
+    def check_connection(self) -> str:
+        """For `voronka doctor`: the folder and every file's header against the contract,
+        without landing anything; raises ``FileContractError`` naming each problem."""
+        problems = self.contract_problems()
+        if problems:
+            raise FileContractError("; ".join(problems))
+        return ", ".join(f"{len(self.files(e))} {e} file(s)" for e in self.ENTITIES)
+
+    def contract_problems(self) -> list[str]:
+        """One sentence per problem: no folder, no entity subfolder, or a file that cannot
+        be read or lacks a required column (the header alone is read)."""
+        if not self.folder.is_dir():
+            return [f"the folder {self.folder} does not exist"]
+        if not any((self.folder / entity).is_dir() for entity in self.ENTITIES):
+            return [f"{self.folder} has no {' or '.join(e + '/' for e in self.ENTITIES)} "
+                    "subfolder"]
+        problems = []
+        for entity in self.ENTITIES:
+            for path in self.files(entity):
+                try:
+                    check_header(entity, path, self.header(path))
+                except (ValueError, OSError) as exc:  # FileContractError, unreadable Parquet
+                    reason = str(exc).removeprefix(f"{path.name}: ")
+                    problems.append(f"{entity}/{path.name}: {reason}")
+        return problems
+
+    @staticmethod
+    def header(path: Path) -> set[str]:
+        """The file's column names as the reader normalises them (stripped, lower case)."""
+        if path.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
+
+            return {str(n).strip().lower() for n in pq.read_schema(path).names}
+        text = _decode(path.read_bytes())
+        try:
+            dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+        except csv.Error:
+            dialect = csv.excel
+        first = next(csv.reader(io.StringIO(text), dialect=dialect), [])
+        return {cell.strip().lower() for cell in first if cell.strip()}
 
 _DATE_FORMATS = ("%Y-%m-%d", "%d.%m.%Y", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -186,54 +298,245 @@ def parse_date(value: str) -> date:
     raise ValueError(value)
 
 
-def field_problem(column: Column, value: str) -> str | None:
-    """Why a value breaks the contract, or None when it is fine."""
+@dataclass(frozen=True)
+class Rates:
+    """The user's daily exchange rates (VORONKA_CURRENCY_RATES: a CSV or Parquet file of
+    date, currency, rate = account-currency units per unit). A day's rate is the latest one on
+    or before it, so weekends and holidays take the last published rate."""
+
+    file_name: str
+    by_currency: dict[str, list[tuple[date, Decimal]]]
+
+    @classmethod
+    def from_env(cls) -> Rates | None:
+        path = os.environ.get(RATES_ENV, "").strip()
+        return cls.load(Path(path).expanduser()) if path else None
+
+    @classmethod
+    def load(cls, path: Path) -> Rates:
+        """Read and check the whole file: a wrong rate would skew every converted amount, so
+        any bad row fails the run with the file, line and field rather than being skipped."""
+        if not path.is_file():
+            raise FileContractError(f"{RATES_ENV}={path}: no such file")
+        rows = list(read_rows(path))
+        missing = [c for c in RATE_COLUMNS if not rows or c not in rows[0][1]]
+        if missing:
+            raise FileContractError(f"{path.name}: required column(s) {missing} missing; the "
+                                    f"rates file needs {list(RATE_COLUMNS)}")
+        by_currency: dict[str, list[tuple[date, Decimal]]] = {}
+        for line, row in rows:
+            currency, rate = row["currency"].upper(), _rate_value(path.name, line, row["rate"])
+            if not _CURRENCY.match(currency):
+                raise FileContractError(f"{path.name} line {line}: field 'currency' expected an "
+                                        f"ISO 4217 code, got {row['currency']!r}")
+            by_currency.setdefault(currency, []).append((_rate_day(path.name, line, row), rate))
+        return cls(path.name, {c: sorted(v) for c, v in by_currency.items()})
+
+    def rate(self, currency: str, day: date) -> Decimal | None:
+        """The rate of `currency` on `day`: the latest on or before it; None before the first."""
+        series = self.by_currency.get(currency, [])
+        at = bisect_right(series, (day, Decimal("Infinity")))
+        return series[at - 1][1] if at else None
+
+
+def _rate_value(file_name: str, line: int, value: str) -> Decimal:
+    try:
+        rate = parse_money(value)
+    except (ArithmeticError, ValueError):
+        rate = Decimal(0)
+    if not rate.is_finite() or rate <= 0:
+        raise FileContractError(f"{file_name} line {line}: field 'rate' expected a positive "
+                                f"number, got {value!r}")
+    return rate
+
+
+def _rate_day(file_name: str, line: int, row: dict[str, str]) -> date:
+    try:
+        return parse_date(row["date"])
+    except ValueError:
+        raise FileContractError(f"{file_name} line {line}: field 'date' expected a date "
+                                f"(YYYY-MM-DD or DD.MM.YYYY), got {row['date']!r}") from None
+
+
+def attach_rate(entity: str, payload: dict, rates: Rates | None) -> dict:
+    """The payload with the rate of its day (RATE_KEY) when it is in a foreign currency the
+    rates file covers; unchanged otherwise (the contract then refuses the foreign currency).
+    The rate is part of the payload, so a corrected rate lands the row as a new version."""
+    currency = str(payload.get("currency") or "")
+    if rates is None or not currency or currency == account_currency():
+        return payload
+    try:
+        day = parse_date(str(payload.get("order_date" if entity == "orders" else "date") or ""))
+    except ValueError:
+        return payload  # the contract reports the date
+    rate = rates.rate(currency, day)
+    return payload if rate is None else {**payload, RATE_KEY: str(rate)}
+
+
+def latest_allowed_date() -> date:
+    """The as-of date (VORONKA_AS_OF_DATE, else today in Moscow): no file row may be later,
+    since a future order or spend day would count in no report yet and skew the last one."""
+    from voronka.settings import as_of_date
+
+    return as_of_date() or datetime.now(REPORTING_TZ).date()
+
+
+def account_currency() -> str:
+    """The one currency every file amount is in (VORONKA_CURRENCY, default RUB)."""
+    value = os.environ.get("VORONKA_CURRENCY", "").strip().upper() or DEFAULT_CURRENCY
+    if not _CURRENCY.match(value):
+        raise ValueError(f"VORONKA_CURRENCY must be an ISO 4217 code like RUB, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a valid value depends on beyond its column: the date range and the currency."""
+
+    latest: date
+    currency: str
+    rates_file: str | None = None  # named when a foreign currency has no rate
+
+    @classmethod
+    def now(cls) -> Limits:
+        rates = os.environ.get(RATES_ENV, "").strip()
+        return cls(latest_allowed_date(), account_currency(), Path(rates).name or None)
+
+
+def _date_problem(value: str, limits: Limits | None) -> str | None:
+    day = parse_date(value)
+    if day < DATE_FLOOR:
+        return f"is before {DATE_FLOOR}, got {value!r}"
+    if limits is not None and day > limits.latest:
+        return (f"is after the as-of date {limits.latest} (VORONKA_AS_OF_DATE, else today in "
+                f"Moscow), got {value!r}")
+    return None
+
+
+def _currency_problem(value: str, limits: Limits | None) -> str | None:
+    if not _CURRENCY.match(value):
+        return f"expected an ISO 4217 code like RUB, got {value!r}"
+    if limits is None or value == limits.currency:
+        return None
+    if limits.rates_file:
+        return (f"is {value}, not the account currency {limits.currency} (VORONKA_CURRENCY), "
+                f"and {limits.rates_file} ({RATES_ENV}) has no {value} rate on or before the "
+                f"row's date")
+    return (f"is {value}, not the account currency {limits.currency} (VORONKA_CURRENCY): "
+            f"amounts in two currencies cannot be added up; convert the file's amounts to "
+            f"{limits.currency}, or give daily rates in {RATES_ENV}")
+
+
+def field_problem(column: Column, value: str, limits: Limits | None = None) -> str | None:
+    """Why a value breaks the contract, or None when it is fine (`limits`: also check the
+    as-of date and the account currency)."""
     if not value:
         return "is required but empty" if column.required else None
     try:
         if column.kind == "date":
-            parse_date(value)
-        elif column.kind == "money":
+            return _date_problem(value, limits)
+        if column.kind in ("money", "number"):
             if parse_money(value) < 0:
                 return f"must not be negative, got {value!r}"
         elif column.kind == "int":
             if int(value) < 0:
                 return f"must not be negative, got {value!r}"
-        elif column.kind == "currency" and not _CURRENCY.match(value):
-            return f"expected an ISO 4217 code like RUB, got {value!r}"
+        elif column.kind == "currency":
+            return _currency_problem(value, limits)
     except (ValueError, InvalidOperation):
         expected = {"date": "a date (YYYY-MM-DD or DD.MM.YYYY)", "money": "a number",
-                    "int": "a whole number"}[column.kind]
+                    "number": "a number", "int": "a whole number"}[column.kind]
         return f"expected {expected}, got {value!r}"
     return None
 
 
+Problem = tuple[str, str, str]  # (where: "<file> line <n>", field, why)
+
+
+def _row_problems(entity: str, row: dict, where: str, limits: Limits) -> list[Problem]:
+    problems = [
+        (where, column.name, problem) for column in CONTRACTS[entity]
+        if (problem := field_problem(column, str(row.get(column.name, "")), limits)) is not None
+    ]
+    if row.get("__extra_cells"):
+        problems.append((where, "*", f"has {row['__extra_cells']} more cell(s) than the header"))
+    return problems
+
+
+def _same(column: str, a: str, b: str) -> bool:
+    if column == "order_date":
+        try:
+            return parse_date(a) == parse_date(b)
+        except ValueError:
+            return True  # the line's own date problem is reported instead
+    return a == b
+
+
+def _line_problems(payload: dict, limits: Limits) -> list[Problem]:
+    """Every line of a line-item order against the contract, and the lines against each other
+    on the columns one order has once (SHARED_ORDER_COLUMNS)."""
+    file_name = payload.get(FILE_KEY)
+    problems: list[Problem] = []
+    first: dict[str, tuple[int, str]] = {}
+    for row in payload[LINES_KEY]:
+        where = f"{file_name} line {row.get(LINE_KEY)}"
+        problems += _row_problems("orders", row, where, limits)
+        for column in SHARED_ORDER_COLUMNS:
+            value = str(row.get(column) or "")
+            if not value:
+                continue
+            line, seen = first.setdefault(column, (row.get(LINE_KEY), value))
+            if not _same(column, seen, value):
+                problems.append((where, column, f"is {value!r} but line {line} of order "
+                                 f"{payload.get('order_id')!r} says {seen!r}"))
+    return problems
+
+
+def _warn_currencies(bad: list[QuarantinedRecord], limits: Limits) -> None:
+    """One log line per file and foreign currency: the rows are quarantined, and this says why."""
+    counts: dict[tuple[str, str], int] = {}
+    for q in bad:
+        if "currency" in q.failed_fields:
+            lines = q.record.payload.get(LINES_KEY) or [q.record.payload]
+            currencies = {str(r.get("currency") or "") for r in lines}
+            for currency in {c for c in currencies if _CURRENCY.match(c)} - {limits.currency}:
+                key = (str(q.record.payload.get(FILE_KEY)), currency)
+                counts[key] = counts.get(key, 0) + 1
+    for (file_name, currency), n in sorted(counts.items()):
+        log.warning("files: %s has %d record(s) in %s, quarantined: the account currency is %s "
+                    "(VORONKA_CURRENCY)", file_name, n, currency, limits.currency)
+
+
 def validate_file_rows(
-    records: list[RawRecord],
+    records: list[RawRecord], limits: Limits | None = None,
 ) -> tuple[list[RawRecord], list[QuarantinedRecord]]:
-    """Split rows into contract-conforming ones and quarantined ones (file, line, field, why)."""
+    """Split rows into contract-conforming ones and quarantined ones (file, line, field, why).
+    A line-item order is checked line by line and quarantined whole if any line fails."""
+    limits = limits or Limits.now()
     good: list[RawRecord] = []
     bad: list[QuarantinedRecord] = []
     seen: dict[str, str] = {}
     for record in records:
         row = record.payload
         where = f"{row.get(FILE_KEY)} line {row.get(LINE_KEY)}"
-        problems = [
-            (column.name, problem) for column in CONTRACTS[record.entity]
-            if (problem := field_problem(column, str(row.get(column.name, "")))) is not None
-        ]
-        if row.get("__extra_cells"):
-            problems.append(("*", f"has {row['__extra_cells']} more cell(s) than the header"))
+        # a row converted by the rates file may be in its own currency
+        own = replace(limits, currency=str(row["currency"])) if RATE_KEY in row else limits
+        if LINES_KEY in row:
+            problems = _line_problems(row, own)
+        else:
+            problems = _row_problems(record.entity, row, where, own)
         key = record.record_id
         if key in seen and not problems:
             problems.append((
-                "order_id" if record.entity == "orders" else "date,platform,campaign_id",
+                where, "order_id" if record.entity == "orders" else "date,platform,campaign_id",
                 f"repeats the key of {seen[key]}",
             ))
         if problems:
-            reason = "; ".join(f"{where}: field '{name}' {why}" for name, why in problems)
-            bad.append(QuarantinedRecord(record, reason, tuple(n for n, _ in problems)))
+            reason = "; ".join(f"{at}: field '{name}' {why}" for at, name, why in problems)
+            bad.append(QuarantinedRecord(record, reason, tuple(dict.fromkeys(
+                n for _, n, _ in problems))))
         else:
             seen[key] = where
             good.append(record)
+    _warn_currencies(bad, limits)
     return good, bad

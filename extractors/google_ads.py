@@ -399,6 +399,18 @@ class GoogleAdsSource:
             updated_at=None,
         )
 
+    def check_connection(self) -> str:
+        """One cheap authenticated call for `voronka doctor`: a one-row campaign query for
+        yesterday, after the OAuth refresh a run does first; proves the client, the refresh
+        token, the customer id and the manager (login) account."""
+        day = (self.account_today() - timedelta(days=1)).isoformat()
+        query = ("SELECT segments.date, campaign.id, customer.currency_code FROM campaign "
+                 f"WHERE segments.date BETWEEN '{day}' AND '{day}' LIMIT 1")
+        batches, _ = self._search_stream(query)
+        rows = [r for b in batches for r in b.get("results") or []]
+        currency = ((rows[0].get("customer") or {}).get("currencyCode") if rows else None)
+        return f"customer {self.customer_id}" + (f", currency {currency}" if currency else "")
+
     def close(self) -> None:
         self.client.close()
         self.token_client.close()

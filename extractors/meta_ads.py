@@ -396,5 +396,15 @@ class MetaAdsSource:
                            message="response is not a JSON object")
         return body
 
+    def check_connection(self) -> str:
+        """One cheap authenticated call for `voronka doctor`: the ad account node
+        (``GET /act_<id>?fields=name,currency,account_status``) proves the token and its access
+        to the account."""
+        data = self._call("GET", self._path(self.ad_account_id),
+                          {"fields": "name,currency,account_status"})
+        status = data.get("account_status")
+        state = "" if status in (None, 1) else f", account_status {status} (not active)"
+        return f"ad account {self.ad_account_id}, currency {data.get('currency') or '?'}{state}"
+
     def close(self) -> None:
         self.client.close()

@@ -47,6 +47,9 @@ class SyncResult:
     quarantined: int
     cursor_before: str | None
     cursor_after: str | None
+    # why the source landed nothing of this entity (a feature the account does not have,
+    # an empty collection), as the source said it in a page's meta["skipped"]
+    skipped: str | None = None
 
 
 @dataclass
@@ -96,7 +99,11 @@ def sync_entity(
     pages = fetched = 0
     tally = _Tally()
     pending: list[RawRecord] = []
+    skipped: str | None = None
     for page in source.pages(entity, cursor_before):
+        if page.meta.get("skipped"):  # a note from the source, not a page of data
+            skipped = str(page.meta["skipped"])
+            continue
         pages += 1
         fetched += len(page.records)
         pending.extend(page.records)
@@ -113,7 +120,7 @@ def sync_entity(
         warehouse.set_cursor(source.name, source.account, entity, cursor_after)
     inserted, duplicates, quarantined = tally.inserted, tally.duplicates, tally.quarantined
     result = SyncResult(entity, pages, fetched, inserted, duplicates, quarantined,
-                        cursor_before, cursor_after)
+                        cursor_before, cursor_after, skipped)
     log.info("%s %s %s synced: %d pages, %d fetched, %d inserted, %d duplicates, "
              "%d quarantined, cursor %s -> %s", source.name, source.account, entity, pages,
              fetched, inserted, duplicates, quarantined, cursor_before, cursor_after)

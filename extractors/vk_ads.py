@@ -439,5 +439,13 @@ class VKAdsSource:
                 ))
         return records
 
+    def check_connection(self) -> str:
+        """One cheap authenticated call for `voronka doctor`: one ad plan id, with the token
+        from the shared store (or a new grant, as a run would), proving the client id and
+        secret; says how many ad plans the cabinet has."""
+        body = self._get(AD_PLANS_PATH, {"fields": "id", "limit": 1,
+                                         "_status__in": ALL_STATUSES})
+        return f"cabinet {self.account}, {int(body.get('count') or 0)} ad plans"
+
     def close(self) -> None:
         self.client.close()

@@ -246,5 +246,28 @@ class YandexDirectSource:
             updated_at=None,
         )
 
+    def check_connection(self) -> str:
+        """One cheap authenticated call for `voronka doctor`: ``Clients.get`` proves the token
+        and the Client-Login and says the advertiser's currency (a Reports call would queue a
+        report). v5 services may answer an error with HTTP 200, so the body is checked too."""
+        body = {"method": "get", "params": {"FieldNames": ["Login", "Currency"]}}
+        try:
+            resp = self.client.post("/json/v5/clients", json=body)
+            data = resp.json() if resp.content else None
+            if not isinstance(data, dict) or "error" in data:
+                raise self.client.api_error(resp)
+        except ApiError as exc:
+            if exc.error_code in AUTH_ERROR_CODES:
+                raise AuthorizationError(
+                    exc.status, exc.url, exc.body_excerpt, SOURCE, error_code=exc.error_code,
+                    message=exc.detail) from None
+            raise
+        except ValueError:
+            raise ApiError(resp.status_code, self.client.safe_url(resp.url), "", SOURCE,
+                           message="Clients.get answer is not JSON") from None
+        clients = (data.get("result") or {}).get("Clients") or [{}]
+        currency = clients[0].get("Currency") or "?"
+        return f"client login {self.client_login}, currency {currency}"
+
     def close(self) -> None:
         self.client.close()

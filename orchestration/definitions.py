@@ -1,5 +1,11 @@
 """The one `Definitions` object: `dagster dev` and `voronka demo` both load this.
 
+Sources
+-------
+A source is in the graph when its settings are present (``orchestration.resources.SOURCES``):
+any subset works, down to the files folder alone. With no ad platform configured nothing is
+partitioned, and a schedule tick launches the whole job in one run.
+
 Partitions and jobs
 -------------------
 Ad platforms' daily statistics (Direct campaign_stats, VK ad_plan_stats, Google
@@ -27,7 +33,9 @@ unpartitioned rest once all of them have succeeded.
 
 import dagster as dg
 
+from orchestration.alerts import build_alert_sensors
 from orchestration.assets.audiences import build_audience_assets
+from orchestration.assets.channel_mapping import channel_mapping
 from orchestration.assets.dbt import MART_MODELS, dbt_resource, voronka_dbt_models
 from orchestration.assets.publish import build_published_marts
 from orchestration.assets.raw import (
@@ -38,7 +46,7 @@ from orchestration.assets.raw import (
 )
 from orchestration.checks import build_mart_checks
 from orchestration.partitions import AD_SPEND_PLATFORMS, ad_spend_partitions, ad_spend_start
-from orchestration.resources import optional_resources, resources_from_env
+from orchestration.resources import resources_from_env
 from orchestration.schedules import build_daily_schedule, build_rest_sensor
 
 JOB_NAME = "daily_refresh"
@@ -70,7 +78,8 @@ def build_defs() -> dg.Definitions:
     platforms = ad_spend_platforms_enabled()
     partitions_def = ad_spend_partitions(platforms)
     raw_assets = build_raw_assets(partitions_def)
-    assets = [*raw_assets, build_contact_points_asset(), voronka_dbt_models, published_marts,
+    assets = [*raw_assets, build_contact_points_asset(), channel_mapping, voronka_dbt_models,
+              published_marts,
               *build_audience_assets()]
     rest_keys = [key for a in assets if a.partitions_def is None for key in a.keys]
     return dg.Definitions(
@@ -79,8 +88,11 @@ def build_defs() -> dg.Definitions:
         jobs=[daily_refresh],
         schedules=[build_daily_schedule(daily_refresh, ad_spend_asset_keys(), rest_keys,
                                         ad_spend_start(platforms))],
-        sensors=[build_rest_sensor(daily_refresh, rest_keys)],
-        resources={**resources_from_env(), **optional_resources(), "dbt": dbt_resource()},
+        # the run-failure alert only when a destination is configured (docs/ALERTS.md)
+        sensors=[build_rest_sensor(daily_refresh, rest_keys), *build_alert_sensors()],
+        # the warehouse and every source whose settings are present (any subset, down to
+        # the files folder alone): orchestration.resources.SOURCES
+        resources={**resources_from_env(), "dbt": dbt_resource()},
         # One process runs the steps in order: one DuckDB writer at a time, one rate limiter
         # per API.
         executor=dg.in_process_executor,

@@ -47,12 +47,14 @@ class WarehouseResource(dg.ConfigurableResource):
 class AmoCRMResource(dg.ConfigurableResource):
     """One amoCRM account: OAuth2 with a rotating refresh token, or a long-lived token.
 
-    Secrets: AMOCRM_CLIENT_SECRET, AMOCRM_REFRESH_TOKEN (seeds an empty token store only),
-    AMOCRM_LONG_LIVED_TOKEN.
+    Env: AMOCRM_BASE_URL or AMOCRM_SUBDOMAIN (either names the account; the other is derived),
+    AMOCRM_CLIENT_ID, AMOCRM_REDIRECT_URI, optional AMOCRM_SKIP_ENTITIES. Secrets:
+    AMOCRM_CLIENT_SECRET, AMOCRM_REFRESH_TOKEN (seeds an empty token store only),
+    AMOCRM_LONG_LIVED_TOKEN. Fields left empty are read from the environment when a run starts.
     """
 
-    base_url: str
-    subdomain: str
+    base_url: str = ""
+    subdomain: str = ""
     client_id: str = ""
     redirect_uri: str = ""
     # amoCRM allows 7 req/s per integration; staying at 6.5 leaves headroom for request jitter
@@ -60,17 +62,68 @@ class AmoCRMResource(dg.ConfigurableResource):
     rate_limit_per_s: float = 6.5
 
     def source(self) -> AmoCRMSource:
+        base_url, subdomain = amocrm_account(self.base_url, self.subdomain)
+        client_id = self.client_id or os.environ.get("AMOCRM_CLIENT_ID") or None
+        if not _secret("AMOCRM_LONG_LIVED_TOKEN"):
+            missing = [n for n, v in (("AMOCRM_CLIENT_ID", client_id),
+                                      ("AMOCRM_CLIENT_SECRET", _secret("AMOCRM_CLIENT_SECRET")))
+                       if not v]
+            if missing:
+                raise ValueError(f"amoCRM OAuth needs {' and '.join(missing)} "
+                                 "(or set AMOCRM_LONG_LIVED_TOKEN)")
         return AmoCRMSource(
-            self.base_url,
-            account=self.subdomain,
-            client_id=self.client_id or None,
+            base_url,
+            account=subdomain,
+            client_id=client_id,
             client_secret=_secret("AMOCRM_CLIENT_SECRET"),
-            redirect_uri=self.redirect_uri or None,
-            token_store=TokenStore(settings.state_dir() / f"amocrm_{self.subdomain}_token.json"),
+            redirect_uri=self.redirect_uri or os.environ.get("AMOCRM_REDIRECT_URI") or None,
+            token_store=TokenStore(settings.state_dir() / f"amocrm_{subdomain}_token.json"),
             initial_refresh_token=_secret("AMOCRM_REFRESH_TOKEN"),
             long_lived_token=_secret("AMOCRM_LONG_LIVED_TOKEN"),
             rate_limit_per_s=self.rate_limit_per_s,
         )
+
+
+def amocrm_account(base_url: str = "", subdomain: str = "") -> tuple[str, str]:
+    """(base URL, subdomain) from the arguments or AMOCRM_BASE_URL / AMOCRM_SUBDOMAIN: either
+    one is enough (``acme`` -> https://acme.amocrm.ru; https://acme.kommo.com -> ``acme``)."""
+    base_url = base_url or os.environ.get("AMOCRM_BASE_URL", "").strip()
+    subdomain = subdomain or os.environ.get("AMOCRM_SUBDOMAIN", "").strip()
+    if not base_url and not subdomain:
+        raise ValueError("amoCRM needs AMOCRM_BASE_URL (https://<subdomain>.amocrm.ru) "
+                         "or AMOCRM_SUBDOMAIN")
+    if not base_url:
+        base_url = f"https://{subdomain}.amocrm.ru"
+    if not subdomain:
+        host = urlsplit(base_url).hostname or ""
+        subdomain = host.split(".")[0] if host else ""
+        if not subdomain:
+            raise ValueError(f"AMOCRM_BASE_URL {base_url!r} names no host; set AMOCRM_SUBDOMAIN")
+    return base_url, subdomain
+
+
+# Entities an account may not have (companies, the buyer funnel, the bin): AMOCRM_SKIP_ENTITIES
+# leaves them out of the graph; "buyers" names the three buyer-funnel entities at once.
+AMOCRM_OPTIONAL_ENTITIES = ("companies", "customers", "customer_statuses", "transactions",
+                            "deleted_leads")
+AMOCRM_ENTITY_ALIASES = {"buyers": ("customers", "customer_statuses", "transactions"),
+                         "bin": ("deleted_leads",)}
+
+
+def amocrm_skipped_entities() -> tuple[str, ...]:
+    """The optional amoCRM entities switched off by AMOCRM_SKIP_ENTITIES (comma-separated)."""
+    raw = os.environ.get("AMOCRM_SKIP_ENTITIES", "")
+    skipped: list[str] = []
+    for name in (n.strip().lower() for n in raw.split(",")):
+        if not name:
+            continue
+        names = AMOCRM_ENTITY_ALIASES.get(name, (name,))
+        if any(n not in AMOCRM_OPTIONAL_ENTITIES for n in names):
+            allowed = ", ".join([*AMOCRM_OPTIONAL_ENTITIES, *AMOCRM_ENTITY_ALIASES])
+            raise ValueError(f"AMOCRM_SKIP_ENTITIES: {name!r} cannot be switched off; "
+                             f"optional entities are {allowed}")
+        skipped += [n for n in names if n not in skipped]
+    return tuple(skipped)
 
 
 def _bounded(
@@ -88,25 +141,25 @@ def _bounded(
 class YandexDirectResource(dg.ConfigurableResource):
     """One Yandex Direct advertiser (Reports API v5). Secret: YANDEX_DIRECT_TOKEN.
 
-    Optional: YANDEX_DIRECT_BASE_URL (the API or an emulator), YANDEX_DIRECT_UNTIL_DATE
-    (default: yesterday in Moscow).
+    Env: YANDEX_DIRECT_CLIENT_LOGIN, YANDEX_DIRECT_START_DATE (fields left empty are read
+    when a run starts); optional YANDEX_DIRECT_BASE_URL (the API or an emulator),
+    YANDEX_DIRECT_UNTIL_DATE (default: yesterday in Moscow).
     """
 
-    client_login: str
-    start_date: str
+    client_login: str = ""
+    start_date: str = ""
     chunk_days: int = 366
 
     def source(self, start_date: date | None = None,
                until_date: date | None = None) -> YandexDirectSource:
-        token = _secret("YANDEX_DIRECT_TOKEN")
-        if not token:
-            raise ValueError("YANDEX_DIRECT_TOKEN is not set")
-        first, last = _bounded(date.fromisoformat(self.start_date),
+        token = _required("YANDEX_DIRECT_TOKEN")
+        configured = self.start_date or _required("YANDEX_DIRECT_START_DATE")
+        first, last = _bounded(date.fromisoformat(configured),
                                _env_date("YANDEX_DIRECT_UNTIL_DATE"), start_date, until_date)
         return YandexDirectSource(
             os.environ.get("YANDEX_DIRECT_BASE_URL") or "https://api.direct.yandex.com",
             token=token,
-            client_login=self.client_login,
+            client_login=self.client_login or _required("YANDEX_DIRECT_CLIENT_LOGIN"),
             start_date=first,
             until_date=last,
             chunk_days=self.chunk_days,
@@ -114,20 +167,8 @@ class YandexDirectResource(dg.ConfigurableResource):
 
 
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
-    """Resource instances wired to environment variables (resolved when a run starts)."""
-    return {
-        "warehouse": WarehouseResource(),
-        "amocrm": AmoCRMResource(
-            base_url=dg.EnvVar("AMOCRM_BASE_URL"),
-            subdomain=dg.EnvVar("AMOCRM_SUBDOMAIN"),
-            client_id=dg.EnvVar("AMOCRM_CLIENT_ID"),
-            redirect_uri=dg.EnvVar("AMOCRM_REDIRECT_URI"),
-        ),
-        "yandex_direct": YandexDirectResource(
-            client_login=dg.EnvVar("YANDEX_DIRECT_CLIENT_LOGIN"),
-            start_date=dg.EnvVar("YANDEX_DIRECT_START_DATE"),
-        ),
-    }
+    """The warehouse and every source configured in the environment (see ``SOURCES``)."""
+    return {"warehouse": WarehouseResource(), **source_resources()}
 
 
 def _env_date(name: str) -> date | None:
@@ -255,21 +296,31 @@ class Bitrix24Resource(dg.ConfigurableResource):
         )
 
 
-# A source joins the graph when one of its identifying variables is set (amoCRM and Direct
-# always).
-OPTIONAL_SOURCES: dict[str, tuple[tuple[str, ...], type[dg.ConfigurableResource]]] = {
+# A source joins the graph when one of its identifying variables is set; any subset works,
+# down to the files folder alone. voronka doctor and the graph both use this one rule.
+SOURCES: dict[str, tuple[tuple[str, ...], type[dg.ConfigurableResource]]] = {
+    "amocrm": (("AMOCRM_BASE_URL", "AMOCRM_SUBDOMAIN"), AmoCRMResource),
+    "yandex_direct": (("YANDEX_DIRECT_CLIENT_LOGIN", "YANDEX_DIRECT_TOKEN"), YandexDirectResource),
     "vk_ads": (("VK_ADS_CLIENT_ID",), VKAdsResource),
     "google_ads": (("GOOGLE_ADS_CUSTOMER_ID",), GoogleAdsResource),
     "meta_ads": (("META_ADS_ACCOUNT_ID",), MetaAdsResource),
     "files": (("VORONKA_FILES_DIR",), FilesResource),
     "bitrix24": (("BITRIX24_WEBHOOK_URL", "BITRIX24_CLIENT_ID"), Bitrix24Resource),
 }
+OPTIONAL_SOURCES = SOURCES  # every source is optional now; the old name stays for callers
 
 
-def enabled_optional_sources() -> list[str]:
-    return [name for name, (names, _) in OPTIONAL_SOURCES.items()
-            if any(os.environ.get(var) for var in names)]
+def enabled_sources() -> list[str]:
+    """The sources whose settings are present in the environment, in graph order."""
+    return [name for name, (names, _) in SOURCES.items()
+            if any((os.environ.get(var) or "").strip() for var in names)]
 
 
-def optional_resources() -> dict[str, dg.ConfigurableResource]:
-    return {name: OPTIONAL_SOURCES[name][1]() for name in enabled_optional_sources()}
+def disabled_reason(source: str) -> str:
+    """Why a source is not in the graph, for checks that skip it."""
+    names = " / ".join(SOURCES[source][0])
+    return f"{source} is not configured ({names} unset)"
+
+
+def source_resources() -> dict[str, dg.ConfigurableResource]:
+    return {name: SOURCES[name][1]() for name in enabled_sources()}

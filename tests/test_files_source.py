@@ -41,17 +41,19 @@ def folder(tmp_path: Path) -> Path:
 
 def test_rows_are_read_with_line_numbers_and_malformed_ones_quarantined(folder: Path) -> None:
     [page] = list(FilesSource(folder).pages("orders", None))
-    assert [r.payload["_line"] for r in page.records] == [2, 3, 4, 5, 6, 7]
-    assert page.records[0].payload["amount"] == "45 000,50"  # kept as received
+    # A-1's two lines are one order (line items), kept as received under _lines
+    assert [r.payload["_line"] for r in page.records] == [2, 3, 4, 5, 6]
+    assert [r["amount"] for r in page.records[0].payload["_lines"]] == ["45 000,50", "10"]
     good, bad = validate_file_rows(page.records)
-    assert [r.record_id for r in good] == ["A-1", "A-2"]
+    assert [r.record_id for r in good] == ["A-2"]
     reasons = {q.record.payload["_line"]: q.reason for q in bad}
     assert reasons == {
+        2: "shop_export.csv line 7: field 'order_date' is '2026-05-06' but line 2 of order "
+           "'A-1' says '2026-05-01'",
         4: "shop_export.csv line 4: field 'amount' must not be negative, got '-10'",
         5: "shop_export.csv line 5: field 'order_date' expected a date (YYYY-MM-DD or "
            "DD.MM.YYYY), got 'yesterday'",
         6: "shop_export.csv line 6: field 'amount' is required but empty",
-        7: "shop_export.csv line 7: field 'order_id' repeats the key of shop_export.csv line 2",
     }
 
 
@@ -61,7 +63,7 @@ def test_sync_lands_good_rows_quarantines_bad_and_reruns_without_duplicates(
     wh = DuckDBWarehouse(tmp_path / "w.duckdb")
     source = FilesSource(folder, account="shop")
     first = sync_entity(source, "orders", wh, run_id="r1", validate=validate_file_rows)
-    assert (first.inserted, first.quarantined) == (2, 4)
+    assert (first.inserted, first.quarantined) == (1, 4)
     spend = sync_entity(source, "ad_spend", wh, run_id="r1", validate=validate_file_rows)
     assert (spend.inserted, spend.quarantined) == (2, 1)
     quarantined = wh.query_df("select entity, record_id, reason from raw._quarantine "
@@ -69,8 +71,8 @@ def test_sync_lands_good_rows_quarantines_bad_and_reruns_without_duplicates(
     assert quarantined.reason.tolist() == [
         "offline.parquet line 3: field 'spend' is required but empty"]
     again = sync_entity(source, "orders", wh, run_id="r2", validate=validate_file_rows)
-    assert (again.inserted, again.duplicates) == (0, 2)
-    assert wh.count_rows("raw.files__orders") == 2
+    assert (again.inserted, again.duplicates) == (0, 1)
+    assert wh.count_rows("raw.files__orders") == 1
 
 
 def test_a_file_without_a_required_column_is_named_in_the_error(tmp_path: Path) -> None:

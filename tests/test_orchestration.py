@@ -40,7 +40,14 @@ def test_daily_schedule_runs_in_moscow_time() -> None:
     assert schedule.job_name == "daily_refresh"
 
 
-def test_mart_checks_are_blocking_and_secrets_are_not_config() -> None:
+def test_mart_checks_are_blocking_and_secrets_are_not_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orchestration.definitions import build_defs
+
+    monkeypatch.setenv("AMOCRM_SUBDOMAIN", "acme")
+    monkeypatch.setenv("YANDEX_DIRECT_CLIENT_LOGIN", "acme")
+    defs = build_defs()
     checks = {
         (key.asset_key.to_user_string(), key.name)
         for key in defs.resolve_asset_graph().asset_check_keys
@@ -146,6 +153,7 @@ def test_optional_sources_join_the_graph_when_configured(monkeypatch: pytest.Mon
     for var in ("VK_ADS_CLIENT_ID", "GOOGLE_ADS_CUSTOMER_ID", "META_ADS_ACCOUNT_ID",
                 "VORONKA_FILES_DIR", "BITRIX24_WEBHOOK_URL", "BITRIX24_CLIENT_ID"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AMOCRM_SUBDOMAIN", "acme")
     keys = materializable_keys(build_defs())
     assert "raw/vk_ads__ad_plan_stats" not in keys and "raw/files__orders" not in keys
     assert "raw/amocrm__leads" in keys

@@ -2,6 +2,7 @@
 and the optional sources' wiring (Bitrix24, the new amoCRM entities)."""
 
 import json
+import os
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -51,11 +52,18 @@ DATE_VARS = tuple(f"{p}_{kind}_DATE" for p in ("YANDEX_DIRECT", "VK_ADS", "GOOGL
                                                 "META_ADS") for kind in ("START", "UNTIL"))
 
 
+# amoCRM and Direct join the graph by their settings too (tests/test_sources_by_config.py)
+AMOCRM_AND_DIRECT = {"AMOCRM_SUBDOMAIN": "acme", "YANDEX_DIRECT_CLIENT_LOGIN": "acme"}
+
+
 def build(monkeypatch: pytest.MonkeyPatch, **env: str) -> dg.Definitions:
     from orchestration.definitions import build_defs
 
     for var in (*OPTIONAL_VARS, *DATE_VARS):
         monkeypatch.delenv(var, raising=False)
+    for var, value in AMOCRM_AND_DIRECT.items():
+        if not os.environ.get(var):
+            monkeypatch.setenv(var, value)
     for var, value in env.items():
         monkeypatch.setenv(var, value)
     return build_defs()

@@ -180,8 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--max-rows", type=int, default=40)
     query.set_defaults(func=_cmd_query)
     from audiences import cli as audiences_cli
+    from voronka import doctor
 
     audiences_cli.add_parser(sub)
+    doctor.add_parser(sub)
     return parser
 
 

@@ -58,7 +58,7 @@ DEMO_YANDEX_AUDIENCE_TOKEN = "demo-yandex-token"
 # other three (VK is exercised against its emulator in tests/test_audience_sync.py).
 DEMO_AUDIENCE_PLATFORMS = "meta,google,yandex"
 DEMO_BITRIX24_WEBHOOK_CODE = "demo-b24-webhook-7kq2"  # a secret inside the webhook URL
-VORONKA_SCHEMAS = ("raw", "seeds", "staging", "intermediate", "marts")
+VORONKA_SCHEMAS = ("raw", "seeds", "staging", "intermediate", "marts", "marts_build")
 
 
 @dataclass

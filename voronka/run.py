@@ -125,6 +125,20 @@ def failed_blocking_checks(result: dg.ExecuteInProcessResult) -> int:
                if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR)
 
 
+def alert_failure(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> None:
+    """A headless run may have no daemon to run the alert sensor: post the failure here (the
+    run is tagged once posted, so the sensor never posts it twice)."""
+    from orchestration.alerts import AlertDeliveryError, destinations, send_failure_alert
+
+    try:
+        if destinations():
+            reached = send_failure_alert(instance, result.dagster_run)
+            if reached:
+                print(f"Failure alert sent to {', '.join(reached)}.")
+    except (AlertDeliveryError, ValueError) as exc:
+        print(f"voronka run: the failure alert was not delivered: {exc}", file=sys.stderr)
+
+
 def run_configured(
     first: date | None = None, last: date | None = None, as_of: date | None = None,
     env_file: Path | None = None, history: bool = True,
@@ -155,7 +169,10 @@ def run_configured(
           + (f" (settings from {env_path})" if env_path else "")
           + (f"; ad spend {span[0]}..{span[1]}" if span else "")
           + f"\n  full Dagster and dbt log: {log_path}", flush=True)
-    result = execute_with_progress(run_instance(history), log_path, terminal, span)
+    instance = run_instance(history)
+    result = execute_with_progress(instance, log_path, terminal, span)
     print_summary(result, wall_time_s=time.monotonic() - started, log_path=log_path)
+    if not result.success:
+        alert_failure(instance, result)
     return 0 if result.success and not failed_blocking_checks(result) else 1
 

@@ -46,6 +46,20 @@ def step_failure_lines(result: dg.ExecuteInProcessResult) -> list[str]:
     return lines
 
 
+def skipped_entity_lines(result: dg.ExecuteInProcessResult) -> list[str]:
+    """Source entities the account does not have or has switched off (402/422/204 answers),
+    with the reason, so a user sees why a raw table is empty or missing."""
+    lines = []
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        reason = (materialization.metadata or {}).get("skipped")
+        if reason is not None:
+            lines.append(f"  {materialization.asset_key.to_user_string()}: "
+                         f"{getattr(reason, 'value', reason)}")
+    return ["Skipped source entities (the run went on without them):", *lines, ""] \
+        if lines else []
+
+
 def audience_lines(wh: Any) -> list[str]:
     """The latest sync of each segment to each platform: status and customers added/removed
     (counts only, never an identifier)."""
@@ -91,7 +105,8 @@ def print_summary(
     lines += _table("Raw tables (rows):", wh.table_counts("raw"))
     quarantined = quarantined_count(wh)
     lines.append(f"  quarantined records (raw._quarantine): {quarantined}")
-    lines += ["", *_table("Marts (rows):", wh.table_counts("marts")), ""]
+    lines += ["", *skipped_entity_lines(result)]
+    lines += [*_table("Marts (rows):", wh.table_counts("marts")), ""]
     lines += check_lines(result)[1]
     lines.append("")
     lines += audience_lines(wh)

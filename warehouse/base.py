@@ -27,6 +27,15 @@ class LandResult:
     duplicates: int
 
 
+@dataclass(frozen=True)
+class Publication:
+    """What a publication did: where BI reads, the tables swapped in, what BI must know."""
+
+    location: str
+    tables: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
 def utcnow() -> datetime:
     """Naive UTC now; raw timestamps are stored as UTC without a zone."""
     return datetime.now(UTC).replace(tzinfo=None)
@@ -209,9 +218,18 @@ class Warehouse(ABC):
                      for row in df.itertuples(index=False)],
                 )
 
+    def mart_table(self, model: str) -> str:
+        """The relation holding the latest build of a mart: what checks must read."""
+        return f"marts.{model}"
+
     def publish(self) -> str | None:
         """Make the freshly built marts visible to BI users; returns where they are."""
         return None
+
+    def publish_marts(self, models: Sequence[str] | None = None) -> Publication:
+        """Publish the marts (all, or the named models); only after their checks passed."""
+        location = self.publish() or self.describe()
+        return Publication(location=location, tables=tuple(self.list_tables("marts")))
 
     def describe(self) -> str:
         return self.kind

@@ -1,9 +1,15 @@
 {#- Shared rules of the unified CRM model: UTM → channel, identity-graph nodes, contact points. -#}
 {#-
     `select <keys>, channel from <relation>`: the acquisition channel of rows that carry
-    utm_source / utm_medium, through the editable `channel_mapping` seed. An exact
-    (utm_source, utm_medium) row wins, then a '*' source row for the medium; no UTM at all is
-    `direct`; anything else is `other`. Leads and file orders share this one rule.
+    utm_source / utm_medium (trimmed, lower-cased, null when missing), through the mapping in
+    force (int_channel_mapping: the user's VORONKA_CHANNEL_MAPPING file or the shipped seed).
+    The most specific row wins: exact (source, medium) > exact source with '*' medium > '*'
+    source with exact medium > '*','*'. '*' matches any value, a missing one included; an
+    empty cell (null) matches only a missing tag. A row with no UTM at all is matched only by
+    the row whose two cells are empty, else it is `direct`; a tagged row no rule matches is
+    `other`. One left join per level: each level has at most one row per tag (the mapping is
+    unique by pair), so the relation keeps its row count. Leads and file orders share it.
+    docs/CHANNELS.md is the user's manual.
 -#}
 {% macro select_channel(relation, keys) -%}
     select
@@ -11,24 +17,33 @@
         tagged.{{ key }},
         {% endfor -%}
         case
-            when tagged.utm_source is null and tagged.utm_medium is null then 'direct'
-            else coalesce(exact_match.channel, any_source.channel, 'other')
+            when tagged.utm_source is null and tagged.utm_medium is null
+                then coalesce(no_utm.channel, 'direct')
+            else coalesce(
+                exact_pair.channel, source_any_medium.channel, any_source_medium.channel,
+                any_any.channel, 'other'
+            )
         end as channel
     from {{ relation }} as tagged
-    left join (
-        select lower(trim(utm_source)) as utm_source, lower(trim(utm_medium)) as utm_medium,
-            channel
-        from {{ ref('channel_mapping') }}
-    ) as exact_match
-        on exact_match.utm_source <> '*'
-        and tagged.utm_source = exact_match.utm_source
-        and tagged.utm_medium = exact_match.utm_medium
-    left join (
-        select lower(trim(utm_medium)) as utm_medium, channel
-        from {{ ref('channel_mapping') }}
-        where trim(utm_source) = '*'
-    ) as any_source
-        on tagged.utm_medium = any_source.utm_medium
+    left join {{ ref('int_channel_mapping') }} as exact_pair
+        on coalesce(exact_pair.utm_source, '') = coalesce(tagged.utm_source, '')
+        and coalesce(exact_pair.utm_medium, '') = coalesce(tagged.utm_medium, '')
+        and coalesce(exact_pair.utm_source, '') <> '*'
+        and coalesce(exact_pair.utm_medium, '') <> '*'
+    left join {{ ref('int_channel_mapping') }} as source_any_medium
+        on coalesce(source_any_medium.utm_source, '') = coalesce(tagged.utm_source, '')
+        and coalesce(source_any_medium.utm_source, '') <> '*'
+        and source_any_medium.utm_medium = '*'
+    left join {{ ref('int_channel_mapping') }} as any_source_medium
+        on any_source_medium.utm_source = '*'
+        and coalesce(any_source_medium.utm_medium, '') = coalesce(tagged.utm_medium, '')
+        and coalesce(any_source_medium.utm_medium, '') <> '*'
+    left join {{ ref('int_channel_mapping') }} as any_any
+        on any_any.utm_source = '*'
+        and any_any.utm_medium = '*'
+    left join {{ ref('int_channel_mapping') }} as no_utm
+        on no_utm.utm_source is null
+        and no_utm.utm_medium is null
 {%- endmacro %}
 
 {#- The identity-graph node of a contact-like record: '<source>:<account>:<id>'. -#}

@@ -68,13 +68,13 @@
 
 {#-
     Currency of a money value from a file: the ISO code as written (upper-cased), or, when
-    the cell is empty, var('files_default_currency') (default 'RUB'): a file that does not
-    say is in the account currency.
+    the cell is empty, var('files_default_currency') (default: env VORONKA_CURRENCY, else
+    'RUB'): a file that does not say is in the account currency.
 -#}
 {% macro file_currency(currency_text) -%}
     coalesce(
         nullif(upper(trim({{ currency_text }})), ''),
-        '{{ var("files_default_currency", "RUB") }}'
+        '{{ var("files_default_currency", env_var("VORONKA_CURRENCY", "") or "RUB") | upper | trim }}'
     )
 {%- endmacro %}
 

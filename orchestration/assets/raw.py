@@ -23,11 +23,16 @@ from extractors.bitrix24 import Bitrix24Source
 from extractors.files import FilesSource
 from extractors.google_ads import GoogleAdsSource
 from extractors.meta_ads import MetaAdsSource
-from extractors.sync import sync_entity
+from extractors.sync import SyncResult, sync_entity
 from extractors.vk_ads import VKAdsSource
 from extractors.yandex_direct import YandexDirectSource
 from orchestration.partitions import AD_SPEND_PLATFORMS, is_ad_spend
-from orchestration.resources import WarehouseResource, enabled_optional_sources
+from orchestration.resources import (
+    AMOCRM_OPTIONAL_ENTITIES,
+    WarehouseResource,
+    amocrm_skipped_entities,
+    enabled_sources,
+)
 from warehouse.contact_points import build_contact_points
 from warehouse.records import QuarantinedRecord, RawRecord, raw_table_name
 
@@ -43,8 +48,6 @@ SOURCE_CLASSES: dict[str, type] = {
 ALL_RAW_ENTITIES: dict[str, tuple[str, ...]] = {
     source: tuple(cls.ENTITIES) for source, cls in SOURCE_CLASSES.items()
 }
-ALWAYS_ENABLED = ("amocrm", "yandex_direct")
-
 # Sources whose entity carries phones/e-mails: raw.contact_points reads every one enabled.
 CONTACT_BEARING: tuple[tuple[str, str], ...] = (
     ("amocrm", "contacts"), ("bitrix24", "contacts"), ("bitrix24", "leads"), ("files", "orders"),
@@ -52,9 +55,12 @@ CONTACT_BEARING: tuple[tuple[str, str], ...] = (
 
 
 def enabled_raw_entities() -> dict[str, tuple[str, ...]]:
-    """amoCRM and Yandex Direct always; other sources when their variables are set."""
-    enabled = {*ALWAYS_ENABLED, *enabled_optional_sources()}
-    return {s: entities for s, entities in ALL_RAW_ENTITIES.items() if s in enabled}
+    """The entities of every source whose settings are present (``enabled_sources``), less
+    the optional amoCRM entities switched off by AMOCRM_SKIP_ENTITIES."""
+    enabled = set(enabled_sources())
+    skipped = {"amocrm": amocrm_skipped_entities()}
+    return {s: tuple(e for e in entities if e not in skipped.get(s, ()))
+            for s, entities in ALL_RAW_ENTITIES.items() if s in enabled}
 
 
 # Per source: entity names repeat across sources (amoCRM leads are not Bitrix24 leads).
@@ -116,6 +122,9 @@ MAX_REASONS_IN_METADATA = 10
 
 def entity_description(source: str, entity: str) -> str:
     text = ENTITY_DESCRIPTIONS.get(source, {}).get(entity) or f"{source} {entity}, raw payloads."
+    if source == "amocrm" and entity in AMOCRM_OPTIONAL_ENTITIES:
+        text += (" Optional: AMOCRM_SKIP_ENTITIES leaves it out; a 'feature off' answer (402, "
+                 "422 on customers*) or 204 skips it with metadata 'skipped'.")
     if is_ad_spend(source, entity):
         days = AD_SPEND_PLATFORMS[source].settle_days
         text += (f" Partitioned by day (Moscow); the daily run re-pulls the last {days} days "
@@ -164,6 +173,18 @@ class RangeLanding:
         current = self.warehouse.get_cursor(source, account, entity)
         if current is None or value > current:  # ISO dates order as strings
             self.warehouse.set_cursor(source, account, entity, value)
+
+
+def landed_summary(result: SyncResult) -> str:
+    """One line for the run log: "0 landed, 12 quarantined" when a whole batch was refused."""
+    text = f"{result.inserted} landed, {result.quarantined} quarantined"
+    return text + (f", {result.duplicates} unchanged" if result.duplicates else "")
+
+
+def table_rows(wh: Any, table: str) -> int:
+    """Rows of raw.<table>; 0 when nothing was ever landed there (a batch wholly quarantined,
+    an entity the account does not have), instead of the backend's missing-table error."""
+    return wh.count_rows(f"raw.{table}") if table in wh.list_tables("raw") else 0
 
 
 def build_raw_asset(
@@ -221,8 +242,13 @@ def _raw_asset_def(
         reasons = [q.reason for q in validator.quarantined][:MAX_REASONS_IN_METADATA]
         for reason in reasons:
             context.log.warning(f"quarantined: {reason}")
+        context.log.info(f"{source} {entity}: {landed_summary(result)}")
+        if result.skipped:
+            context.log.warning(f"{source} {entity} skipped: {result.skipped}")
         yield dg.MaterializeResult(metadata={
             **range_meta,
+            "summary": landed_summary(result),
+            **({"skipped": result.skipped} if result.skipped else {}),
             "fetched": result.fetched,
             "inserted": result.inserted,
             "duplicates_skipped": result.duplicates,
@@ -230,8 +256,7 @@ def _raw_asset_def(
             "pages": result.pages,
             **({} if partitioned else {"cursor_before": str(result.cursor_before),
                                        "cursor_after": str(result.cursor_after)}),
-            "table_rows": wh.count_rows(f"raw.{raw_table_name(source, entity)}")
-            if result.fetched else 0,
+            "table_rows": table_rows(wh, raw_table_name(source, entity)),
         })
         yield dg.AssetCheckResult(
             check_name=RAW_CHECK,

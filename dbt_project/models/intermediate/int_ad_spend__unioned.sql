@@ -5,8 +5,9 @@
 --   API platforms: platform = channel = the source (yandex_direct, vk_ads, google_ads,
 --   meta_ads).
 --   Files: platform = the file's normalised platform; channel = that name when it is one of
---   the four ad channels, else the `channel_mapping` seed's cpc row whose utm_source equals
---   it ('vk' -> vk_ads, 'facebook' -> meta_ads, ...), else 'other'.
+--   the four ad channels, else the channel mapping's (int_channel_mapping) row for that
+--   utm_source and medium cpc, or else '*' ('vk' -> vk_ads, 'facebook' -> meta_ads, ...),
+--   else 'other'.
 with
 
 yandex_direct as (
@@ -39,13 +40,19 @@ files as (
 
 ),
 
--- one channel per paid utm_source ('*' rows are medium-wide and do not name a platform)
+-- one channel per paid utm_source: its cpc row, else its any-medium row ('*' source rows
+-- are medium-wide and do not name a platform)
 platform_channels as (
 
-    select lower(trim(utm_source)) as platform, min(channel) as channel
-    from {{ ref('channel_mapping') }}
-    where lower(trim(utm_medium)) = 'cpc' and utm_source <> '*'
-    group by lower(trim(utm_source))
+    select
+        utm_source as platform,
+        coalesce(
+            max(case when utm_medium = 'cpc' then channel end),
+            max(case when utm_medium = '*' then channel end)
+        ) as channel
+    from {{ ref('int_channel_mapping') }}
+    where utm_medium in ('cpc', '*') and utm_source <> '*'
+    group by utm_source
 
 ),
 

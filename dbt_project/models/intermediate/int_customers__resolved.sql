@@ -1,9 +1,9 @@
 -- Identity resolution across sources: one row per identity-graph node (an amoCRM contact, a
 -- Bitrix24 contact, a Bitrix24 lead without a contact, a file order) with the customer it
 -- belongs to. Nodes are the same person
--- when they share a normalised phone or e-mail, directly or through a chain (A shares a phone
--- with B, B an e-mail with C), in any CRM or file: the connected components of the "shares a
--- contact point" graph. customer_id = 'c_' + the first 16 hex digits of md5(smallest node id
+-- when they share a normalised phone or e-mail, or (file orders of one files account) the
+-- shop's own customer_id, directly or through a chain (A shares a phone with B, B an e-mail
+-- with C), in any CRM or file: the connected components of the "shares a contact point" graph. customer_id = 'c_' + the first 16 hex digits of md5(smallest node id
 -- of the component): stable for the same data on every backend.
 with recursive
 
@@ -35,7 +35,17 @@ nodes as (
 
 points as (
 
-    select * from {{ ref('int_contact_points__unioned') }}
+    select node_id, point_kind, value_normalized
+    from {{ ref('int_contact_points__unioned') }}
+    union
+    -- the shop's customer key links the orders of one files account only (the key is
+    -- namespaced by it); it is not a contact point, so audiences never see it
+    select
+        {{ node_id('files', 'account', 'order_record_id') }},
+        'files_customer_id',
+        account || ':' || shop_customer_id
+    from {{ ref('stg_files__orders') }}
+    where shop_customer_id is not null
 
 ),
 

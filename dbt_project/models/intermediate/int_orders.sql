@@ -8,6 +8,11 @@
 -- gross_margin = the source's own margin (orders files) where it has one, else
 -- amount x var('margin_rate'); margin_known says whether it is a real margin (a source margin,
 -- or a margin_rate other than 1). product_category = the file's product (CRM orders carry none).
+-- currency = the file row's or the Bitrix24 deal's own currency, else the account currency
+-- (var files_default_currency, default env VORONKA_CURRENCY, else RUB): amounts are added up
+-- in marts, so fct_orders carries it and a mart check refuses more than one.
+{%- set account_currency = (var("files_default_currency", env_var("VORONKA_CURRENCY", "")
+                                 or "RUB") | upper | trim) %}
 with
 
 leads as (
@@ -28,6 +33,13 @@ as_of as (
 
 ),
 
+b24_deals as (
+
+    select account, 'bitrix24_deal_' || cast(deal_id as varchar) as lead_id, currency
+    from {{ ref('stg_bitrix24__deals') }}
+
+),
+
 won_leads as (
 
     select
@@ -41,8 +53,12 @@ won_leads as (
         coalesce(leads.closed_at, leads.updated_at) as ordered_at,
         coalesce(leads.amount, 0) as amount,
         cast(null as numeric(18, 2)) as source_gross_margin,
-        cast(null as varchar) as product_category
+        cast(null as varchar) as product_category,
+        coalesce(b24_deals.currency, cast('{{ account_currency }}' as varchar)) as currency
     from leads
+    left join b24_deals
+        on leads.account = b24_deals.account
+        and leads.lead_id = b24_deals.lead_id
     where leads.is_won
 
 ),
@@ -59,7 +75,8 @@ transactions as (
         tx.completed_at as ordered_at,
         coalesce(tx.amount, 0) as amount,
         cast(null as numeric(18, 2)) as source_gross_margin,
-        cast(null as varchar) as product_category
+        cast(null as varchar) as product_category,
+        cast('{{ account_currency }}' as varchar) as currency
     from {{ ref('stg_amocrm__transactions') }} as tx
     left join {{ ref('stg_amocrm__customers') }} as buyers
         on tx.account = buyers.account
@@ -82,7 +99,8 @@ file_orders as (
         cast(file_orders.order_date as timestamp) as ordered_at,
         file_orders.amount,
         file_orders.gross_margin as source_gross_margin,
-        file_orders.product as product_category
+        file_orders.product as product_category,
+        file_orders.currency
     from {{ ref('stg_files__orders') }} as file_orders
     inner join customers
         on customers.node_id
@@ -127,6 +145,7 @@ numbered as (
             as gross_margin,
         (source_gross_margin is not null or {{ var('margin_rate') }} <> 1) as margin_known,
         product_category,
+        currency,
         row_number() over (
             partition by customer_id order by ordered_at, order_id
         ) as order_number

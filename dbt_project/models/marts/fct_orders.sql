@@ -1,6 +1,7 @@
 -- One row per order (won lead or deal, amoCRM transaction, file order) up to the as-of date,
 -- numbered per customer.
--- channel = the customer's first-touch channel.
+-- channel = the customer's first-touch channel. currency = the one account currency (file rows in
+-- another are quarantined; a mart check refuses two currencies in one mart).
 with
 
 orders as (
@@ -25,6 +26,7 @@ final as (
         orders.order_date,
         orders.order_month,
         {{ money('orders.amount') }} as amount,
+        orders.currency,
         {{ money('orders.gross_margin') }} as gross_margin,
         orders.margin_known,
         orders.product_category,

@@ -27,7 +27,11 @@ fields as (
         trim({{ json_str('payload', 'campaign_id') }}) as campaign_id,
         nullif(trim({{ json_str('payload', 'campaign_name') }}), '') as campaign_name,
         {{ json_str('payload', 'spend') }} as spend_text,
-        {{ file_currency(json_str('payload', 'currency')) }} as currency,
+        -- a foreign currency converted with the rates file (extractors/files.py) is in the
+        -- account currency x the rate of its day
+        cast({{ json_str('payload', '_rate') }} as numeric(18, 6)) as exchange_rate,
+        {{ file_currency("case when " ~ json_str('payload', '_rate') ~ " is null then "
+                         ~ json_str('payload', 'currency') ~ " end") }} as currency,
         nullif(trim({{ json_str('payload', 'impressions') }}), '') as impressions,
         nullif(trim({{ json_str('payload', 'clicks') }}), '') as clicks,
         lower(trim({{ json_str('payload', 'vat_included') }})) as vat_included_text,
@@ -51,7 +55,7 @@ parsed as (
         campaign_name,
         {{ parse_date_text('date_text') }} as report_date,
         -- spaces as thousands separators, a lone decimal comma (macros/text_parsing.sql)
-        {{ parse_money('spend_text') }} as cost,
+        {{ money(parse_money('spend_text') ~ ' * coalesce(exchange_rate, 1)') }} as cost,
         currency,
         impressions,
         clicks,

@@ -2,7 +2,9 @@
 -- arrives as text exactly as in the file, already checked against the file contract
 -- (extractors/files.py): dates are YYYY-MM-DD or DD.MM.YYYY, money may use spaces as
 -- thousands separators and a decimal comma ("45 000,50"); the parsing macros are shared with
--- stg_files__ad_spend (macros/text_parsing.sql).
+-- stg_files__ad_spend (macros/text_parsing.sql). A line-item order (several rows of one file
+-- sharing the order_id) arrives as one record: amount, gross_margin and quantity are already
+-- the sums over its lines (extractors/files.py merge_lines), the lines themselves under _lines.
 with
 
 source as (
@@ -27,6 +29,10 @@ fields as (
         {{ json_str('payload', 'amount') }} as amount_text,
         {{ json_str('payload', 'gross_margin') }} as gross_margin_text,
         {{ json_str('payload', 'currency') }} as currency_text,
+        -- set by the files source when a foreign currency was converted (rates file)
+        cast({{ json_str('payload', '_rate') }} as numeric(18, 6)) as exchange_rate,
+        {{ json_str('payload', 'quantity') }} as quantity_text,
+        nullif(trim({{ json_str('payload', 'customer_id') }}), '') as shop_customer_id,
         nullif(trim({{ json_str('payload', 'customer_phone') }}), '') as customer_phone,
         nullif(trim({{ json_str('payload', 'customer_email') }}), '') as customer_email,
         nullif(trim({{ json_str('payload', 'customer_name') }}), '') as customer_name,
@@ -48,15 +54,24 @@ renamed as (
         order_id,
         -- the raw key; identity resolution (raw.contact_points) names file orders by it
         record_id as order_record_id,
+        -- the shop's own customer key: an identity key of the files account
+        shop_customer_id,
 
         ----------  dates
         {{ parse_date_text('order_date_text') }} as order_date,
 
-        ----------  money
-        {{ parse_money('amount_text') }} as amount,
-        -- an empty currency cell means the account currency, as for file ad spend
-        {{ file_currency('currency_text') }} as currency,
-        {{ parse_money('gross_margin_text') }} as gross_margin,
+        ----------  money: in the account currency (a foreign one x the rate of its day)
+        {{ money(parse_money('amount_text') ~ ' * coalesce(exchange_rate, 1)') }} as amount,
+        -- an empty currency cell means the account currency, as for file ad spend; a
+        -- converted row is in the account currency now
+        {{ file_currency('case when exchange_rate is null then currency_text end') }}
+            as currency,
+        {{ money(parse_money('gross_margin_text') ~ ' * coalesce(exchange_rate, 1)') }}
+            as gross_margin,
+        {{ parse_money('amount_text') }} as source_amount,
+        {{ file_currency('currency_text') }} as source_currency,
+        exchange_rate,
+        {{ parse_money('quantity_text') }} as quantity,
 
         ----------  text
         customer_phone,
