@@ -145,7 +145,7 @@ def run_configured(
 ) -> int:
     """`voronka run`: returns the process exit code (0 all good, 1 a step or a blocking check
     failed, 2 the run could not start)."""
-    from voronka.summary import print_summary
+    from voronka.summary import RUN_UI_HINT, print_summary
 
     started = time.monotonic()
     terminal = sys.stdout
@@ -171,7 +171,8 @@ def run_configured(
           + f"\n  full Dagster and dbt log: {log_path}", flush=True)
     instance = run_instance(history)
     result = execute_with_progress(instance, log_path, terminal, span)
-    print_summary(result, wall_time_s=time.monotonic() - started, log_path=log_path)
+    print_summary(result, wall_time_s=time.monotonic() - started, log_path=log_path,
+                  ui_hint=RUN_UI_HINT)
     if not result.success:
         alert_failure(instance, result)
     return 0 if result.success and not failed_blocking_checks(result) else 1

@@ -91,8 +91,15 @@ def quarantined_count(wh: Any) -> int:
         return 0
 
 
+DEMO_UI_HINT = ("Dagster UI: make dev   (emulators + `dagster dev`, then open "
+                "http://127.0.0.1:3000)")
+RUN_UI_HINT = ("Dagster UI: .venv/bin/dagster dev   (reads .env; runs recorded in DAGSTER_HOME "
+               "are listed there)")
+
+
 def print_summary(
-    result: dg.ExecuteInProcessResult, wall_time_s: float, log_path: object = None
+    result: dg.ExecuteInProcessResult, wall_time_s: float, log_path: object = None,
+    ui_hint: str = DEMO_UI_HINT,
 ) -> None:
     conf = settings.WarehouseSettings.from_env()
     wh = conf.open()
@@ -118,7 +125,7 @@ def print_summary(
     else:
         lines.append(f"Warehouse: {wh.describe()} (schemas raw, staging, intermediate, marts)")
     lines += [
-        "Dagster UI: make dev   (emulators + `dagster dev`, then open http://127.0.0.1:3000)",
+        ui_hint,
         f'Query a mart: .venv/bin/voronka query "{QUERY_EXAMPLE}"',
     ]
     print("\n".join(lines))
