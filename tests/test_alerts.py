@@ -4,13 +4,11 @@ link, and never a secret; delivery failures are named without the URL."""
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 import pytest
+from _support import Receiver
 
 from orchestration.alerts import (
     ALERTED_TAG,
@@ -32,32 +30,6 @@ WEBHOOK_SECRET = "T0AAAA/B0BBBB/xoxb-webhook-secret-path"
 BOT_TOKEN = "123456:telegram-bot-secret-token"
 DB_PASSWORD = "pg-secret-password-42"
 ALERT_ENV = (WEBHOOK_ENV, TELEGRAM_TOKEN_ENV, TELEGRAM_CHAT_ENV, TELEGRAM_API_ENV, UI_ENV)
-
-
-class Receiver:
-    """An HTTP server on loopback that records every POST (path, JSON body) and answers
-    `status`."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[str, dict]] = []
-        self.status = 200
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.posts.append((self.path, json.loads(body)))
-                self.send_response(receiver.status)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b'{"ok": true}')
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from _support import Receiver
 
 import synthetic
 from voronka.demo import DEMO_DIRECT_TOKEN, running_emulators
@@ -77,13 +78,15 @@ def test_run_exits_non_zero_and_names_the_failed_step(tmp_path: Path) -> None:
     """A wrong Yandex Direct token: the raw step fails, the rest is skipped, the summary names
     the step and the API's error, the exit code is 1, and the token is nowhere in the output."""
     wrong_token = "not-the-direct-token-5f2c"
+    receiver = Receiver()  # a Slack-style webhook on loopback: no daemon, the run posts itself
     with running_emulators(seed=5, scale=0.05) as servers:
         env = {**clean_environment(), **warehouse_settings(tmp_path),
                "YANDEX_DIRECT_BASE_URL": servers.direct.base_url,
                "YANDEX_DIRECT_TOKEN": wrong_token,
                "YANDEX_DIRECT_CLIENT_LOGIN": servers.business.subdomain,
                "YANDEX_DIRECT_START_DATE": servers.business.start.isoformat(),
-               "YANDEX_DIRECT_UNTIL_DATE": servers.business.end.isoformat()}
+               "YANDEX_DIRECT_UNTIL_DATE": servers.business.end.isoformat(),
+               "VORONKA_ALERT_WEBHOOK_URL": f"{receiver.url}/hooks/secret-path"}
         assert wrong_token != DEMO_DIRECT_TOKEN
         done = run_voronka(cwd=tmp_path, env=env)
     out = done.stdout + done.stderr
@@ -92,6 +95,10 @@ def test_run_exits_non_zero_and_names_the_failed_step(tmp_path: Path) -> None:
     # the live display showed the failure and what did not run because of it
     assert "FAIL" in out and "assets not materialised because a step they depend on" in out
     assert wrong_token not in out
+    receiver.server.shutdown()
+    [(path, body)] = receiver.posts
+    assert path == "/hooks/secret-path" and "raw__yandex_direct__campaign_stats" in body["text"]
+    assert wrong_token not in body["text"] and "Failure alert sent to webhook" in out
     assert wrong_token not in (tmp_path / "logs" / "run.log").read_text()
 
 
