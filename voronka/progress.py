@@ -57,6 +57,7 @@ class RunProgress:
     failed: int = 0
     checks_passed: int = 0
     checks_failed: int = 0
+    checks_warned: int = 0
     models_built: int = 0
     materialized: set[str] = field(default_factory=set)
     checking: set[str] = field(default_factory=set)
@@ -105,15 +106,22 @@ class RunProgress:
         elif kind == "ASSET_CHECK_EVALUATION":
             if step:
                 self.checking.add(step)
-            evaluation = event.event_specific_data
-            self.checks_passed += evaluation.passed
-            self.checks_failed += not evaluation.passed
-            if not evaluation.passed:
-                self.console.print(Text.assemble(
-                    ("  FAIL", "bold red"), "         check ",
-                    f"{evaluation.asset_key.to_user_string()} :: {evaluation.check_name}"))
+            self._on_check(event.event_specific_data)
         elif kind in ("STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED") and step:
             self._finish(step, kind, event)
+
+    def _on_check(self, evaluation: Any) -> None:
+        """Failed checks show at once; a WARN one (records quarantined) as a warning."""
+        self.checks_passed += evaluation.passed
+        if evaluation.passed:
+            return
+        warn = getattr(evaluation.severity, "value", evaluation.severity) == "WARN"
+        self.checks_warned += warn
+        self.checks_failed += not warn
+        mark = ("  warn", "yellow") if warn else ("  FAIL", "bold red")
+        self.console.print(Text.assemble(
+            mark, "         check ",
+            f"{evaluation.asset_key.to_user_string()} :: {evaluation.check_name}"))
 
     def _on_materialization(self, step: str, event: Any) -> None:
         self.materialized.add(step)
@@ -151,7 +159,8 @@ class RunProgress:
         now = time.monotonic()
         running = [f"{step_label(s)} {now - t:.0f} s" for s, t in list(self.started.items())]
         counts = (f"{self.finished} steps done, {self.failed} failed; checks "
-                  f"{self.checks_passed} passed, {self.checks_failed} failed")
+                  f"{self.checks_passed} passed, {self.checks_failed} failed, "
+                  f"{self.checks_warned} warnings")
         if "voronka_dbt_models" in self.started:
             counts += f"; dbt: {self.models_built} models built"
         text = "running: " + (", ".join(running) if running else "(between steps)")

@@ -22,16 +22,20 @@ def _table(title: str, counts: dict[str, int]) -> list[str]:
 
 
 def check_lines(result: dg.ExecuteInProcessResult) -> tuple[int, list[str]]:
-    """Count passed checks; describe each failed one (check name, asset, why)."""
+    """Count passed checks; describe each failed one (check name, asset, why). A failed WARN
+    check (records quarantined, the rest landed) is a warning, not a failure."""
     evaluations = result.get_asset_check_evaluations()
     failed = [e for e in evaluations if not e.passed]
-    lines = [f"Checks: {len(evaluations) - len(failed)} passed, {len(failed)} failed "
+    errors = [e for e in failed if e.severity != dg.AssetCheckSeverity.WARN]
+    lines = [f"Checks: {len(evaluations) - len(failed)} passed, {len(errors)} failed, "
+             f"{len(failed) - len(errors)} warnings "
              "(dbt tests and Great Expectations suites, as Dagster asset checks)"]
     for e in failed:
         meta = {k: getattr(v, "value", v) for k, v in (e.metadata or {}).items()}
         detail = meta.get("failures") or meta.get("reasons") or meta
-        lines.append(f"  FAILED {e.asset_key.to_user_string()} :: {e.check_name}: {detail}")
-    return len(failed), lines
+        label = "WARNING" if e.severity == dg.AssetCheckSeverity.WARN else "FAILED"
+        lines.append(f"  {label} {e.asset_key.to_user_string()} :: {e.check_name}: {detail}")
+    return len(errors), lines
 
 
 def step_failure_lines(result: dg.ExecuteInProcessResult) -> list[str]:
