@@ -55,6 +55,9 @@ def test_run_with_only_a_shops_order_files_publishes_marts(tmp_path: Path) -> No
     business = synthetic.generate(seed=5, scale=0.1)
     files_dir = tmp_path / "files"
     business.write_order_files(files_dir)
+    # one order in another currency: quarantined with its reason, a warning, not a failure
+    (files_dir / "orders" / "usd.csv").write_text(
+        "order_id,order_date,amount,currency\nUSD-1,2025-01-10,99.00,USD\n")
     write_env_file(tmp_path / ".env", {
         **warehouse_settings(tmp_path), "VORONKA_FILES_DIR": str(files_dir),
         "VORONKA_AS_OF_DATE": business.end.isoformat(),
@@ -65,6 +68,8 @@ def test_run_with_only_a_shops_order_files_publishes_marts(tmp_path: Path) -> No
     assert "sources files" in out and str(tmp_path / ".env") in out
     assert "ok" in out and "raw files__orders" in out and "publish marts for BI" in out
     assert "dbt build" in out and "succeeded" in out
+    assert "warn         check raw/files__orders :: raw_batch_passes_suite" in out
+    assert "0 failed, 1 warnings" in out and "usd.csv line 2: field 'currency' is USD" in out
     with duckdb.connect(str(tmp_path / "voronka.duckdb"), read_only=True) as con:
         [(orders, revenue)] = con.sql(
             "select count(*), sum(amount) from marts.fct_orders").fetchall()
