@@ -28,7 +28,7 @@ from audiences.segments import (
     PREVIEW_COLUMNS,
     SegmentError,
     get_segment,
-    load_segments,
+    scan_segments,
     segment_frame,
     segment_members,
 )
@@ -132,7 +132,12 @@ def _warehouse(wh: Any) -> Any:
 
 
 def cmd_list(wh: Any = None, segments_dir: str | None = None) -> int:
-    segments = load_segments(segments_dir)
+    """The good segments with their counts; each bad segment file on stderr with its file,
+    line and problem (exit status 1 when there is one)."""
+    scan = scan_segments(segments_dir)
+    for bad in scan.bad:
+        print(f"voronka audiences: {bad.message}", file=sys.stderr)
+    segments = scan.segments
     wh = _warehouse(wh)
     rows = []
     for seg in segments:
@@ -147,6 +152,9 @@ def cmd_list(wh: Any = None, segments_dir: str | None = None) -> int:
                          row[2].rjust(widths[2]), row[3].rjust(widths[3]), row[4]]).rstrip())
     print(f"\n{len(rows)} segments; 'excluded' = customers matching the conditions who "
           "withdrew consent or are do-not-contact (never exported).")
+    if scan.bad:
+        print(f"{len(scan.bad)} segment file(s) cannot be used; see above", file=sys.stderr)
+        return 1
     return 0
 
 

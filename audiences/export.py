@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -107,6 +108,15 @@ def build_manifest(*, segment: str, platform: Platform, files: Sequence[Platform
     }
 
 
+def _write_owner_only(path: Path, text: str) -> None:
+    """Audience files carry (hashed) contacts: created 0600, and a file an older version left
+    world-readable is tightened before it is rewritten."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+
+
 def export_segment_file(
     members_frame: pd.DataFrame, platform: str, out_dir: str | Path, segment_name: str,
     excluded_count: int, value_column: str | None = None, *, created_at: datetime | None = None,
@@ -147,10 +157,10 @@ def export_segment_file(
     paths = []
     for name, f in zip(names, files, strict=True):
         path = out / name
-        path.write_text(f.content, encoding="utf-8")
+        _write_owner_only(path, f.content)
         paths.append(path)
     manifest_path = out / f"{segment_name}__{p.name}.manifest.json"
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    _write_owner_only(manifest_path, json.dumps(manifest, indent=2) + "\n")
     return ExportResult(segment_name, p.name, tuple(paths), manifest_path, manifest)
 
 

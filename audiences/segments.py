@@ -20,6 +20,14 @@ columns), operators only from ``OPS``; every value is a bound parameter (``?`` f
 ``%s`` for PostgreSQL), never text pasted into the SQL. A bad field, operator or value raises
 ``SegmentError`` naming the file, the line and what is allowed.
 
+Hostile or broken files: a segment file is read with limits (``MAX_FILE_BYTES``, ``MAX_DEPTH``
+nesting levels, ``MAX_NODES`` values) before it is parsed, and anchors/aliases (``&a``/``*a``,
+the "billion laughs" bomb), merge keys (``<<:``), explicit tags (``!!python/...``), NUL and
+other control characters, non-UTF-8 bytes and values YAML cannot build (``2024-02-30``) are each
+a ``SegmentError`` naming the file and line. A segment name is 1-64 of ``a-z 0-9 _`` (it is the
+Dagster asset key ``audiences/<name>``). ``scan_segments`` reads a directory file by file so one
+bad file never hides the others (the Dagster assets use it).
+
 Consent: members are always the contactable customers (``dim_customers.is_contactable``);
 the ones who match the conditions but are not contactable are only counted
 (``Members.excluded_count``).
@@ -28,6 +36,7 @@ the ones who match the conditions but are not contactable are only counted
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -78,6 +87,11 @@ DERIVED = ("bought_category_within_days", "top_share", "birthday_within_days")
 MAX_BIRTHDAY_DAYS = 366
 KINDS = ("static", "dynamic")
 TOP_KEYS = ("name", "description", "kind", "value", "conditions")
+NAME_RE = re.compile(r"[a-z0-9_]{1,64}")
+MAX_FILE_BYTES = 64 * 1024  # the shipped segments are < 1 KiB
+MAX_DEPTH = 24  # nesting levels: 12 levels of ``any:`` inside each other
+MAX_NODES = 5_000  # values, lists and mappings in one file
+YAML_MERGE_TAG = "tag:yaml.org,2002:merge"
 PREVIEW_COLUMNS = ("customer_id", "channel", "cohort_month", "orders_count", "revenue",
                    "rfm_segment")
 
@@ -118,7 +132,7 @@ class TopShare:
 
 @dataclass(frozen=True)
 class BirthdayWithin:
-    """A known birthday (dim_customers.birthday, month and day) on one of the `days` + 1 days
+    """A known birthday (dim_customers.birthday_month/_day) on one of the `days` + 1 days
     from the as-of date on. A 29 February birthday matches only in leap years."""
 
     days: int
@@ -178,13 +192,21 @@ class _Parser:
     def scalar(self, node: yaml.Node) -> Any:
         if not isinstance(node, yaml.ScalarNode):
             raise self.fail(node, "expected a single value, not a list or mapping")
-        return self.loader.construct_object(node, deep=True)
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, OverflowError) as exc:
+            # 2024-02-30 matches YAML's date pattern and then fails to build
+            problem = getattr(exc, "problem", None) or str(exc)
+            what = "a date (YYYY-MM-DD)" if node.tag.endswith(":timestamp") else "a value"
+            raise self.fail(node, f"{node.value!r} is not {what}: {problem}") from None
 
     def mapping(self, node: yaml.Node, what: str) -> list[tuple[str, yaml.Node, yaml.Node]]:
         if not isinstance(node, yaml.MappingNode):
             raise self.fail(node, f"{what} must be a mapping (key: value)")
         out = []
         for key_node, value_node in node.value:
+            if key_node.tag == YAML_MERGE_TAG:
+                raise self.fail(key_node, "merge keys (<<:) are not allowed; write the keys out")
             key = self.scalar(key_node)
             if not isinstance(key, str):
                 raise self.fail(key_node, f"{what}: keys must be names, got {key!r}")
@@ -215,8 +237,10 @@ class _Parser:
                 raise self.fail(root, f"missing {required!r}; a segment needs name, kind "
                                       "(static|dynamic) and conditions")
         name = self.scalar(seen["name"][1])
-        if not isinstance(name, str) or not name.strip():
-            raise self.fail(seen["name"][1], "name must be a non-empty text")
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            raise self.fail(seen["name"][1], f"name {name!r} is not allowed: use 1-64 of "
+                                             "a-z, 0-9 and _ (it is the asset key "
+                                             "audiences/<name>)")
         description = self.scalar(seen["description"][1]) if "description" in seen else ""
         kind = self.scalar(seen["kind"][1])
         if kind not in KINDS:
@@ -233,7 +257,7 @@ class _Parser:
         if not isinstance(cond_node, yaml.SequenceNode) or not cond_node.value:
             raise self.fail(cond_node, "conditions must be a non-empty list")
         conditions = tuple(self.condition(n) for n in cond_node.value)
-        return Segment(name=name.strip(), description=str(description or "").strip(),
+        return Segment(name=name, description=str(description or "").strip(),
                        kind=kind, conditions=conditions, file=self.file, value=value)
 
     def condition(self, node: yaml.Node) -> Any:
@@ -379,38 +403,180 @@ def _type_help(ftype: str) -> str:
     }[ftype]
 
 
+def _line_of(text: str, position: int) -> int:
+    return text.count("\n", 0, position) + 1
+
+
+def _check_events(events: Any, file: str) -> None:
+    """Walk the YAML event stream (iterative: no recursion) before any node is built, so a
+    nesting bomb, an alias bomb or a tag never reaches the composer or the constructor."""
+    depth = nodes = 0
+    for event in events:
+        where = f"{file}, line {event.start_mark.line + 1}"
+        if isinstance(event, yaml.AliasEvent):
+            raise SegmentError(f"{where}: aliases (*{event.anchor}) are not allowed; write the "
+                               "value out")
+        if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
+            raise SegmentError(f"{where}: anchors (&{event.anchor}) are not allowed; write the "
+                               "value out")
+        if isinstance(event, yaml.ScalarEvent | yaml.CollectionStartEvent):
+            if event.tag is not None:
+                raise SegmentError(f"{where}: tags ({event.tag}) are not allowed")
+            nodes += 1
+            if nodes > MAX_NODES:
+                raise SegmentError(f"{where}: more than {MAX_NODES} values in one segment file")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise SegmentError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def check_segment_text(text: str, file: str = "<string>") -> None:
+    """Refuse, with file and line, what PyYAML would crash on, hang on or build unsafely:
+    oversize text, NUL and control characters, anchors/aliases, tags, deep nesting."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_FILE_BYTES:
+        raise SegmentError(f"{file}, line 1: {size} bytes; a segment file is at most "
+                           f"{MAX_FILE_BYTES} bytes")
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise SegmentError(f"{file}, line {_line_of(text, nul)}: a NUL byte is not allowed")
+    try:
+        _check_events(yaml.parse(text, Loader=yaml.SafeLoader), file)
+    except yaml.reader.ReaderError as exc:
+        raise SegmentError(f"{file}, line {_line_of(text, exc.position)}: character "
+                           f"{chr(exc.character)!r} is not allowed (a control character)") \
+            from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        raise SegmentError(f"{file}, line {line}: not valid YAML: {exc.problem or exc}") \
+            from None
+
+
 def parse_segment(text: str, file: str = "<string>") -> Segment:
     """A segment from YAML text; `file` names it in errors."""
+    check_segment_text(text, file)
     return _Parser(text, file).parse()
 
 
-def load_segment(path: str | Path) -> Segment:
+def read_segment_text(path: str | Path) -> str:
+    """The text of a segment file: at most MAX_FILE_BYTES read, UTF-8 (a BOM is allowed)."""
     path = Path(path)
-    return parse_segment(path.read_text(encoding="utf-8"), str(path))
+    if path.exists() and not path.is_file():  # a FIFO would block, /dev/zero never ends
+        raise SegmentError(f"{path}, line 1: not a regular file")
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise SegmentError(f"{path}, line 1: cannot read the segment file: "
+                           f"{exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise SegmentError(f"{path}, line 1: larger than {MAX_FILE_BYTES} bytes; a segment "
+                           "file is a few lines of YAML")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SegmentError(f"{path}, line {line}: not UTF-8 text (byte "
+                           f"0x{data[exc.start]:02x}); save the file as UTF-8") from None
+
+
+def load_segment(path: str | Path) -> Segment:
+    return parse_segment(read_segment_text(path), str(path))
+
+
+@dataclass(frozen=True)
+class BadSegmentFile:
+    """A segment file that cannot be used: `name` is the segment name it seems to define (its
+    ``name:`` line, else the file name made a valid name) so the flag lands where the
+    segment would be."""
+
+    file: str
+    name: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SegmentScan:
+    segments: tuple[Segment, ...]
+    bad: tuple[BadSegmentFile, ...]
+
+
+NAME_LINE_RE = re.compile(r"""^name:[ \t]*["']?([a-z0-9_]{1,64})["']?[ \t]*(?:#.*)?$""",
+                          re.MULTILINE)
+
+
+def _name_hint(path: Path) -> str:
+    """The segment name a (possibly broken) file seems to define; never parses YAML."""
+    head = ""
+    try:
+        if path.is_file():
+            with path.open("rb") as fh:
+                head = fh.read(MAX_FILE_BYTES).decode("utf-8", "replace")
+    except OSError:
+        pass
+    match = NAME_LINE_RE.search(head)
+    if match:
+        return match.group(1)
+    return re.sub(r"[^a-z0-9_]+", "_", path.stem.lower()).strip("_")[:64] or "unnamed"
+
+
+def _segment_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(path.glob("*.yml")) + sorted(path.glob("*.yaml"))
+    return [path]
+
+
+def scan_segments(path: str | Path | None = None) -> SegmentScan:
+    """Every segment of a directory (default: the shipped examples) or of one file, each file
+    read on its own: the good ones, and the bad ones with their error. Two files with the same
+    segment name are both bad (which one is meant cannot be told)."""
+    path = Path(path) if path is not None else SEGMENTS_DIR
+    by_name: dict[str, list[Segment]] = {}
+    bad: list[BadSegmentFile] = []
+    for f in _segment_files(path):
+        try:
+            seg = load_segment(f)
+        except SegmentError as exc:
+            bad.append(BadSegmentFile(str(f), _name_hint(f), str(exc)))
+            continue
+        by_name.setdefault(seg.name, []).append(seg)
+    good = []
+    for name, segs in sorted(by_name.items()):
+        if len(segs) == 1:
+            good.append(segs[0])
+            continue
+        for seg in segs:
+            others = ", ".join(s.file for s in segs if s is not seg)
+            bad.append(BadSegmentFile(seg.file, name, f"{seg.file}, line 1: segment name "
+                                                      f"{name!r} is also used by {others}"))
+    return SegmentScan(tuple(good), tuple(sorted(bad, key=lambda b: b.file)))
 
 
 def load_segments(path: str | Path | None = None) -> list[Segment]:
-    """Every segment of a directory (default: the shipped examples) or of one file, by name.
-    Two files with the same segment name are an error."""
-    path = Path(path) if path is not None else SEGMENTS_DIR
-    files = sorted(path.glob("*.yml")) + sorted(path.glob("*.yaml")) if path.is_dir() else [path]
-    segments: dict[str, Segment] = {}
-    for f in files:
-        seg = load_segment(f)
-        if seg.name in segments:
-            raise SegmentError(f"{f}, line 1: segment name {seg.name!r} is also used by "
-                               f"{segments[seg.name].file}")
-        segments[seg.name] = seg
-    return sorted(segments.values(), key=lambda s: s.name)
+    """Every segment of a directory or file, by name; any bad file is an error (all of them
+    named). The Dagster assets use `scan_segments`, which keeps the good ones."""
+    scan = scan_segments(path)
+    if scan.bad:
+        raise SegmentError("\n".join(b.message for b in scan.bad))
+    return list(scan.segments)
 
 
 def get_segment(name: str, path: str | Path | None = None) -> Segment:
-    segments = load_segments(path)
-    for seg in segments:
+    """The segment `name`, even when other files of the directory are bad."""
+    scan = scan_segments(path)
+    for seg in scan.segments:
         if seg.name == name:
             return seg
+    own = [b.message for b in scan.bad if b.name == name]
+    if own:
+        raise SegmentError("\n".join(own))
+    unreadable = f"; {len(scan.bad)} segment file(s) cannot be read" if scan.bad else ""
     raise SegmentError(f"no segment named {name!r}; known: "
-                       f"{', '.join(s.name for s in segments) or '(none)'}")
+                       f"{', '.join(s.name for s in scan.segments) or '(none)'}{unreadable}")
 
 
 # -- compiling -------------------------------------------------------------------------------
@@ -458,7 +624,9 @@ class _Compiler:
         if isinstance(cond, BirthdayWithin):
             days = self.bind(cond.days)
             window_day = f"{AS_OF} + cast(window_days.k as integer)"
-            return (f"d.birthday is not null and {_month_day('d.birthday')} in "
+            # dim_customers publishes month and day only (the date of birth stays private)
+            return ("d.birthday_month is not null and d.birthday_day is not null and "
+                    "(d.birthday_month * 100 + d.birthday_day) in "
                     f"(select {_month_day(window_day)} from generate_series(0, "
                     f"cast({days} as integer)) as window_days(k))")
         if isinstance(cond, TopShare):

@@ -14,7 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-FAULT_KINDS = frozenset({"429", "5xx", "slow", "expired_token", "drop"})
+# Body faults (``truncated_json``, ``html_200``, ``html_5xx``) are generic, served by the base
+# class for every emulator: a proxy or load balancer in front of any API sends them.
+BODY_FAULT_KINDS = frozenset({"truncated_json", "html_200", "html_5xx"})
+FAULT_KINDS = frozenset({"429", "5xx", "slow", "expired_token", "drop"}) | BODY_FAULT_KINDS
 
 
 @dataclass
@@ -43,8 +46,8 @@ class FaultPlan:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
         if count < 1:
             raise ValueError("count must be >= 1")
-        if kind == "5xx":
-            status = int(params.get("status", 500))
+        if kind in ("5xx", "html_5xx"):
+            status = int(params.get("status", 500 if kind == "5xx" else 502))
             if not 500 <= status <= 599:
                 raise ValueError(f"5xx fault needs a 5xx status, got {status}")
             params["status"] = status
@@ -163,6 +166,17 @@ class Response:
         else:
             self.body = body or b""
             self.content_type = content_type
+        self.declared_length: int | None = None  # a Content-Length other than the body's
+
+
+def html_page(title: str, text: str) -> str:
+    """A long HTML page as CDNs and load balancers serve: kilobytes of inline style before the
+    title, so the title is past any short excerpt of the body."""
+    style = "".join(f".c{i} {{ margin: {i}px; padding: {i}px; color: #{i:06x}; }}\n"
+                    for i in range(120))
+    return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<style>\n{style}</style>\n<title>{title}</title>\n</head>\n<body>\n"
+            f"<h1>{title}</h1>\n<p>{text}</p>\n</body>\n</html>\n")
 
 
 class DropConnection(Exception):
@@ -269,8 +283,31 @@ class EmulatorServer(abc.ABC):
             if fault.kind == "slow":
                 time.sleep(float(fault.params.get("seconds", 1.0)))
                 return self.handle(request)
+            if fault.kind in BODY_FAULT_KINDS:
+                return self.body_fault(fault, request)
             return self.fault_response(fault, request)
         return self.handle(request)
+
+    def body_fault(self, fault: Fault, request: Request) -> Response:
+        """What a proxy in front of the API sends: the real answer cut short (``truncated_json``;
+        ``declare_full_length=True`` keeps the full Content-Length, so the connection breaks
+        mid-body), a maintenance page with 200 (``html_200``) or a long HTML error page with a
+        5xx (``html_5xx``, ``status=502`` by default)."""
+        if fault.kind == "truncated_json":
+            real = self.handle(request)
+            keep = max(1, int(len(real.body) * float(fault.params.get("fraction", 0.5))))
+            cut = Response(real.status, real.body[:keep], real.content_type, real.headers)
+            if fault.params.get("declare_full_length"):
+                cut.declared_length = len(real.body)
+            return cut
+        if fault.kind == "html_200":
+            return Response(200, html_page("Service temporarily unavailable",
+                                           "The site is under maintenance."),
+                            "text/html; charset=utf-8")
+        status = int(fault.params["status"])
+        title = f"{status} {fault.params.get('title', 'Bad Gateway')}"
+        return Response(status, html_page(title, "The upstream server did not answer."),
+                        "text/html; charset=utf-8")
 
     def _log_start(self, request: Request, t: float) -> dict[str, Any]:
         """Log a request on arrival (so the log is in arrival order); status is set when done."""
@@ -320,7 +357,10 @@ def _make_handler(emulator: EmulatorServer) -> type[BaseHTTPRequestHandler]:
             for name, value in response.headers.items():
                 self.send_header(name, value)
             if response.status not in (204, 304):
-                self.send_header("Content-Length", str(len(response.body)))
+                declared = response.declared_length
+                self.send_header("Content-Length", str(declared or len(response.body)))
+                if declared:
+                    self.close_connection = True
             self.end_headers()
             if response.body and self.command != "HEAD" and response.status not in (204, 304):
                 self.wfile.write(response.body)

@@ -11,6 +11,13 @@ Switches for accounts that lack a feature: ``customers_mode="disabled"`` answers
 ``/api/v4/customers*`` path (buyers off); ``empty_entities`` answers 204 No Content for those
 collections whatever the data holds (e.g. ``("companies", "deleted_leads")``: no companies,
 an empty bin); ``unpaid_entities`` answers 402 Payment Required for them (a tariff without it).
+
+Fault switch ``edit_between_pages`` (entities, settable after construction): after serving a
+page of one of those collections the emulator edits the page's first record it has not
+edited before (``updated_at`` bumped, as a user's edit does). Under ``order[updated_at]`` the
+record moves to the end and every later record shifts up one place: the record that was first
+on the next page is skipped by a client that pages by ``page=N`` (issue 12, item 1).
+``page_edits`` lists what was edited.
 """
 
 from __future__ import annotations
@@ -136,6 +143,7 @@ class AmoCRMEmulator(EmulatorServer):
         customers_mode: str = "periodicity",
         empty_entities: tuple[str, ...] = (),
         unpaid_entities: tuple[str, ...] = (),
+        edit_between_pages: tuple[str, ...] = (),
         rate_limit_per_s: float = 7.0,
         access_token_ttl_s: int = 86400,
         host: str = "127.0.0.1",
@@ -149,11 +157,14 @@ class AmoCRMEmulator(EmulatorServer):
         if customers_mode not in CUSTOMERS_MODES:
             raise ValueError(f"customers_mode must be one of {CUSTOMERS_MODES}")
         self.customers_mode = customers_mode
-        unknown = (set(empty_entities) | set(unpaid_entities)) - set(SWITCHABLE)
+        unknown = (set(empty_entities) | set(unpaid_entities)
+                   | set(edit_between_pages)) - set(SWITCHABLE)
         if unknown:
             raise ValueError(f"unknown amoCRM entities to switch: {sorted(unknown)}")
         self.empty_entities = set(empty_entities)
         self.unpaid_entities = set(unpaid_entities)
+        self.edit_between_pages = set(edit_between_pages)
+        self.page_edits: list[tuple[str, Any]] = []  # (entity, id) edited by that switch
         self.data: dict[str, list[dict]] = {k: copy.deepcopy(list(data.get(k, []))) for k in
                                             ENTITY_KEYS}
         self.account_id = account_id
@@ -259,6 +270,16 @@ class AmoCRMEmulator(EmulatorServer):
         if new_updated is None:
             new_updated = max(int(time.time()), int(item.get("updated_at") or 0) + 1)
         item["updated_at"] = int(new_updated)
+
+    def _edit_after_page(self, entity: str, chunk: list[dict]) -> None:
+        """The ``edit_between_pages`` fault: a user edits a record the client has just read
+        (the first one on the page not edited by this fault before: users do not edit one
+        record forever)."""
+        done = {i for e, i in self.page_edits if e == entity}
+        item = next((i for i in chunk if i.get("id") not in done), None)
+        if item is not None:
+            self._touch(item, {"updated_by": 0})
+            self.page_edits.append((entity, item.get("id")))
 
     def _find(self, entity: str, item_id: Any) -> dict:
         for item in self.data[entity]:
@@ -677,6 +698,8 @@ class AmoCRMEmulator(EmulatorServer):
                      if entity == "contacts" and "leads" in withs else None)
             rendered = [self._render(entity, item, withs, index) for item in chunk]
             has_next = len(items) > page * limit
+            if entity in self.edit_between_pages:
+                self._edit_after_page(entity, chunk)
         if not rendered:
             return Response(204)
         links = {"self": {"href": self._page_href(request, page)}}

@@ -28,6 +28,8 @@ Faithful to the reference notes (crm_apis.md §2):
   (``operating_limit_s`` over ten one-minute buckets) → HTTP 429 ``OPERATION_TIME_LIMIT`` with
   ``time.operating_reset_at``; the ``time`` block on every answer with a result (and on
   the 429). Other error bodies are the documented ``{error, error_description}`` only.
+- fault switch ``edit_between_pages`` (entities): after each list page one row of it is edited
+  (``DATE_MODIFY`` bumped); ``page_edits`` lists them (issue 12 item 1).
 
 Each call is charged a simulated ``operating_cost_s`` of execution time (real calls here take
 microseconds). The operating budget reads ``self.clock`` so tests can move time forward.
@@ -252,6 +254,7 @@ class Bitrix24Emulator(EmulatorServer):
         drain_per_s: float = 2.0,
         operating_limit_s: float | None = None,
         operating_cost_s: float = 0.05,
+        edit_between_pages: tuple[str, ...] = (),
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -262,6 +265,10 @@ class Bitrix24Emulator(EmulatorServer):
             raise ValueError(f"unknown Bitrix24 entities in data: {sorted(unknown)}")
         self.data: dict[str, list[dict]] = {k: copy.deepcopy(list(data.get(k, [])))
                                             for k in ENTITY_KEYS}
+        # the edits-between-pages fault (issue 12 item 1): after serving a page of one of
+        # these entities, its first row not edited before gets a new DATE_MODIFY
+        self.edit_between_pages = set(edit_between_pages)
+        self.page_edits: list[tuple[str, Any]] = []
         self.portal = portal
         self.webhook_user_id = int(webhook_user_id)
         self.webhook_code = webhook_code
@@ -330,6 +337,14 @@ class Bitrix24Emulator(EmulatorServer):
                 new_modify = iso(ts)
             row["DATE_MODIFY"] = new_modify
             return copy.deepcopy(row)
+
+    def _edit_after_page(self, entity: str, chunk: list[dict]) -> None:
+        """The ``edit_between_pages`` fault: a user edits a row the client has just read."""
+        done = {i for e, i in self.page_edits if e == entity}
+        row = next((r for r in chunk if r.get("ID") not in done), None)
+        if row is not None:
+            self.update(entity, row["ID"])
+            self.page_edits.append((entity, row["ID"]))
 
     # -- faults ------------------------------------------------------------------------------
     def fault_response(self, fault: Fault, request: Request) -> Response:
@@ -580,6 +595,8 @@ class Bitrix24Emulator(EmulatorServer):
         chunk, total, nxt = _page(rows, params)
         body: dict[str, Any] = {"result": [self._select(r, select) for r in chunk],
                                 "total": total}
+        if entity in self.edit_between_pages:
+            self._edit_after_page(entity, chunk)
         if nxt is not None:
             body["next"] = nxt
         return body

@@ -33,11 +33,14 @@ MART_COLUMNS: dict[str, tuple[str, ...]] = {
                       "expected_gap_basis", "expected_next_order_date", "is_due", "is_overdue",
                       "recency_score", "frequency_score", "monetary_score", "rfm_segment",
                       "has_marketing_consent", "consent_withdrawn", "do_not_contact",
-                      "is_contactable", "birthday"),
+                      "is_contactable", "birthday_month", "birthday_day"),
+    "dim_report_dates": ("source", "as_of_date", "as_of_basis", "first_data_date",
+                         "last_data_date", "records_after_as_of"),
     "fct_acquisition_monthly": ("month", "channel", "spend", "leads", "new_customers", "cpl",
                                 "cac", "cv", "cac_undefined", "attributed_revenue",
                                 "attributed_gross_margin", "gross_margin_known", "romi",
-                                "romi_gross", "ltv_horizon", "ltv_cac", "cac_payback_months"),
+                                "romi_gross", "ltv_horizon", "ltv_cac", "cac_payback_months",
+                                "spend_covered"),
     "fct_ad_spend_daily": ("spend_date", "platform", "account", "campaign_id", "campaign_name",
                            "impressions", "clicks", "spend", "currency", "vat_included",
                            "channel"),
@@ -46,11 +49,12 @@ MART_COLUMNS: dict[str, tuple[str, ...]] = {
                                          "leads", "new_customers", "cpl", "cac", "cac_undefined",
                                          "attributed_revenue", "attributed_gross_margin",
                                          "gross_margin_known", "romi", "romi_gross",
-                                         "ltv_horizon", "ltv_cac", "cac_payback_months"),
+                                         "ltv_horizon", "ltv_cac", "cac_payback_months",
+                                         "spend_covered"),
     "fct_cohort_ltv_by_channel": ("cohort_month", "channel", "month_offset", "cohort_size",
                                   "revenue", "cumulative_revenue", "ltv",
                                   "cumulative_gross_margin", "gross_margin_per_customer", "cac",
-                                  "payback_reached", "month_complete"),
+                                  "payback_reached", "month_complete", "spend_covered"),
     "fct_cohort_retention": ("cohort_month", "month_offset", "cohort_size", "active_customers",
                              "retention_rate", "cumulative_revenue", "ltv"),
     "fct_crr_monthly": ("month", "period_end", "customers_active_start", "customers_active_end",
@@ -221,7 +225,15 @@ def _unit_economics() -> list[Any]:
         _at_least("romi", -100), _at_least("romi_gross", -100),
         _at_least("ltv_horizon", 0), _at_least("ltv_cac", 0), _at_least("cac_payback_months", 0),
         _a_at_least_b("attributed_revenue", "attributed_gross_margin"),
+        *_uncovered_is_null("cpl", "cac", "romi"),
     ]
+
+
+def _uncovered_is_null(*columns: str) -> list[Any]:
+    """Spend coverage: a month whose spend is incomplete publishes no spend ratio (a paid
+    channel with missing spend must not read as free)."""
+    return [_when("ExpectColumnValuesToBeNull", "null (spend not covered)",
+                  "spend_covered == False", column=c) for c in columns]
 
 
 def _fct_campaign_performance_monthly() -> list[Any]:
@@ -275,6 +287,7 @@ def _fct_cohort_ltv_by_channel() -> list[Any]:
         _at_least("ltv", 0), _at_least("revenue", 0),
         _a_at_least_b("cumulative_revenue", "revenue"),
         _in_set("channel", (*CHANNELS, BLENDED_CHANNEL)),
+        *_uncovered_is_null("cac"),
         _e("ExpectCompoundColumnsToBeUnique", "unique per (cohort_month, channel, month_offset)",
            column_list=["cohort_month", "channel", "month_offset"]),
     ]

@@ -819,6 +819,10 @@ def _orders_suite() -> list[Any]:
         *_file_money("gross_margin", required=False),
         _e("ExpectColumnValuesToBeBetween", "quantity", "a non-negative number",
            column="quantity__num", min_value=0),
+        # the contract refuses it first with the line; this keeps the suite honest on its own
+        _e("ExpectColumnPairValuesAToBeGreaterThanB", "gross_margin", "gross_margin <= amount",
+           show=["gross_margin", "amount"], column_A="amount__num",
+           column_B="gross_margin__num", or_equal=True, ignore_row_if="either_value_is_missing"),
     ]
 
 

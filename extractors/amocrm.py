@@ -13,9 +13,13 @@ Design choices, each answering an amoCRM gotcha:
   429s are retried honouring ``Retry-After``/``retry_after``.
 - **Incremental**: leads and contacts by ``filter[updated_at][from] = cursor - overlap_s`` with
   ``order[updated_at]=asc``; events (type ``lead_status_changed``) by ``filter[created_at][from]``
-  with ``limit=100`` (the RU docs cap events at 100). The overlap re-reads rows that offset paging
-  can skip when records change mid-scan and rows that share the cursor second; landing
-  de-duplicates them by payload hash.
+  with ``limit=100`` (the RU docs cap events at 100). The overlap re-reads rows edited during
+  the previous run's last request and rows that share the cursor second; landing de-duplicates
+  them by payload hash.
+- **Complete under edits** (issue 12 item 1): ``page=N`` over ``order[updated_at]`` skips one
+  record per edit made between two requests, so those lists are read in keyset windows on
+  (``updated_at``, ``id``): each request is page 1 from the newest ``updated_at`` seen; a page
+  all in one second is read by ``order[id]`` passes of that second (``_keyset_pages``).
 - **Payloads** are kept as returned except ``_links`` (at every level): links carry the host name,
   which would make identical records hash differently across hosts.
 - Users, pipelines and loss reasons are small and have no usable change filter: full pull.
@@ -40,13 +44,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from extractors.http import (
     ApiError,
     AuthorizationError,
+    HalPage,
     HttpClient,
     HttpOptions,
     Page,
@@ -121,6 +126,20 @@ ENTITY_SPECS: dict[str, EntitySpec] = {
         updated_field="updated_at", feature_off_statuses=OPTIONAL_OFF,
     ),
 }
+
+
+@dataclass
+class _KeysetRun:
+    """What one keyset walk has emitted: id -> updated_at, the newest stamp, request count."""
+
+    best: int | None = None
+    emitted: dict[str, int] = field(default_factory=dict)
+    requests: int = 0
+
+
+def _has_next(hal: HalPage) -> bool:
+    """Whether the API says more records follow this page (HAL ``_links.next``)."""
+    return bool(((hal.body.get("_links") or {}).get("next") or {}).get("href"))
 
 
 def strip_links(value: Any) -> Any:
@@ -341,6 +360,127 @@ class AmoCRMSource:
         return params
 
     def _pages(self, entity: str, spec: EntitySpec, cursor: str | None) -> Iterator[Page]:
+        if spec.incremental_field == "updated_at" and spec.limit is not None:
+            yield from self._keyset_pages(entity, spec, cursor)
+            return
+        yield from self._numbered_pages(entity, spec, cursor)
+
+    # -- keyset windows on (updated_at, id) ---------------------------------------------------
+
+    def _keyset_pages(self, entity: str, spec: EntitySpec, cursor: str | None) -> Iterator[Page]:
+        """Pages of a list ordered by ``updated_at``, complete while records are edited.
+
+        ``page=N`` over a moving order skips one record per edit made between two requests
+        (the edited record jumps to the end; every later one moves up a place). So every
+        request is page 1 of the window ``filter[updated_at][from] = S``, where S is the
+        newest ``updated_at`` of the previous page: one request is one consistent snapshot,
+        and every record older than S was on it. Records of second S seen already are not
+        emitted twice. A full page all in one second (a bulk edit) cannot move S, so that
+        second is read on its own, ordered by id (``_second_pages``), and S moves past it.
+        """
+        params = self._params(entity, spec, cursor)
+        since = params.pop(f"filter[{spec.incremental_field}][from]", None)
+        run = _KeysetRun(best=_as_int(cursor))
+        while True:
+            window = {**params, **({} if since is None else {"filter[updated_at][from]": since})}
+            hal = self._first_page(spec, window)
+            if hal is None:
+                return
+            stamps = [self._stamp(entity, hal.url, item) for item in hal.items]
+            more = _has_next(hal)
+            if more and min(stamps) == max(stamps):
+                yield from self._second_pages(entity, spec, params, stamps[0], run)
+                since = stamps[0] + 1
+                continue
+            page = self._keyset_page(entity, spec, hal, run)
+            if page.records:
+                yield page
+            if not more:
+                return
+            if since is not None and max(stamps) <= since:
+                raise ApiError(200, hal.url, "", SOURCE, message=f"{entity}: the "
+                               "updated_at window did not move; the list ignores the filter")
+            since = max(stamps)
+
+    def _first_page(self, spec: EntitySpec, params: dict[str, Any]) -> HalPage | None:
+        """Page 1 of a query (None on 204 No Content); later pages are never followed."""
+        pages = iter_hal_pages(self.client, spec.path, params, spec.embedded_key)
+        try:
+            return next(pages, None)
+        finally:
+            pages.close()
+
+    @staticmethod
+    def _stamp(entity: str, url: str, item: Any) -> int:
+        """The ``updated_at`` that orders the list; a record without one cannot be paged."""
+        ts = _as_int(item.get("updated_at")) if isinstance(item, dict) else None
+        if ts is None:
+            raise ApiError(200, url, str(item)[:200], SOURCE,
+                           message=f"{entity} element without an integer updated_at")
+        return ts
+
+    def _second_pages(self, entity: str, spec: EntitySpec, params: dict[str, Any],
+                      second: int, run: _KeysetRun) -> Iterator[Page]:
+        """Every record whose ``updated_at`` is ``second``, by ``order[id]=asc`` pages.
+
+        An edit moves a record out of the second (to a later one, which the main window reads
+        next), shifting the rest up; only a record read in the same pass can cause that skip.
+        So passes repeat until one pass holds every id of the pass before it: then no record
+        read in that pass left the second during it, and that pass missed nothing. Each other
+        pass proves one record left, so a second in the past takes at most its size + 1
+        passes; more means records keep arriving in it, which is reported, not skipped.
+        """
+        query = {k: v for k, v in params.items() if not k.startswith("order[")}
+        query.update({"filter[updated_at][from]": second, "filter[updated_at][to]": second,
+                      "order[id]": "asc"})
+        previous: set[str] | None = None
+        every: set[str] = set()
+        passes = 0
+        while True:
+            passes += 1
+            ids: set[str] = set()
+            for hal in iter_hal_pages(self.client, spec.path, query, spec.embedded_key):
+                ids.update(str(i.get("id")) for i in hal.items if isinstance(i, dict))
+                page = self._keyset_page(entity, spec, hal, run)
+                if page.records:
+                    yield page
+            if previous is not None and previous <= ids:
+                return
+            every |= ids
+            if passes > len(every) + 1:
+                raise ApiError(
+                    None, self.client.safe_url(self.client.url_for(spec.path), query), "",
+                    SOURCE, message=f"{entity} records kept arriving in second {second} "
+                    f"through {passes} passes; the cursor has not moved, run again")
+            previous = ids
+
+    def _keyset_page(self, entity: str, spec: EntitySpec, hal: HalPage,
+                     run: _KeysetRun) -> Page:
+        """The records of ``hal`` not yet emitted in this run in this version."""
+        records = []
+        for item in hal.items:
+            if not isinstance(item, dict) or item.get("id") is None:
+                raise ApiError(200, hal.url, str(item)[:200], SOURCE,
+                               message=f"{entity} element without an id")
+            ts = self._stamp(entity, hal.url, item)
+            if run.emitted.get(str(item["id"])) == ts:
+                continue
+            run.emitted[str(item["id"])] = ts
+            run.best = ts if run.best is None else max(run.best, ts)
+            records.append(self._record(entity, spec, item))
+        run.requests += 1
+        cursor_after = None if run.best is None else str(run.best)
+        log.info("amoCRM %s %s request %d: %d new records (cursor_after=%s) %s",
+                 self.account, entity, run.requests, len(records), cursor_after, hal.url)
+        return Page(records=records, cursor_after=cursor_after,
+                    meta={"page": run.requests, "url": hal.url})
+
+    # -- numbered pages (lists whose order edits do not move) ---------------------------------
+
+    def _numbered_pages(self, entity: str, spec: EntitySpec,
+                        cursor: str | None) -> Iterator[Page]:
+        """``page=N`` paging for events (append-only, by ``created_at``) and the full pulls
+        (the API's default order is by id, which an edit does not move)."""
         params = self._params(entity, spec, cursor)
         best = _as_int(cursor) if spec.incremental_field else None
         for hal in iter_hal_pages(self.client, spec.path, params, spec.embedded_key):

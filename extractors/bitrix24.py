@@ -25,8 +25,10 @@ Design choices, each answering a Bitrix24 gotcha:
   ``result_error`` is raised naming the command. Incremental windows use ``start``/``next``
   (and ``batch`` for the remaining offsets once ``total`` is known).
 - **Incremental**: leads/deals/contacts by ``filter[>DATE_MODIFY] = cursor - overlap_s`` (ISO
-  with the portal's offset, as documented); stage history (append-only) by ``>ID`` per entity
-  type (1 = lead, 2 = deal: separate id sequences, so the cursor is ``{"1": id, "2": id}`` JSON).
+  with the portal's offset, as documented); the cursor never passes the portal's start time
+  of the scan (``_capped``), so rows edited after being read land next run (issue 12 item 1);
+  stage history (append-only) by ``>ID`` per entity type (1 = lead, 2 = deal: separate id
+  sequences, so the cursor is ``{"1": id, "2": id}`` JSON).
 - **Payloads** are kept as received (strings for the legacy ``crm.*.list`` methods). Stage
   history rows get the request fact ``_entityTypeId`` (the row itself does not say whether it is a
   lead or a deal row) and ``record_id`` ``"{entityTypeId}:{ID}"``.
@@ -109,6 +111,27 @@ def parse_b24_datetime(value: Any) -> datetime | None:
     if parsed.tzinfo is None:  # a bare value cannot be placed in time; keep it as is
         return parsed
     return parsed.astimezone(UTC).replace(tzinfo=None)
+
+
+def _date_start(data: dict[str, Any]) -> str | None:
+    """When the portal started answering (``time.date_start``: ISO with its offset)."""
+    block = data.get("time")
+    value = block.get("date_start") if isinstance(block, dict) else None
+    return str(value) if value and parse_b24_datetime(value) is not None else None
+
+
+def _capped(best: datetime | None, best_raw: str | None, scan_start: str | None) -> str | None:
+    """The cursor: the newest ``DATE_MODIFY`` read, but never past the scan's start.
+
+    A row read early and edited later is not read again in that run (lists go in ID order);
+    its new ``DATE_MODIFY`` is after the scan started. A long run can also read a row edited
+    hours later, so a cursor at that row minus the overlap would pass the early edit for good.
+    Stopping at the scan's start (the portal's clock) makes the next run read every such edit.
+    """
+    start = parse_b24_datetime(scan_start)
+    if best is None or start is None or best <= start:
+        return best_raw
+    return scan_start
 
 
 def php_query(params: dict[str, Any]) -> str:
@@ -200,6 +223,7 @@ class Bitrix24Source:
         self.client = HttpClient(api_base, limiter=self.limiter, redact=self.redactor,
                                  source=SOURCE, headers={"Accept": "application/json"},
                                  **options.client_kwargs())
+        self.server_started: str | None = None  # time.date_start of the last answer
         self.oauth = HttpClient(oauth_url, redact=self.redactor, source=SOURCE,
                                 headers={"Accept": "application/json"},
                                 **options.client_kwargs())
@@ -300,6 +324,7 @@ class Bitrix24Source:
                 if not isinstance(data, dict) or "result" not in data:
                     raise ApiError(status, shown, self.client._excerpt(resp), SOURCE,
                                    message="response has no 'result'")
+                self.server_started = _date_start(data) or self.server_started
                 return data
             excerpt = self.client._excerpt(resp)
             code = error_code_of(excerpt)
@@ -532,7 +557,10 @@ class Bitrix24Source:
         else:
             row_pages = self._offset_pages(spec.method, params,
                                         "categories" if entity == "categories" else None)
+        scan_start: str | None = None
         for number, rows in enumerate(row_pages, start=1):
+            if number == 1:
+                scan_start = self.server_started
             records = []
             for row in rows:
                 if not isinstance(row, dict) or row.get(spec.id_field) is None:
@@ -546,7 +574,8 @@ class Bitrix24Source:
                 records.append(RawRecord(source=SOURCE, account=self.account, entity=entity,
                                          record_id=str(row[spec.id_field]), payload=row,
                                          updated_at=updated))
-            cursor_after = best_raw if spec.mode == "modified" else None
+            cursor_after = (_capped(best, best_raw, scan_start) if spec.mode == "modified"
+                            else None)
             log.info("Bitrix24 %s %s page %d: %d records (cursor_after=%s)", self.account,
                      entity, number, len(records), cursor_after)
             yield Page(records=records, cursor_after=cursor_after,

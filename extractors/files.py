@@ -3,12 +3,14 @@
 Layout: ``<folder>/orders/*.csv|*.parquet`` and ``<folder>/ad_spend/*.csv|*.parquet``. The
 column contract is ``ORDER_COLUMNS`` / ``AD_SPEND_COLUMNS`` below (also in the README). Exports
 from Russian accounting tools are common, so CSV may be comma-, semicolon- or tab-separated,
-UTF-8 (with or without BOM) or Windows-1251, and money may use a decimal comma.
+in any encoding `_decode` can place (BOM, UTF-8, else charset-normalizer among Cyrillic,
+Western and UTF-16 code pages), and money may use a decimal comma.
 
 Every file is read on every run (they are small); idempotent landing makes unchanged rows
 no-ops and a corrected row a new version. Rows that break the contract are quarantined by
 ``validate_file_rows`` with the file, the line number, the field and the reason; a file that
-lacks a required column fails with an error naming the file and the column.
+cannot be read under the contract (a required column missing, an encoding that cannot be told)
+is quarantined whole, by name, and the other files land; a header-only file lands nothing.
 
 Real shop exports list one line per product: the rows of one file sharing an ``order_id`` are
 one order (``merge_lines``: amounts summed), landed as one raw record keyed by the order id, so
@@ -20,6 +22,7 @@ since marts add amounts up. The user-facing contract is docs/FILES.md.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import os
@@ -41,6 +44,8 @@ SUFFIXES = (".csv", ".parquet")
 FILE_KEY = "_file"
 LINE_KEY = "_line"
 LINES_KEY = "_lines"  # the rows of a line-item order, each with its own _line
+FILE_ERROR_KEY = "_file_error"  # set on the one record that stands for a refused file
+REFUSED_PREFIX = "file:"  # record_id of that record: "file:<name>"
 DATE_FLOOR = date(1970, 1, 1)
 REPORTING_TZ = ZoneInfo("Europe/Moscow")
 DEFAULT_CURRENCY = "RUB"
@@ -52,16 +57,16 @@ RATE_COLUMNS = ("date", "currency", "rate")
 @dataclass(frozen=True)
 class Column:
     name: str
-    kind: str  # "text" | "date" | "money" | "number" | "int" | "currency"
+    kind: str  # "text" | "key" | "date" | "money" | "number" | "int" | "currency"
     required: bool = False
 
 
 ORDER_COLUMNS = (
-    Column("order_id", "text", required=True),
+    Column("order_id", "key", required=True),
     Column("order_date", "date", required=True),
     Column("amount", "money", required=True),
     Column("currency", "currency"),
-    Column("customer_id", "text"),
+    Column("customer_id", "key"),
     Column("customer_phone", "text"),
     Column("customer_email", "text"),
     Column("customer_name", "text"),
@@ -75,7 +80,7 @@ ORDER_COLUMNS = (
 AD_SPEND_COLUMNS = (
     Column("date", "date", required=True),
     Column("platform", "text", required=True),
-    Column("campaign_id", "text", required=True),
+    Column("campaign_id", "key", required=True),
     Column("campaign_name", "text"),
     Column("spend", "money", required=True),
     Column("currency", "currency"),
@@ -100,47 +105,111 @@ def _record_id(entity: str, row: dict[str, str]) -> str:
     return "|".join(row.get(k, "") for k in ("date", "platform", "campaign_id"))
 
 
+#: BOMs a text file may start with; UTF-32 before UTF-16 (its BOM starts with UTF-16's).
+_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"),
+         (b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+#: The encodings an export to us plausibly uses, most likely first: Russian accounting and
+#: shop tools (Windows-1251, KOI8-R/U, DOS 866, Mac), then Western European Windows/Latin-1,
+#: then UTF-16 without a BOM. A short text fits several code pages equally well; the first of
+#: these among the equally good guesses wins. Anything else is refused rather than guessed.
+PLACEABLE_ENCODINGS = ("cp1251", "koi8_r", "koi8_u", "cp866", "mac_cyrillic", "cp1252",
+                       "latin_1", "iso8859_15", "utf_16_le", "utf_16_be")
+ENCODING_ENV = "VORONKA_FILES_ENCODING"  # forces one encoding for every CSV (a Python codec)
+
+
+def _detected_encoding(raw: bytes) -> str:
+    """The placeable encoding charset-normalizer finds best for bytes that are not UTF-8;
+    raises FileContractError when none fits (binary data, an exotic code page)."""
+    from charset_normalizer import from_bytes
+
+    matches = list(from_bytes(raw))
+    if not matches:
+        raise FileContractError("cannot tell its text encoding (not UTF-8, UTF-16 or a known "
+                                f"code page); save it as UTF-8 or set {ENCODING_ENV}")
+    best = (matches[0].chaos, matches[0].coherence)
+    tied = [m for m in matches if (m.chaos, m.coherence) == best]
+    for encoding in PLACEABLE_ENCODINGS:
+        if any(encoding in m.could_be_from_charset for m in tied):
+            return encoding
+    raise FileContractError(f"cannot tell its text encoding (it looks like {matches[0].encoding}"
+                            f", which is not one we read); save it as UTF-8 or set "
+                            f"{ENCODING_ENV}")
+
+
 def _decode(raw: bytes) -> str:
-    for encoding in ("utf-8-sig", "cp1251"):
+    """The file's text: a BOM decides, then strict UTF-8, then detection (charset-normalizer),
+    so that KOI8-R or Latin-1 never lands as Windows-1251 nonsense. Raises FileContractError."""
+    forced = os.environ.get(ENCODING_ENV, "").strip()
+    encoding = forced or next((enc for bom, enc in _BOMS if raw.startswith(bom)), None)
+    if encoding is None and b"\x00" not in raw[:4096]:  # NULs: UTF-16 without a BOM
         try:
-            return raw.decode(encoding)
+            return raw.decode("utf-8")
         except UnicodeDecodeError:
-            continue
-    raise FileContractError("not UTF-8 or Windows-1251 text")
-
-
-def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line number, row) for each data row; the header is line 1."""
-    text = _decode(path.read_bytes())
+            pass
+    encoding = encoding or _detected_encoding(raw)
     try:
-        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+        return raw.decode(encoding).removeprefix("\ufeff")  # a BOM kept by a forced codec
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise FileContractError(f"cannot be read as {encoding} ({exc})") from None
+
+
+def _sniff(text: str) -> type[csv.Dialect] | csv.Dialect:
+    try:
+        return csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
     except csv.Error:
-        dialect = csv.excel
-    reader = csv.DictReader(io.StringIO(text), dialect=dialect)
+        return csv.excel
+
+
+def _cells(row: dict[str | None, str | list[str] | None]) -> dict[str, str]:
+    extra = row.pop(None, None)  # more cells than headers
+    cleaned = {(k or "").strip().lower(): str(v or "").strip() for k, v in row.items()}
+    if extra:
+        cleaned["__extra_cells"] = str(len(extra))
+    return cleaned
+
+
+def _read_csv(path: Path) -> tuple[set[str], list[tuple[int, dict[str, str]]]]:
+    """The header's column names and (line number, row) for each data row (header: line 1)."""
+    try:
+        text = _decode(path.read_bytes())
+    except FileContractError as exc:
+        raise FileContractError(f"{path.name}: {exc}") from None
+    reader = csv.DictReader(io.StringIO(text), dialect=_sniff(text))
+    rows = []
     for row in reader:
-        extra = row.pop(None, None)  # more cells than headers
-        cleaned = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
-        if extra:
-            cleaned["__extra_cells"] = str(len(extra))
+        cleaned = _cells(row)
         if any(cleaned.values()):
-            yield reader.line_num, cleaned
+            rows.append((reader.line_num, cleaned))
+    header = {name.strip().lower() for name in reader.fieldnames or () if name.strip()}
+    return header, rows
 
 
-def _read_parquet(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+def _read_parquet(path: Path) -> tuple[set[str], list[tuple[int, dict[str, str]]]]:
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
-    for index, row in enumerate(table.to_pylist(), start=1):
-        yield index, {
-            str(k).strip().lower(): "" if v is None else (
-                v.isoformat() if isinstance(v, date | datetime) else str(v)
-            )
-            for k, v in row.items()
-        }
+    rows = [(index, {
+        str(k).strip().lower(): "" if v is None else (
+            v.isoformat() if isinstance(v, date | datetime) else str(v)
+        )
+        for k, v in row.items()
+    }) for index, row in enumerate(table.to_pylist(), start=1)]
+    return {str(n).strip().lower() for n in table.column_names}, rows
+
+
+def read_table(path: Path) -> tuple[set[str], list[tuple[int, dict[str, str]]]]:
+    """(column names, rows) of a CSV or Parquet file; raises FileContractError (or pyarrow's
+    ValueError / OSError) when the file cannot be read as a table at all."""
+    try:
+        if path.suffix.lower() == ".parquet":
+            return _read_parquet(path)
+        return _read_csv(path)
+    except csv.Error as exc:  # e.g. a field larger than the csv module's limit
+        raise FileContractError(f"{path.name}: not a readable CSV table ({exc})") from None
 
 
 def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    return _read_parquet(path) if path.suffix.lower() == ".parquet" else _read_csv(path)
+    return iter(read_table(path)[1])
 
 
 def check_header(entity: str, path: Path, columns: set[str]) -> None:
@@ -217,13 +286,23 @@ class FilesSource:
         return sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES)
 
     def pages(self, entity: str, cursor: str | None) -> Iterator[Page]:
-        """One page per file; the cursor is unused (every file is re-read, landing dedups)."""
+        """One page per file; the cursor is unused (every file is re-read, landing dedups).
+        A header-only file gives an empty page (nothing to land is a normal export); a file
+        that cannot be read under the contract gives one refusal record (`refused_file`),
+        which the contract quarantines whole, so that the other files still land."""
         if entity not in CONTRACTS:
             raise ValueError(f"files source has no entity {entity!r}; known: {self.ENTITIES}")
         rates = Rates.from_env()
         for path in self.files(entity):
-            rows = list(read_rows(path))
-            check_header(entity, path, set(rows[0][1]) if rows else set())
+            try:
+                header, rows = read_table(path)
+                check_header(entity, path, header)
+            except (ValueError, OSError) as exc:  # FileContractError, unreadable Parquet
+                log.warning("files %s %s: the whole file is refused: %s", entity, path.name,
+                            _without_name(path, exc))
+                yield Page(records=[self.refused_file(entity, path, exc)], cursor_after=None,
+                           meta={"file": path.name})
+                continue
             records = [
                 RawRecord(
                     source=self.name, account=self.account, entity=entity,
@@ -235,6 +314,19 @@ class FilesSource:
             log.info("files %s %s: %d rows, %d records", entity, path.name, len(rows),
                      len(records))
             yield Page(records=records, cursor_after=None, meta={"file": path.name})
+
+    def refused_file(self, entity: str, path: Path, exc: Exception) -> RawRecord:
+        """The record that stands for a whole unreadable file in raw._quarantine: its name,
+        size and content hash (the file itself stays in the folder and is re-read each run,
+        so fixing it lands its rows) and why it was refused (FILE_ERROR_KEY)."""
+        data = path.read_bytes() if path.is_file() else b""
+        return RawRecord(
+            source=self.name, account=self.account, entity=entity,
+            record_id=f"{REFUSED_PREFIX}{path.name}",
+            payload={FILE_KEY: path.name, LINE_KEY: None, "_bytes": len(data),
+                     "_sha256": hashlib.sha256(data).hexdigest(),
+                     FILE_ERROR_KEY: _without_name(path, exc)},
+        )
 
     def check_connection(self) -> str:
         """For `voronka doctor`: the folder and every file's header against the contract,
@@ -269,13 +361,18 @@ class FilesSource:
             import pyarrow.parquet as pq
 
             return {str(n).strip().lower() for n in pq.read_schema(path).names}
-        text = _decode(path.read_bytes())
         try:
-            dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
-        except csv.Error:
-            dialect = csv.excel
-        first = next(csv.reader(io.StringIO(text), dialect=dialect), [])
+            text = _decode(path.read_bytes())
+        except FileContractError as exc:
+            raise FileContractError(f"{path.name}: {exc}") from None
+        first = next(csv.reader(io.StringIO(text), dialect=_sniff(text)), [])
         return {cell.strip().lower() for cell in first if cell.strip()}
+
+
+def _without_name(path: Path, exc: Exception) -> str:
+    """The reason of a file error without the file name it may start with."""
+    return str(exc).removeprefix(f"{path.name}: ")
+
 
 _DATE_FORMATS = ("%Y-%m-%d", "%d.%m.%Y", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -427,6 +524,16 @@ def _currency_problem(value: str, limits: Limits | None) -> str | None:
             f"{limits.currency}, or give daily rates in {RATES_ENV}")
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_SIGNED_NUMBER = re.compile(r"^[+-][0-9][0-9 .,]*$")
+
+
+def _is_formula(value: str) -> bool:
+    """A key a spreadsheet would run: keys join tables, so staging cannot prefix them the way
+    it neutralises names (macros/safe_text.sql); the contract refuses them. "-15" is a key."""
+    return value.startswith(_FORMULA_START) and not _SIGNED_NUMBER.match(value)
+
+
 def field_problem(column: Column, value: str, limits: Limits | None = None) -> str | None:
     """Why a value breaks the contract, or None when it is fine (`limits`: also check the
     as-of date and the account currency)."""
@@ -443,6 +550,9 @@ def field_problem(column: Column, value: str, limits: Limits | None = None) -> s
                 return f"must not be negative, got {value!r}"
         elif column.kind == "currency":
             return _currency_problem(value, limits)
+        elif column.kind == "key" and _is_formula(value):
+            return ("looks like a spreadsheet formula (starts with = + - @, a tab or CR), "
+                    f"got {value!r}")
     except (ValueError, InvalidOperation):
         expected = {"date": "a date (YYYY-MM-DD or DD.MM.YYYY)", "money": "a number",
                     "number": "a number", "int": "a whole number"}[column.kind]
@@ -460,7 +570,19 @@ def _row_problems(entity: str, row: dict, where: str, limits: Limits) -> list[Pr
     ]
     if row.get("__extra_cells"):
         problems.append((where, "*", f"has {row['__extra_cells']} more cell(s) than the header"))
+    if entity == "orders" and not problems:
+        problems += _margin_problems(row, where)
     return problems
+
+
+def _margin_problems(row: dict, where: str) -> list[Problem]:
+    """A gross margin above the row's amount is a wrong export (margin and amount swapped, a
+    margin in another unit): refused here, with the line, rather than by a mart check later."""
+    margin, amount = str(row.get("gross_margin") or ""), str(row.get("amount") or "")
+    if margin and amount and parse_money(margin) > parse_money(amount):
+        return [(where, "gross_margin",
+                 f"is above the amount: gross_margin {margin!r} > amount {amount!r}")]
+    return []
 
 
 def _same(column: str, a: str, b: str) -> bool:
@@ -518,6 +640,10 @@ def validate_file_rows(
     seen: dict[str, str] = {}
     for record in records:
         row = record.payload
+        if FILE_ERROR_KEY in row:  # a whole file the source could not read (FilesSource.pages)
+            bad.append(QuarantinedRecord(record, f"{row.get(FILE_KEY)}: the whole file is "
+                                         f"refused: {row[FILE_ERROR_KEY]}", ("file",)))
+            continue
         where = f"{row.get(FILE_KEY)} line {row.get(LINE_KEY)}"
         # a row converted by the rates file may be in its own currency
         own = replace(limits, currency=str(row["currency"])) if RATE_KEY in row else limits

@@ -8,10 +8,13 @@ It owns what every API source needs and no source should re-implement:
   Bitrix24), with one interface (``acquire``/``pause``/``saturate``);
 - retries with exponential backoff and jitter on 429, 5xx, dropped connections and timeouts,
   honouring ``Retry-After``, amoCRM's ``retry_after`` (problem+json body) and Yandex's ``retryIn``;
+  a 2xx whose body is an HTML page (a proxy's maintenance page) or JSON cut short, and a body
+  broken off mid-transfer, are retried the same way (``transient_body_problem``);
 - one token refresh on 401 through a callback, and an ``on_response`` hook through which a
   source adapts to rate-limit headers (VK ``X-RateLimit-*``, Meta's usage headers);
 - ``ApiError`` naming the source, the HTTP status and the platform's own code and message
-  (``parse_error_body`` knows every source's error envelope), with a redacted URL and body
+  (``parse_error_body`` knows every source's error envelope; an HTML error page is named by its
+  title, or by the status text when it has none), with a redacted URL and body
   excerpt: no token, client secret or refresh token ever reaches an exception message or a log
   line, ``urllib3``'s request lines included (``LOG_REDACTION``);
 - HAL pagination (amoCRM v4: follow ``_links.next.href``; an empty list is HTTP 204).
@@ -20,6 +23,7 @@ It owns what every API source needs and no source should re-implement:
 from __future__ import annotations
 
 import email.utils
+import html
 import json
 import logging
 import random
@@ -32,6 +36,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -43,6 +48,15 @@ from warehouse.records import RawRecord
 log = logging.getLogger("voronka.extractors")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# A connection that broke while sending or receiving: worth another attempt. A body cut off
+# mid-transfer (Content-Length not reached) is a ChunkedEncodingError, not a ConnectionError.
+DROPPED = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+           requests.exceptions.ContentDecodingError)
+HTML_PAGE = "HTML page"
+_HTML_START = re.compile(rb"^\s*(?:<!doctype\s+html|<html[\s>])", re.IGNORECASE)
+_HTML_TAG = re.compile(r"<[^>]*>")
+_HTML_TITLES = (re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL),
+                re.compile(r"<h1[^>]*>(.*?)</h1\s*>", re.IGNORECASE | re.DOTALL))
 SENSITIVE_PARAMS = frozenset(
     {"access_token", "refresh_token", "client_secret", "token", "code", "auth", "password"}
 )
@@ -80,6 +94,8 @@ class ApiError(Exception):
         self.error_code = error_code
         self.attempts = attempts
         self.detail = message or describe_error_body(body_excerpt) or ""
+        if self.detail == HTML_PAGE and status is not None:  # untitled page: say the status
+            self.detail = describe_html("", status_line(status))
         status_txt = f"HTTP {status}" if status is not None else "no HTTP response"
         text = f"{source}: {status_txt} for {url}"
         if attempts > 1:
@@ -382,15 +398,43 @@ def _problem_or_oauth(body: Mapping[str, Any]) -> ErrorInfo:
     return ErrorInfo(code, message, body)
 
 
+def looks_like_html(text: str | bytes) -> bool:
+    """True for a body that opens as an HTML document (``<!DOCTYPE html>`` or ``<html>``)."""
+    data = text.encode("utf-8", errors="replace") if isinstance(text, str) else text
+    return bool(_HTML_START.match(data[:1024]))
+
+
+def html_title(text: str) -> str | None:
+    """The page's ``<title>`` (else its first ``<h1>``) as one line of plain text, or None."""
+    for pattern in _HTML_TITLES:
+        found = pattern.search(text)
+        if found:
+            title = " ".join(html.unescape(_HTML_TAG.sub(" ", found.group(1))).split())
+            if title:
+                return title[:200]
+    return None
+
+
+def describe_html(text: str, status_text: str | None = None) -> str:
+    """``HTML page '<title>'``; a page without a title is named by the status text instead, so
+    an error never reads ``<html>``."""
+    title = html_title(text)
+    if title:
+        return f"{HTML_PAGE} {title!r}"
+    return f"{HTML_PAGE} ({status_text})" if status_text else HTML_PAGE
+
+
 def parse_error_body(text: str | None) -> ErrorInfo:
     """The code and summary of any source's documented error body (see ``ErrorInfo``).
 
     One parser for every platform, so an ``ApiError`` names the platform's code and message
-    whichever source raised it; a body that is not JSON is summarised by its first line (an
-    HTML error page from a proxy).
+    whichever source raised it; an HTML error page from a proxy is named by its title
+    (``describe_html``), any other body that is not JSON by its first line.
     """
     if not text or not text.strip():
         return ErrorInfo()
+    if looks_like_html(text):
+        return ErrorInfo(message=describe_html(text))
     try:
         body = json.loads(text)
     except (ValueError, TypeError):
@@ -627,6 +671,44 @@ class HttpOptions:
         }
 
 
+def status_line(status: int) -> str:
+    """``503 Service Unavailable`` from the status code alone (the standard phrase)."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
+
+
+def status_text(resp: requests.Response) -> str:
+    """``503 Service Unavailable``: the status line, for a body that says nothing."""
+    reason = resp.reason if isinstance(resp.reason, str) else ""
+    return f"{resp.status_code} {reason}".strip() if reason else status_line(resp.status_code)
+
+
+def transient_body_problem(resp: requests.Response) -> str | None:
+    """Why a 2xx body is not data worth returning, or None when it is.
+
+    A maintenance or captcha page served with 200 by a proxy, and a JSON body cut short (a
+    proxy's buffer, a worker killed mid-write), are transient: the caller would otherwise fail
+    on the first of them with "response is not JSON" (or, worse, take a partial page).
+    An empty body is left to the caller (HTTP 204, Yandex's report-in-progress 201/202).
+    """
+    content = resp.content or b""
+    if not content.strip():
+        return None
+    ctype = (resp.headers.get("Content-Type") or "").lower()
+    if "html" in ctype or looks_like_html(content):
+        text = content[:_ERROR_BODY_CHARS].decode("utf-8", errors="replace")
+        return f"{describe_html(text, status_text(resp))} instead of data"
+    if "json" in ctype or content.lstrip()[:1] in (b"{", b"["):
+        try:
+            json.loads(content)
+        except ValueError as exc:
+            where = f" at char {exc.pos} of {len(content)}" if hasattr(exc, "pos") else ""
+            return f"a JSON body cut short or malformed{where}"
+    return None
+
+
 class HttpClient:
     """A ``requests`` session with rate limiting, retries, auth refresh and redaction."""
 
@@ -759,6 +841,8 @@ class HttpClient:
         the parsed message (a source adding its own hint).
         """
         info = self.error_info(resp)
+        if message is None and info.message == HTML_PAGE:  # an untitled page: say the status
+            message = describe_html("", status_text(resp))
         return cls(resp.status_code, self.safe_url(resp.url or self.base_url),
                    self._excerpt(resp), self.source, attempts=attempts, error_code=info.code,
                    message=message or info.message)
@@ -791,13 +875,18 @@ class HttpClient:
             try:
                 resp = self._send(method, url, shown, params=params, json=json, data=data,
                                   headers=headers, authenticate=authenticate)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except DROPPED as exc:
                 self._wait_after_drop(exc, method, shown, attempt)
                 attempt += 1
                 continue
             status = resp.status_code
             if 200 <= status < 300 or status in accepted:
-                return resp
+                problem = transient_body_problem(resp) if 200 <= status < 300 else None
+                if problem is None:
+                    return resp
+                self._wait_after_bad_body(resp, problem, method, shown, attempt)
+                attempt += 1
+                continue
             if (status == 401 and authenticate and self.on_unauthorized is not None
                     and not refreshed):
                 refreshed = True
@@ -840,6 +929,19 @@ class HttpClient:
         delay = self.backoff(attempt)
         log.warning("%s %s %s failed (%s); retry %d/%d in %.2fs",
                     self.source, method, shown, kind, attempt + 1, self.max_retries, delay)
+        self._sleep(delay)
+
+    def _wait_after_bad_body(self, resp: requests.Response, problem: str, method: str,
+                             shown: str, attempt: int) -> None:
+        """Back off after a 2xx whose body is not the data (an HTML page, JSON cut short): a
+        proxy or an overloaded server sent it and the next attempt usually gets the data;
+        raise naming the problem once retries are spent."""
+        problem = self.redactor(problem)  # a page title is the server's text, not ours
+        if attempt >= self.max_retries:
+            raise self.api_error(resp, attempts=attempt + 1, message=problem)
+        delay = self.backoff(attempt)
+        log.warning("%s %s %s -> %s with %s; retry %d/%d in %.2fs", self.source, method, shown,
+                    resp.status_code, problem, attempt + 1, self.max_retries, delay)
         self._sleep(delay)
 
     def _wait_to_retry(self, resp: requests.Response, method: str, shown: str,

@@ -1,9 +1,13 @@
-"""Durable extractor state: the OAuth token pair of an account.
+"""Durable extractor state: the OAuth token pair of an account, and auth failures of a run.
 
 amoCRM refresh tokens rotate on every refresh and are effectively single-use, so the new pair
 must hit the disk (atomically) before the new access token is used, and two workers must never
 refresh at the same time. ``TokenStore`` gives both: atomic writes (temp file in the same
 directory, fsync, ``os.replace``, mode 0600) and an exclusive ``fcntl`` lock.
+
+``AuthFailures`` remembers a definite auth failure (a dead refresh token, a revoked token) of a
+source within one run, so the source's other entity steps stop at once with the same message
+instead of each trying the dead credentials again.
 """
 
 from __future__ import annotations
@@ -76,31 +80,72 @@ class TokenStore:
     def save(self, tokens: TokenSet) -> None:
         """Write atomically: temp file in the same directory, flush, fsync, ``os.replace``."""
         with self.lock():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(
-                prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
-            )
-            try:
-                os.fchmod(fd, 0o600)
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    json.dump(asdict(tokens), fh)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
-            with contextlib.suppress(OSError):  # make the rename itself durable
-                dir_fd = os.open(self.path.parent, os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
+            write_json_atomically(self.path, asdict(tokens))
 
     def lock(self) -> contextlib.AbstractContextManager[None]:
         """Exclusive, re-entrant lock across threads (RLock) and processes (``fcntl.flock``)."""
         return self._plock.hold()
+
+
+def write_json_atomically(path: Path, data: object) -> None:
+    """Temp file in the same directory (mode 0600), flush, fsync, ``os.replace``, and an fsync
+    of the directory: a crash leaves the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+@dataclass(frozen=True)
+class AuthFailure:
+    """The first definite auth failure of a source in a run (its message is already redacted)."""
+
+    source: str
+    run_id: str
+    step: str
+    message: str
+
+
+class AuthFailures:
+    """One file per source in the state directory, ``<source>_auth_failure.json``.
+
+    A file (not process memory) so that every step of a run sees it whichever process runs
+    the step. It is keyed by run: the next run tries the credentials again, as the operator may
+    have re-authorised in between.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+
+    def path(self, source: str) -> Path:
+        return self.directory / f"{source}_auth_failure.json"
+
+    def record(self, failure: AuthFailure) -> None:
+        write_json_atomically(self.path(failure.source), asdict(failure))
+
+    def in_run(self, source: str, run_id: str) -> AuthFailure | None:
+        """The failure recorded for ``source`` in ``run_id``; None for none or another run's."""
+        try:
+            data = json.loads(self.path(source).read_text(encoding="utf-8"))
+            failure = AuthFailure(**data)
+        except (FileNotFoundError, ValueError, TypeError):  # none, or unreadable: try the API
+            return None
+        return failure if failure.run_id == run_id else None
 
 
 class _PathLock:

@@ -17,12 +17,21 @@ calendar).
 Statistics keep changing after the day (Direct ~3 days, VK 7, Google 14, Meta 28: the
 ``settle_days`` defaults of the extractors), so the daily schedule re-pulls each platform's own
 settling window ending yesterday (see ``orchestration.schedules``).
+
+Gaps: every completed pull records its day range per platform and account
+(``raw._ad_spend_pulls``). A day of ``*_START_DATE``..yesterday that no pull covered (a first
+backfill that stopped part way, a start date moved earlier, a new account) is a gap: the run
+range of that platform then starts at its earliest gap instead of its settling window, both in
+``voronka run`` (``in_process_range``) and in the daily schedule (``platform_range``).
 """
 
 import inspect
 import os
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -31,8 +40,9 @@ from extractors.google_ads import GoogleAdsSource
 from extractors.meta_ads import MetaAdsSource
 from extractors.vk_ads import VKAdsSource
 from extractors.yandex_direct import YandexDirectSource
-from warehouse.records import raw_table_name
+from warehouse.locking import writer_lock
 
+Span = tuple[date, date]
 MOSCOW_TZ = "Europe/Moscow"
 MOSCOW = ZoneInfo(MOSCOW_TZ)
 # Used only when no enabled platform names its first day.
@@ -142,28 +152,77 @@ def clamp_to_source(source: str, first: date, last: date) -> tuple[date, date]:
     return first, last
 
 
+def first_gap(start: date, end: date, pulled: Sequence[Span]) -> date | None:
+    """The earliest day of ``start..end`` that no pulled span covers (None: no gap)."""
+    day = start
+    for first, last in sorted(pulled):
+        if first > day:
+            break
+        day = max(day, last + timedelta(days=1))
+    return day if day <= end else None
+
+
+def platform_range(source: str, pulled: Sequence[Span], last: date,
+                   first_partition: date) -> Span:
+    """What one platform's run pulls up to ``last``: its settling window, widened back to the
+    earliest day of its history (``*_START_DATE``..) that no pull covered."""
+    start = platform_start(source) or first_partition
+    settle_first = last - timedelta(days=AD_SPEND_PLATFORMS[source].settle_days - 1)
+    settle_first = max(start, settle_first)
+    gap = first_gap(start, settle_first - timedelta(days=1), pulled)
+    return (gap or settle_first), last
+
+
 def in_process_range(
-    sources: list[str], raw_counts: dict[str, int], today: date | None = None,
-) -> tuple[date, date] | None:
+    sources: list[str], pulled: Mapping[str, Sequence[Span]], today: date | None = None,
+) -> Span | None:
     """The one partition range a single in-process run (``voronka demo``) pulls.
 
-    Per platform: its whole history (``*_START_DATE``..``*_UNTIL_DATE`` or yesterday) while its
-    raw table is empty, else its settling window ending there. The run takes the hull of them
-    (one range per run): a platform with a shorter window re-pulls a few settled days more,
-    which lands nothing new. None when there is nothing to pull.
+    Per platform: ``platform_range`` (its whole history on a fresh warehouse, its settling
+    window once every earlier day was pulled, from its earliest gap otherwise), ending at its
+    ``*_UNTIL_DATE`` or yesterday. The run takes the hull of them (one range per run): a
+    platform with a shorter window re-pulls a few settled days more, which lands nothing new.
+    None when there is nothing to pull.
     """
     if not sources:
         return None
     first_partition = ad_spend_start(sources)
     yesterday = (today or moscow_today()) - timedelta(days=1)
-    firsts, lasts = [], []
-    for source in sources:
-        platform = AD_SPEND_PLATFORMS[source]
-        start = platform_start(source) or first_partition
-        last = platform_until(source) or yesterday
-        if raw_counts.get(raw_table_name(source, platform.entity)):
-            start = max(start, last - timedelta(days=platform.settle_days - 1))
-        firsts.append(start)
-        lasts.append(last)
-    first, last = min(firsts), max(lasts)
+    spans = [platform_range(s, pulled.get(s, ()), platform_until(s) or yesterday,
+                            first_partition) for s in sources]
+    first, last = min(f for f, _ in spans), max(u for _, u in spans)
     return (first, last) if first <= last else None
+
+
+def configured_account(source: str) -> str | None:
+    """The account the platform's resource would pull now (None when it cannot say)."""
+    from orchestration.resources import source_resources
+
+    try:
+        return str(source_resources()[source].source().account)
+    except Exception:  # settings incomplete: compare with what any account pulled
+        return None
+
+
+def read_pulled_spans(sources: Sequence[str],
+                      lock_timeout_s: float | None = None) -> dict[str, list[Span]]:
+    """What each platform's configured account has pulled, from the warehouse ({} when it
+    does not exist yet). ``lock_timeout_s`` bounds the wait for DuckDB's writer lock."""
+    from voronka import settings
+
+    wh = settings.WarehouseSettings.from_env().open()
+    path = getattr(wh, "path", None)
+    if path is not None and not path.exists():
+        return {}
+    lock = (writer_lock(path, lock_timeout_s) if path is not None and lock_timeout_s
+            else nullcontext())
+    with lock:
+        return {s: wh.pulled_spans(s, AD_SPEND_PLATFORMS[s].entity, configured_account(s))
+                for s in sources}
+
+
+def record_pulled(warehouse: Any, source: str, entity: str, extractor: Any, run_id: str) -> None:
+    """After a completed partitioned pull: its days are no gap any more."""
+    first, last = extractor.start_date, extractor.until_date
+    if first is not None and last is not None and first <= last:
+        warehouse.mark_pulled(source, str(extractor.account), entity, first, last, run_id)

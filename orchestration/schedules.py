@@ -7,7 +7,10 @@ different number of days (Direct 3, VK 7, Google 14, Meta 28). So a tick of
 1. one run per enabled ad platform, selecting only that platform's daily statistics asset,
    over its own settling window ending yesterday (``dagster/asset_partition_range_start`` /
    ``_end`` tags): one run, one report request per chunk, and the re-pulled days replace
-   their numbers;
+   their numbers. A platform with days its account never pulled (``raw._ad_spend_pulls``:
+   a stopped first backfill, a ``*_START_DATE`` moved earlier) runs from its earliest gap
+   instead, so history fills itself; when the warehouse cannot be read within
+   ``PULLS_READ_TIMEOUT_S`` the tick falls back to the settling windows;
 2. the sensor ``daily_refresh_after_ad_spend`` sees when every ad-spend run of that day has
    succeeded and launches the unpartitioned rest of ``daily_refresh``: CRM and other raw
    entities → raw.contact_points → dbt build (tests as checks) → mart checks → publication.
@@ -31,8 +34,11 @@ import dagster as dg
 from orchestration.partitions import (
     MOSCOW,
     MOSCOW_TZ,
+    Span,
     moscow_today,
+    platform_range,
     range_tags,
+    read_pulled_spans,
     settling_window,
 )
 
@@ -47,17 +53,24 @@ REST_STAGE = "rest"
 # How far back the sensor looks for a day whose ad-spend runs finished (a run re-executed
 # the next morning still releases its day).
 SENSOR_LOOKBACK = timedelta(days=3)
+# A tick must not hang on a run holding the DuckDB writer lock (ticks time out at 60 s).
+PULLS_READ_TIMEOUT_S = 20.0
 
 
 def ad_spend_run_requests(
     day: date,
     ad_spend_keys: Mapping[str, Sequence[dg.AssetKey]],
     first_partition: date,
+    pulled: Mapping[str, Sequence[Span]] | None = None,
 ) -> list[dg.RunRequest]:
-    """One run per platform over its settling window ending the day before ``day``."""
+    """One run per platform over its settling window ending the day before ``day``, widened
+    back to its earliest gap when ``pulled`` (the spans pulled so far) is known."""
     windows = {}
     for platform in ad_spend_keys:
         first, last = settling_window(platform, day)
+        if pulled is not None:
+            first, last = platform_range(platform, pulled.get(platform, ()), last,
+                                         first_partition)
         if last >= first_partition:
             windows[platform] = (max(first, first_partition), last)
     platforms = ",".join(windows)
@@ -84,6 +97,19 @@ def schedule_default_status() -> dg.DefaultScheduleStatus:
     return dg.DefaultScheduleStatus.STOPPED if off else dg.DefaultScheduleStatus.RUNNING
 
 
+def pulled_or_none(platforms: list[str], log: Any) -> dict[str, list[Span]] | None:
+    """The spans each platform pulled so far; None (settling windows only, gaps wait for the
+    next tick) when the warehouse cannot be read now."""
+    if not platforms:
+        return {}
+    try:
+        return read_pulled_spans(platforms, PULLS_READ_TIMEOUT_S)
+    except Exception as exc:  # a busy or unreachable warehouse must not cost the day's tick
+        log.warning(f"ad spend gaps not checked (warehouse unreadable: {type(exc).__name__});"
+                    " pulling the settling windows only")
+        return None
+
+
 def build_daily_schedule(
     job: Any,  # the (unresolved) daily_refresh asset job
     ad_spend_keys: Mapping[str, Sequence[dg.AssetKey]],
@@ -102,7 +128,8 @@ def build_daily_schedule(
     )
     def daily_refresh_schedule(context: dg.ScheduleEvaluationContext) -> Iterator[dg.RunRequest]:
         day = moscow_today(context.scheduled_execution_time)
-        requests = ad_spend_run_requests(day, ad_spend_keys, first_partition)
+        pulled = pulled_or_none(list(ad_spend_keys), context.log)
+        requests = ad_spend_run_requests(day, ad_spend_keys, first_partition, pulled)
         yield from requests
         if not requests:  # nothing to wait for
             yield rest_run_request(day.isoformat(), rest_keys)

@@ -199,8 +199,9 @@ def _expected(name: str, dim: pd.DataFrame, orders: pd.DataFrame, as_of: dt.date
         return dim["customer_id"].isin(set(ranked["customer_id"].head(size)))
     if name == "birthday_next_7_days":
         window = {(d.month, d.day) for d in (as_of + dt.timedelta(days=k) for k in range(8))}
-        return pd.Series([pd.notna(b) and (b.month, b.day) in window
-                          for b in pd.to_datetime(dim["birthday"])], index=dim.index)
+        return pd.Series([pd.notna(m) and (int(m), int(d)) in window
+                          for m, d in zip(dim["birthday_month"], dim["birthday_day"],
+                                          strict=True)], index=dim.index)
     raise AssertionError(name)
 
 
@@ -272,16 +273,17 @@ def test_an_uncontactable_customer_matching_the_conditions_is_excluded_and_count
 
 @pytest.mark.parametrize("days", [0, 7, 45])
 def test_birthday_within_days_matches_known_birthdays_in_the_window(frames, days):
-    """Month and day of dim_customers.birthday on one of the days as-of .. as-of + days
-    (across the year end too), recomputed in pandas; unknown birthdays never match."""
+    """dim_customers.birthday_month/_day on one of the days as-of .. as-of + days (across
+    the year end too), recomputed in pandas; unknown birthdays never match."""
     marts, dim, _, as_of = frames
     seg = parse_segment("name: birthdays\nkind: dynamic\nconditions:\n"
                         f"  - birthday_within_days: {{days: {days}}}\n", "birthdays.yml")
     members = segment_members(marts.wh, seg)
     window = {((as_of + dt.timedelta(days=k)).month, (as_of + dt.timedelta(days=k)).day)
               for k in range(days + 1)}
-    birthdays = pd.to_datetime(dim["birthday"])
-    match = dim[[pd.notna(b) and (b.month, b.day) in window for b in birthdays]]
+    birthdays = dim["birthday_month"]
+    match = dim[[pd.notna(m) and (int(m), int(d)) in window
+                 for m, d in zip(dim["birthday_month"], dim["birthday_day"], strict=True)]]
     assert list(members.customer_ids) == sorted(match.loc[match["is_contactable"],
                                                           "customer_id"])
     assert members.excluded_count == int((~match["is_contactable"]).sum())
@@ -302,9 +304,9 @@ def test_birthday_window_crosses_the_year_end():
     con.execute("create table intermediate.int_as_of_date as select date '2026-12-28' "
                 "as as_of_date")
     con.execute("create table marts.dim_customers as select * from (values "
-                "('jan2', date '1990-01-02', true), ('jan5', date '1985-01-05', true), "
-                "('dec28', date '2000-12-28', true), ('unknown', null, true)) "
-                "as t(customer_id, birthday, is_contactable)")
+                "('jan2', 1, 2, true), ('jan5', 1, 5, true), "
+                "('dec28', 12, 28, true), ('unknown', null, null, true)) "
+                "as t(customer_id, birthday_month, birthday_day, is_contactable)")
     assert [r[0] for r in con.execute(sql, params).fetchall()] == ["dec28", "jan2"]
 
 

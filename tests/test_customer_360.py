@@ -297,9 +297,10 @@ def test_uncontactable_top_customers_are_not_in_the_seed(
 
 
 def test_birthdays_where_known(built: MartsBuild, dim: pd.DataFrame) -> None:
-    """dim_customers.birthday comes from the customer's CRM contacts: every known one is a
-    birthday some contact payload records, a person's contacts never disagree after identity
-    resolution, and customers without a recorded birthday stay null."""
+    """intermediate.int_customer_birthday comes from the customer's CRM contacts: every known
+    one is a birthday some contact payload records, a person's contacts never disagree after
+    identity resolution, and customers without a recorded birthday stay null. dim_customers
+    publishes only its month and day (tests/test_as_of_and_determinism.py)."""
     from datetime import datetime
 
     from synthetic.model import MSK
@@ -312,7 +313,9 @@ def test_birthdays_where_known(built: MartsBuild, dim: pd.DataFrame) -> None:
                 if f["field_type"] == "birthday"}
     recorded |= {date.fromisoformat(c["BIRTHDATE"][:10])
                  for c in business.bitrix24["contacts"] if c["BIRTHDATE"]}
-    known = pd.to_datetime(dim["birthday"]).dropna().dt.date
+    private = built.df("select customer_id, birthday from intermediate.int_customer_birthday")
+    merged = dim.reset_index()[["customer_id"]].merge(private, on="customer_id", how="left")
+    known = pd.to_datetime(merged["birthday"]).dropna().dt.date
     assert set(known) <= recorded
     assert 0.4 < len(known) / len(dim) < 0.95  # about half the contacts record one
     disagreeing = built.df("select count(*) as n from intermediate.int_customer_birthday "

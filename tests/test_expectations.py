@@ -529,7 +529,7 @@ def test_file_rows_get_the_contract_then_the_gx_suite(tmp_path: Any) -> None:
         "A-1;2026-05-02;1;RUB;\n"              # line 5: contract (A-1's line, another day)
         "A-4;1969-12-31;10;RUB;\n"             # line 6: contract (before 1970)
         "A-5;2026-05-01;Infinity;RUB;\n"       # line 7: GX (not a finite amount)
-        "A-6;2026-05-01;10;RUB;1e13\n"         # line 8: GX (gross_margin too large)
+        "A-6;2026-05-01;10;RUB;1e13\n"         # line 8: contract (gross_margin > amount)
         "A-7;2026-05-03;7,50;;\n"              # line 9: good
     ), "shop.csv")
     result = validate_records(orders)
@@ -552,11 +552,11 @@ def test_file_rows_get_the_contract_then_the_gx_suite(tmp_path: Any) -> None:
     failed = {q.record.payload["_line"]: q.failed_fields for q in result.quarantined}
     assert failed[4] == ("order_date", "currency") and failed[7] == ("amount",)
     contract = next(r for r in result.results if r["expectation"] == "file_contract")
-    assert contract["unexpected_count"] == 4
-    assert contract["records"] == ["A-1", "A-2", "A-3", "A-4"]
+    assert contract["unexpected_count"] == 5
+    assert contract["records"] == ["A-1", "A-2", "A-3", "A-4", "A-6"]
     gx_failures = {r["field"] for r in result.results
                    if r["expectation"].startswith("expect_") and not r["success"]}
-    assert gx_failures == {"amount", "gross_margin"}
+    assert gx_failures == {"amount"}
 
     spend = file_records(tmp_path, "ad_spend", (
         "date,platform,campaign_id,spend,impressions,clicks\n"

@@ -230,8 +230,11 @@ def test_full_sync_of_every_entity_pages_and_lands_everything(amo, wh, tmp_path,
     lead_q = [r["query"] for r in api_requests(amo, "/api/v4/leads")
               if r["path"] == "/api/v4/leads" and r["query"].get("with") != "only_deleted"]
     assert all(q["order[updated_at]"] == "asc" and q["with"] == "contacts" for q in lead_q)
-    assert [q["page"] for q in lead_q] == ["1", "2", "3", "4", "5"]
-    assert all("filter[updated_at][from]" not in q for q in lead_q)  # first run: no cursor
+    # keyset windows (issue 12 item 1): always page 1, from the newest updated_at seen
+    assert [q["page"] for q in lead_q] == ["1", "1", "1", "1", "1"]
+    assert "filter[updated_at][from]" not in lead_q[0]  # first run: no cursor
+    assert [int(q["filter[updated_at][from]"]) for q in lead_q[1:]] == [
+        BASE_TS + 60 * i + 30 for i in (49, 98, 147, 196)]
     ev_q = [r["query"] for r in api_requests(amo, "/api/v4/events")]
     # events: page_limit 50 here; the cap is 100 (see test_events_limit_is_capped_at_100)
     assert all(q["limit"] == "50" and q["filter[type]"] == "lead_status_changed" for q in ev_q)
@@ -255,10 +258,11 @@ def test_full_sync_of_every_entity_pages_and_lands_everything(amo, wh, tmp_path,
 
 def test_normal_run_stays_under_7_requests_per_second(amo, tmp_path):
     src = make_source(amo, tmp_path / "tokens.json", page_limit=10)
-    n = sum(len(p.records) for p in src.pages("leads", None))  # 23 pages + 1 refresh
+    # 26 keyset windows (each re-reads the previous page's newest record) + 1 refresh
+    n = sum(len(p.records) for p in src.pages("leads", None))
     assert n == N_LEADS
     log = amo.request_log
-    assert len(log) == 24
+    assert len(log) == 27
     assert [r for r in log if r["status"] != 200] == []
     times = sorted(r["t"] for r in log)
     # no 1-second window on the server holds more than 7 arrivals
@@ -493,14 +497,14 @@ def test_resume_after_failure_on_page_3_loses_nothing_and_duplicates_nothing(
         sync_entity(src, "leads", wh, run_id="run-1", validate=validate_and_break_after_page_2,
                     batch_records=1)  # land page by page, so pages 1-2 are in before the crash
     assert info.value.status == 500
-    assert "page=3" in info.value.url
-    assert wh.count_rows("raw.amocrm__leads") == 100  # pages 1-2 landed
+    assert "filter[updated_at][from]" in info.value.url  # the third keyset window
+    assert wh.count_rows("raw.amocrm__leads") == 99  # pages 1-2 landed (50 + 49 new)
     assert wh.get_cursor("amocrm", "voronka-demo", "leads") is None  # cursor not advanced
 
     amo.faults.clear()
     result = sync_entity(src, "leads", wh, run_id="run-2")
     assert result.cursor_before is None
-    assert result.inserted == N_LEADS - 100 and result.duplicates == 100
+    assert result.inserted == N_LEADS - 99 and result.duplicates == 99
     assert wh.count_rows("raw.amocrm__leads") == N_LEADS
     ids = raw_ids(wh, "leads")
     assert len(ids) == len(set(ids)) == N_LEADS

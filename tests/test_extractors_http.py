@@ -343,7 +343,7 @@ def test_error_bodies_are_summarised():
                       "status": 401, "detail": "The refresh token is invalid."})
     assert describe_error_body(amo) == (
         "Unauthorized: The refresh token is invalid.: Token has been revoked")
-    assert describe_error_body("<html>\n<title>502</title>") == "<html>"
+    assert describe_error_body("<html>\n<title>502</title>") == "HTML page '502'"
 
 
 def test_on_response_sees_every_response_errors_included(amo):

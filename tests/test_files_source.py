@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from extractors.files import FileContractError, FilesSource, validate_file_rows
+from extractors.files import FilesSource, validate_file_rows
 from extractors.sync import sync_entity
 from warehouse.duckdb_backend import DuckDBWarehouse
 
@@ -78,8 +78,11 @@ def test_sync_lands_good_rows_quarantines_bad_and_reruns_without_duplicates(
 def test_a_file_without_a_required_column_is_named_in_the_error(tmp_path: Path) -> None:
     (tmp_path / "orders").mkdir()
     (tmp_path / "orders" / "broken.csv").write_text("order_id,amount\nA-1,10\n")
-    with pytest.raises(FileContractError, match=r"broken.csv: required column\(s\) 'order_date'"):
-        list(FilesSource(tmp_path).pages("orders", None))
+    # issue 12 item 7: the file is quarantined whole (naming it and the column), not a crash
+    _, [refused] = validate_file_rows(
+        [r for page in FilesSource(tmp_path).pages("orders", None) for r in page.records])
+    assert refused.reason.startswith(
+        "broken.csv: the whole file is refused: required column(s) 'order_date' missing")
 
 
 def test_an_empty_folder_yields_nothing(tmp_path: Path) -> None:

@@ -100,9 +100,14 @@ def test_ad_spend_assets_are_daily_partitioned_with_single_run_backfills(
 
 
 def test_schedule_tick_requests_each_platforms_settling_window(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:
     defs = build(monkeypatch, **ALL_ADS)
+    # every earlier day was pulled: no gap to backfill (tests/test_ad_spend_gaps.py)
+    monkeypatch.setenv("VORONKA_DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
+    wh = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
+    for source, platform in AD_SPEND_PLATFORMS.items():
+        wh.mark_pulled(source, "any", platform.entity, date(2025, 1, 1), date(2026, 3, 14), "r")
     schedule = defs.resolve_schedule_def(SCHEDULE_NAME)
     assert schedule.job_name == "daily_refresh"
     tick = datetime(2026, 3, 15, 6, 0, tzinfo=MOSCOW)
@@ -184,7 +189,8 @@ def test_in_process_range_is_the_whole_history_then_the_settling_windows(
     monkeypatch.setenv("META_ADS_UNTIL_DATE", "2026-10-31")
     platforms = ["yandex_direct", "meta_ads"]
     assert in_process_range(platforms, {}) == (date(2024, 11, 1), date(2026, 10, 31))
-    landed = {"yandex_direct__campaign_stats": 10, "meta_ads__campaign_insights": 5}
+    pulled = [(date(2024, 11, 1), date(2026, 10, 31))]
+    landed = {"yandex_direct": pulled, "meta_ads": pulled}
     assert in_process_range(platforms, landed) == (date(2026, 10, 4), date(2026, 10, 31))
     assert in_process_range(["yandex_direct"], landed) == (date(2026, 10, 29),
                                                            date(2026, 10, 31))

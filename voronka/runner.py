@@ -2,8 +2,9 @@
 
 One run of ``daily_refresh`` does everything: ad spend is pulled over one partition range
 (``orchestration.partitions.in_process_range``: the whole ``*_START_DATE``..``*_UNTIL_DATE``
-history on a fresh warehouse, the settling windows after that), the unpartitioned rest as
-usual. The 06:00 schedule splits the same work into per-platform runs (see
+history on a fresh warehouse, the settling windows after that, widened back to the earliest
+day no run has pulled yet), the unpartitioned rest as usual. The 06:00 schedule splits the
+same work into per-platform runs (see
 ``orchestration.schedules``).
 """
 
@@ -17,13 +18,23 @@ from typing import Any
 import dagster as dg
 
 
-def _raw_counts() -> dict[str, int]:
-    from voronka import settings
+def _pulled_spans(platforms: list[str]) -> dict[str, list[tuple[date, date]]]:
+    from orchestration.partitions import read_pulled_spans
 
     try:
-        return settings.WarehouseSettings.from_env().open().table_counts("raw")
-    except Exception:  # no warehouse yet: a fresh one, pull the whole history
+        return read_pulled_spans(platforms)
+    except Exception:  # no readable warehouse yet: a fresh one, pull the whole history
         return {}
+
+
+def _clean_stale_temporaries() -> None:
+    """A run killed during publication left its half-written copy: remove it on start."""
+    from voronka import settings
+
+    clean = getattr(settings.WarehouseSettings.from_env().open(), "clean_stale_temporaries",
+                    None)
+    if clean is not None:
+        clean()
 
 
 def run_daily_refresh(
@@ -39,10 +50,11 @@ def run_daily_refresh(
     from orchestration.partitions import in_process_range, range_tags
 
     warm_up_in_background()
+    _clean_stale_temporaries()
     defs = build_defs()
     job = defs.resolve_job_def("daily_refresh")
     platforms = ad_spend_platforms_enabled()
-    span = ad_spend_range or in_process_range(platforms, _raw_counts())
+    span = ad_spend_range or in_process_range(platforms, _pulled_spans(platforms))
     if job.partitions_def is None:  # no ad platform configured: nothing is partitioned
         span = None
     kwargs: dict = {}

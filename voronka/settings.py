@@ -87,5 +87,7 @@ def log_dir() -> Path:
 
 
 def as_of_date() -> date | None:
-    """The marts' as-of date (dbt var); None lets dbt take the newest date in the data."""
+    """The marts' as-of date (dbt var); None lets dbt take the newest date in the data, capped
+    at the day the dbt run started in Moscow (int_as_of_date), so a future-dated row cannot
+    move it. Set explicitly, it is used as is, even in the future."""
     return _date("VORONKA_AS_OF_DATE")

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pandas as pd
@@ -15,6 +15,9 @@ import pandas as pd
 from warehouse.records import QuarantinedRecord, RawRecord, canonical_json
 
 RAW_SCHEMA = "raw"
+# One row per successful pull of an ad platform's daily statistics over a day range (the
+# partitions of a run): the days no row covers are the gaps the next run backfills.
+PULLS_TABLE = "_ad_spend_pulls"
 RAW_COLUMNS = (
     "source", "account", "entity", "record_id", "payload", "payload_hash",
     "updated_at", "extracted_at", "run_id",
@@ -100,6 +103,12 @@ class Warehouse(ABC):
                 failed_fields varchar, run_id varchar not null,
                 quarantined_at timestamp not null)"""
         )
+        cur.execute(
+            f"""create table if not exists {RAW_SCHEMA}.{PULLS_TABLE} (
+                source varchar not null, account varchar not null, entity varchar not null,
+                first_day date not null, last_day date not null, run_id varchar not null,
+                pulled_at timestamp not null)"""
+        )
 
     # -- landing ------------------------------------------------------------------------
 
@@ -165,6 +174,38 @@ class Warehouse(ABC):
                 f"insert into {RAW_SCHEMA}._cursors values ({p}, {p}, {p}, {p}, {p})",
                 (source, account, entity, value, utcnow()),
             )
+
+    # -- ad spend days pulled --------------------------------------------------------------
+
+    def mark_pulled(self, source: str, account: str, entity: str, first: date, last: date,
+                    run_id: str) -> None:
+        """Record that every day of first..last was pulled for this account and run completed
+        (a run that stopped part way records nothing, so its days stay gaps)."""
+        with self.connect() as conn:
+            self.ensure_bookkeeping(conn)
+            conn.cursor().execute(
+                f"insert into {RAW_SCHEMA}.{PULLS_TABLE} values ({self._marks(7)})",
+                (source, account, entity, first, last, run_id, utcnow()),
+            )
+
+    def pulled_spans(self, source: str, entity: str,
+                     account: str | None = None) -> list[tuple[date, date]]:
+        """The day ranges pulled so far for one platform's account (any account when None)."""
+        p = self._param
+        sql = (f"select first_day, last_day from {RAW_SCHEMA}.{PULLS_TABLE} "
+               f"where source = {p} and entity = {p}")
+        params: tuple = (source, entity)
+        if account is not None:
+            sql, params = sql + f" and account = {p}", (*params, account)
+        with self.connect() as conn:
+            cur = conn.cursor()  # a read: no bookkeeping table created when none exists
+            cur.execute("select count(*) from information_schema.tables "
+                        f"where table_schema = '{RAW_SCHEMA}' and table_name = '{PULLS_TABLE}'")
+            if not cur.fetchall()[0][0]:
+                return []
+            cur.execute(sql + " order by first_day", params)
+            rows = cur.fetchall()
+        return [(_as_date(first), _as_date(last)) for first, last in rows]
 
     # -- reads --------------------------------------------------------------------------
 
@@ -233,6 +274,10 @@ class Warehouse(ABC):
 
     def describe(self) -> str:
         return self.kind
+
+
+def _as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
 
 
 def json_loads(value: Any) -> Any:

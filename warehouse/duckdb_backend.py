@@ -45,6 +45,27 @@ def _connect_waiting(path: Path, timeout_s: float = 120.0) -> duckdb.DuckDBPyCon
             time.sleep(0.5)
 
 
+def _owner_only(path: Path) -> None:
+    """The working warehouse holds contacts and dates of birth: readable by its owner only
+    (0600), the write-ahead log too. The published file keeps the umask's mode for BI."""
+    for file in (path, path.with_name(path.name + ".wal")):
+        try:
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+        except FileNotFoundError:
+            continue
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
 class DuckDBWarehouse(Warehouse):
     kind = "duckdb"
     _param = "?"
@@ -69,6 +90,7 @@ class DuckDBWarehouse(Warehouse):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with writer_lock(self.path):
             con = _connect_waiting(self.path)
+            _owner_only(self.path)
             try:
                 con.begin()
                 yield _Conn(con)
@@ -121,12 +143,24 @@ class DuckDBWarehouse(Warehouse):
             ).fetchall()
         return [r[0] for r in rows]
 
+    def clean_stale_temporaries(self) -> list[Path]:
+        """Remove half-written publication copies (``.<published>.<pid>.tmp`` and their WAL)
+        left by a killed run: their process is gone, nothing will ever rename them."""
+        removed = []
+        for path in self.published_path.parent.glob(f".{self.published_path.name}.*.tmp*"):
+            pid = path.name[len(self.published_path.name) + 2:].split(".", 1)[0]
+            if pid.isdigit() and not _process_alive(int(pid)):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        return removed
+
     def publish(self) -> str:
         """Copy the mart schemas to a new file and rename it over the published one.
 
         A BI user holding the old file open keeps reading the old snapshot; the next open
         sees the new one. The rename is atomic, so nobody ever sees a half-written file.
         """
+        self.clean_stale_temporaries()
         tmp = self.published_path.with_name(f".{self.published_path.name}.{os.getpid()}.tmp")
         tmp.unlink(missing_ok=True)
         with self.connect() as conn:

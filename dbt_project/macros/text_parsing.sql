@@ -97,9 +97,9 @@
     cast(nullif(nullif(trim({{ id_text }}), ''), '0') as bigint)
 {%- endmacro %}
 
-{#- A UTM / tag value for matching: trimmed, lower-cased, NULL when empty. -#}
+{#- A UTM / tag value for matching: trimmed, lower-cased, NULL when empty, formula-safe. -#}
 {% macro tag_value(text) -%}
-    nullif(lower(trim({{ text }})), '')
+    {{ voronka.safe_text("nullif(lower(trim(" ~ text ~ ")), '')") }}
 {%- endmacro %}
 
 {#-

@@ -8,16 +8,24 @@ VORONKA_AUDIENCES_DIR for uploading by hand. It runs after the marts are publish
 data whose blocking checks passed reaches an ad platform. Static segments are frozen at
 creation and are synced on demand (``voronka audiences sync NAME``), not on the schedule.
 
+A bad segment file (``audiences.segments.scan_segments``: invalid YAML, a name outside
+``[a-z0-9_]``, an alias bomb, a NUL byte...) never stops the definitions from loading: it is
+logged as a warning when they load and becomes an asset ``audiences/<name>`` (the name the file
+seems to define) that fails every run with the file, line and problem; the other segments'
+assets are built and run as usual.
+
 Metadata carries counts and statuses only: never an identifier, a hash or a token.
 """
 
+import logging
 import os
+from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 
-from audiences.segments import Segment, load_segments
+from audiences.segments import BadSegmentFile, Segment, SegmentScan, scan_segments
 from audiences.sync import (
     PLATFORMS_VAR,
     SyncResult,
@@ -31,12 +39,20 @@ SEGMENTS_DIR_VAR = "VORONKA_SEGMENTS_DIR"
 OUT_DIR_VAR = "VORONKA_AUDIENCES_DIR"
 DEFAULT_OUT_DIR = "data/audiences"
 GROUP = "audiences"
+PUBLISHED = dg.AssetKey(["published", "marts"])
+
+log = logging.getLogger(__name__)
+
+
+def segment_scan() -> SegmentScan:
+    """The segment files of VORONKA_SEGMENTS_DIR (default: the shipped examples), each read on
+    its own: a bad one is reported, never raised."""
+    return scan_segments(os.environ.get(SEGMENTS_DIR_VAR) or None)
 
 
 def dynamic_segments() -> list[Segment]:
-    """The dynamic segments of VORONKA_SEGMENTS_DIR (default: the shipped examples)."""
-    return [s for s in load_segments(os.environ.get(SEGMENTS_DIR_VAR) or None)
-            if s.kind == "dynamic"]
+    """The good dynamic segments of VORONKA_SEGMENTS_DIR."""
+    return [s for s in segment_scan().segments if s.kind == "dynamic"]
 
 
 def audience_asset_key(segment: str) -> dg.AssetKey:
@@ -59,7 +75,7 @@ def result_metadata(results: list[SyncResult]) -> dict[str, dg.MetadataValue]:
 def build_audience_asset(seg: Segment) -> dg.AssetsDefinition:
     @dg.asset(
         key=audience_asset_key(seg.name),
-        deps=[dg.AssetKey(["published", "marts"])],
+        deps=[PUBLISHED],
         group_name=GROUP,
         kinds={"python"},
         description=f"{seg.description} (segment file {Path(seg.file).name}; dynamic: "
@@ -95,5 +111,44 @@ def build_audience_asset(seg: Segment) -> dg.AssetsDefinition:
     return _audience
 
 
+def build_bad_segment_asset(name: str, bad: list[BadSegmentFile]) -> dg.AssetsDefinition:
+    """A flag in the graph where the segment would be: it fails every run, naming the file(s),
+    line and problem, so a broken file is seen without blocking anything else."""
+    message = "\n".join(b.message for b in bad)
+    files = ", ".join(Path(b.file).name for b in bad)
+
+    @dg.asset(
+        key=audience_asset_key(name),
+        deps=[PUBLISHED],
+        group_name=GROUP,
+        kinds={"python"},
+        description=f"Segment file {files} cannot be used (not synced): {message}",
+    )
+    def _bad_segment(context: dg.AssetExecutionContext) -> None:
+        raise dg.Failure(
+            description=f"segment not synced; fix the segment file:\n{message}",
+            metadata={"files": dg.MetadataValue.text(files),
+                      "errors": dg.MetadataValue.text(message)})
+
+    return _bad_segment
+
+
+def _bad_by_key(scan: SegmentScan) -> dict[str, list[BadSegmentFile]]:
+    """Bad files grouped by the asset name they take: the segment name they seem to define,
+    suffixed when a good segment already has it."""
+    good = {s.name for s in scan.segments}
+    grouped: dict[str, list[BadSegmentFile]] = defaultdict(list)
+    for b in scan.bad:
+        grouped[b.name if b.name not in good else f"{b.name}_invalid"].append(b)
+    return dict(grouped)
+
+
 def build_audience_assets() -> list[dg.AssetsDefinition]:
-    return [build_audience_asset(seg) for seg in dynamic_segments()]
+    """One asset per good dynamic segment, and one failing flag asset per bad segment file."""
+    scan = segment_scan()
+    assets = [build_audience_asset(seg) for seg in scan.segments if seg.kind == "dynamic"]
+    for name, bad in sorted(_bad_by_key(scan).items()):
+        for b in bad:
+            log.warning("audience segment not loaded: %s", b.message)
+        assets.append(build_bad_segment_asset(name, bad))
+    return assets

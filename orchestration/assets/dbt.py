@@ -4,7 +4,9 @@
 import fcntl
 import importlib.metadata
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -85,7 +87,8 @@ class VoronkaDbtTranslator(DagsterDbtTranslator):
 
 
 def dbt_vars() -> dict[str, str]:
-    """The as-of date pins the marts to the data, never to the wall clock; on PostgreSQL the
+    """The as-of date pins the marts to the data (unset: the newest data date, capped in dbt at
+    the run's day in Moscow, int_as_of_date), never to a query's clock; on PostgreSQL the
     marts are built into a schema BI cannot read until publication (warehouse.publication)."""
     as_of = settings.as_of_date()
     build = dbt_build_vars(settings.WarehouseSettings.from_env().kind)
@@ -123,7 +126,82 @@ def voronka_dbt_models(
     args = ["build", "--exclude-resource-type", "unit_test", *vars_args()]
     with warehouse.open().writer():
         target = run_target_path(context.run_id)
-        yield from dbt.cli(args, context=context, target_path=target).stream()
+        invocation = dbt.cli(args, context=context, target_path=target)
+        yield from stream_bound_to_run(invocation)
+
+
+# How long dbt may take to cancel its queries after SIGINT before it is killed (dagster-dbt
+# waits 25 s, then leaves it running).
+DBT_INTERRUPT_GRACE_S = 5.0
+
+# A watchdog process (stdlib only): when the run's process dies, even by SIGKILL, it ends the
+# dbt child it was started for, SIGINT first, then SIGKILL after the grace period.
+_WATCHDOG = """
+import os, signal, sys, time
+parent, child, grace = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+while alive(child):
+    if os.getppid() != parent:
+        os.kill(child, signal.SIGINT)
+        deadline = time.monotonic() + grace
+        while alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if alive(child):
+            os.kill(child, signal.SIGKILL)
+        break
+    time.sleep(0.2)
+"""
+
+
+def watch_child(pid: int, grace_s: float = DBT_INTERRUPT_GRACE_S) -> subprocess.Popen:
+    """Start the watchdog of child ``pid``: a run killed outright runs no ``finally``, and its
+    orphaned ``dbt build`` would otherwise go on writing the warehouse for minutes. Its own
+    session, so a terminal's Ctrl-C reaches dbt, not the watchdog."""
+    return subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", _WATCHDOG, str(os.getpid()), str(pid), str(grace_s)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def end_child(process: subprocess.Popen, grace_s: float = DBT_INTERRUPT_GRACE_S) -> None:
+    """End a child still running: SIGINT (dbt cancels its queries), SIGKILL after grace_s."""
+    if process.poll() is not None:
+        return
+    if grace_s > 0:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    process.kill()
+    process.wait()
+
+
+def stream_bound_to_run(invocation: Any) -> Iterator[Any]:
+    """Stream a dbt invocation whose process cannot outlive the step: ended when the step
+    stops for any reason (interrupt, failure, closed generator), by the watchdog when the
+    whole run process is killed."""
+    invocation.termination_timeout_seconds = DBT_INTERRUPT_GRACE_S
+    watchdog = watch_child(invocation.process.pid)
+    grace_s = DBT_INTERRUPT_GRACE_S
+    try:
+        yield from invocation.stream()
+    except (dg.DagsterExecutionInterruptedError, subprocess.TimeoutExpired):
+        grace_s = 0.0  # dagster-dbt already sent SIGINT and waited the grace period
+        raise
+    finally:
+        end_child(invocation.process, grace_s)
+        watchdog.kill()
+        watchdog.wait()
 
 
 def run_target_path(run_id: str, project: DbtProject = DBT_PROJECT) -> Path:

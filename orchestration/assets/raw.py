@@ -11,7 +11,7 @@ files source has no date filter, it re-reads every file each run (landing de-dup
 
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
 from typing import Any
 
@@ -22,17 +22,20 @@ from extractors.amocrm import AmoCRMSource
 from extractors.bitrix24 import Bitrix24Source
 from extractors.files import FilesSource
 from extractors.google_ads import GoogleAdsSource
+from extractors.http import AuthorizationError
 from extractors.meta_ads import MetaAdsSource
+from extractors.state import AuthFailure, AuthFailures
 from extractors.sync import SyncResult, sync_entity
 from extractors.vk_ads import VKAdsSource
 from extractors.yandex_direct import YandexDirectSource
-from orchestration.partitions import AD_SPEND_PLATFORMS, is_ad_spend
+from orchestration.partitions import AD_SPEND_PLATFORMS, is_ad_spend, record_pulled
 from orchestration.resources import (
     AMOCRM_OPTIONAL_ENTITIES,
     WarehouseResource,
     amocrm_skipped_entities,
     enabled_sources,
 )
+from voronka import settings
 from warehouse.contact_points import build_contact_points
 from warehouse.records import QuarantinedRecord, RawRecord, raw_table_name
 
@@ -187,6 +190,36 @@ def table_rows(wh: Any, table: str) -> int:
     return wh.count_rows(f"raw.{table}") if table in wh.list_tables("raw") else 0
 
 
+def stop_if_auth_failed(source: str, entity: str, run_id: str) -> None:
+    """Fail this step at once, without calling the API, when another step of ``source`` in
+    this run met a definite auth failure: every entity shares the credentials, and trying a
+    dead refresh token once per entity only repeats the error (amoCRM may also block)."""
+    failure = AuthFailures(settings.state_dir()).in_run(source, run_id)
+    if failure is None:
+        return
+    raise dg.Failure(
+        # the first line is the short one a run summary shows; the first failure's own step
+        # carries the full message once
+        description=(f"{source} {entity} not attempted: the {source} credentials failed in "
+                     f"step {failure.step} of this run (fix them, then re-run)\n"
+                     f"{failure.message}"),
+        metadata={"auth_failed_in_step": failure.step},
+        allow_retries=False,
+    )
+
+
+def sync_recording_auth_failure(source: str, step: str, run_id: str,
+                                sync: Callable[[], SyncResult]) -> SyncResult:
+    """Run ``sync``; a definite auth failure is recorded for the source's other steps of this
+    run (``stop_if_auth_failed``) and re-raised with its own clear message."""
+    try:
+        return sync()
+    except AuthorizationError as exc:
+        failure = AuthFailure(source=source, run_id=run_id, step=step, message=str(exc))
+        AuthFailures(settings.state_dir()).record(failure)
+        raise
+
+
 def build_raw_asset(
     source: str, entity: str, partitions_def: dg.PartitionsDefinition | None = None,
 ) -> dg.AssetsDefinition:
@@ -220,6 +253,7 @@ def _raw_asset_def(
     def _raw_asset(
         context: dg.AssetExecutionContext,
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        stop_if_auth_failed(source, entity, context.run_id)
         wh = context.resources.warehouse.open()
         resource = getattr(context.resources, source)
         range_meta: dict[str, Any] = {}
@@ -237,8 +271,12 @@ def _raw_asset_def(
             extractor = resource.source()
             landing = wh
         validator = _CollectingValidator()
-        result = sync_entity(extractor, entity, landing, run_id=context.run_id,
-                             validate=validator)
+        result = sync_recording_auth_failure(
+            source, key.to_user_string(), context.run_id,
+            lambda: sync_entity(extractor, entity, landing, run_id=context.run_id,
+                                validate=validator))
+        if partitioned and not result.skipped:  # its days are no gap any more
+            record_pulled(wh, source, entity, extractor, context.run_id)
         reasons = [q.reason for q in validator.quarantined][:MAX_REASONS_IN_METADATA]
         for reason in reasons:
             context.log.warning(f"quarantined: {reason}")

@@ -8,6 +8,8 @@
 --   the four ad channels, else the channel mapping's (int_channel_mapping) row for that
 --   utm_source and medium cpc, or else '*' ('vk' -> vk_ads, 'facebook' -> meta_ads, ...),
 --   else 'other'.
+-- _extracted_at (when the row landed) lets int_ad_spend_coverage tell a history cut by the
+-- platform's horizon from an account that did not exist yet.
 with
 
 yandex_direct as (
@@ -71,7 +73,8 @@ api_platforms as (
         cost as spend,
         currency,
         is_vat_included as vat_included,
-        '{{ platform }}' as channel
+        '{{ platform }}' as channel,
+        _extracted_at
     from {{ platform }}
     {% if not loop.last %}union all{% endif %}
     {% endfor %}
@@ -96,7 +99,8 @@ offline as (
             when files.platform in ('yandex_direct', 'vk_ads', 'google_ads', 'meta_ads')
                 then files.platform
             else coalesce(platform_channels.channel, 'other')
-        end as channel
+        end as channel,
+        files._extracted_at
     from files
     left join platform_channels
         on files.platform = platform_channels.platform
@@ -125,7 +129,8 @@ final as (
         {{ money('spend') }} as spend,
         currency,
         vat_included,
-        channel
+        channel,
+        _extracted_at
     from unioned
 
 )

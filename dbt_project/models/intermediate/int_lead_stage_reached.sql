@@ -157,7 +157,9 @@ stage_time as (
         max(left_at) as left_at,
         count(*) as stays_count,
         count(left_at) as stays_left,
-        sum({{ hours_between('entered_at', 'left_at') }}) as hours_in_stage
+        -- whole seconds summed exactly, then one division: the same bits in every build
+        cast(sum(cast({{ dbt.datediff('entered_at', 'left_at', 'second') }} as bigint))
+            as double precision) / 3600.0 as hours_in_stage
     from stays
     where stage_order is not null
     group by account, lead_id, pipeline_id, status_id

@@ -14,7 +14,9 @@
 --   RFM        recency/frequency/monetary scores and rfm_segment (int_customer_rfm);
 --   consent    int_customer_consent; a customer without CRM contacts is "unknown": not
 --              withdrawn, not do-not-contact, no consent, contactable;
---   profile    birthday where a CRM contact records it (int_customer_birthday).
+--   profile    birthday_month / birthday_day where a CRM contact records a birthday
+--              (int_customer_birthday); the date of birth itself stays in the working
+--              warehouse and never reaches BI (what birthday segments need is month and day).
 {% set due_days = var('due_window_days') | int %}
 
 with
@@ -138,7 +140,8 @@ final as (
         coalesce(consent.is_contactable, true) as is_contactable,
 
         ----------  profile
-        birthdays.birthday
+        cast(extract(month from birthdays.birthday) as integer) as birthday_month,
+        cast(extract(day from birthdays.birthday) as integer) as birthday_day
 
     from order_summary
     cross join as_of

@@ -11,6 +11,10 @@
 --   revenue through month cohort + var('ltv_horizon_months') / cohort size, once that month
 --   is complete; ltv_cac = ltv_horizon / cac; cac_payback_months = the first offset k at which
 --   the cohort's cumulative gross margin per customer reaches cac.
+-- Spend coverage (int_ad_spend_coverage): a channel-month that starts before an account of
+-- the channel is covered_from (a history cut by the platform's horizon, e.g. VK Ads 366 days)
+-- has spend_covered = false and null cpl, cac, romi, romi_gross, ltv_cac and payback: never
+-- computed from a partial spend. The `all` row is uncovered when any channel is.
 with
 
 months as (
@@ -51,6 +55,23 @@ converted_leads as (
         count(*) as customers_from_month_leads
     from {{ ref('dim_customers') }}
     group by {{ month_start('first_lead_created_at') }}, channel
+
+),
+
+-- the day from which each channel's spend is complete (null: from the start)
+coverage as (
+
+    select channel, max(covered_from) as covered_from
+    from {{ ref('int_ad_spend_coverage') }}
+    group by channel
+
+),
+
+-- the first day from which every channel's spend is complete (the blended row's)
+all_coverage as (
+
+    select 'all' as channel, max(covered_from) as covered_from
+    from coverage
 
 ),
 
@@ -108,12 +129,30 @@ unioned as (
 
 ),
 
-with_cac as (
+-- a channel-month is covered when it starts on or after its channel's covered_from; the
+-- blended row when it does for every channel
+covered as (
 
     select
         unioned.*,
-        {{ money(safe_divide('spend', 'new_customers')) }} as cac
+        coalesce(unioned.month >= coalesce(coverage.covered_from, all_coverage.covered_from),
+                 true) as spend_covered
     from unioned
+    left join coverage
+        on unioned.channel = coverage.channel
+    left join all_coverage
+        on unioned.channel = all_coverage.channel
+
+),
+
+with_cac as (
+
+    select
+        covered.*,
+        case
+            when spend_covered then {{ money(safe_divide('spend', 'new_customers')) }}
+        end as cac
+    from covered
 
 ),
 
@@ -226,21 +265,26 @@ final as (
         {{ money('spend') }} as spend,
         cast(leads as bigint) as leads,
         cast(new_customers as bigint) as new_customers,
-        {{ money(safe_divide('spend', 'leads')) }} as cpl,
-        cac,
+        -- cast outside the case: PostgreSQL drops the numeric(18, 2) typmod of a case
+        cast(case when spend_covered then {{ money(safe_divide('spend', 'leads')) }} end
+            as numeric(18, 2)) as cpl,
+        cast(cac as numeric(18, 2)) as cac,
         {{ safe_divide('customers_from_month_leads', 'leads') }} as cv,
-        (spend > 0 and new_customers = 0) as cac_undefined,
+        (spend_covered and spend > 0 and new_customers = 0) as cac_undefined,
         attributed_revenue,
         attributed_gross_margin,
         gross_margin_known,
-        {{ safe_divide('attributed_revenue - spend', 'spend') }} * 100 as romi,
         case
-            when gross_margin_known
+            when spend_covered then {{ safe_divide('attributed_revenue - spend', 'spend') }} * 100
+        end as romi,
+        case
+            when spend_covered and gross_margin_known
                 then {{ safe_divide('attributed_gross_margin - spend', 'spend') }} * 100
         end as romi_gross,
         ltv_horizon,
         {{ safe_divide('ltv_horizon', 'cac') }} as ltv_cac,
-        cast(cac_payback_months as integer) as cac_payback_months
+        cast(cac_payback_months as integer) as cac_payback_months,
+        spend_covered
     from economics
 
 )

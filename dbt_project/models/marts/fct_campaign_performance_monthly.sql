@@ -15,6 +15,9 @@
 --   var('ltv_horizon_months') / new customers, once that month is complete; ltv_cac =
 --   ltv_horizon / cac; cac_payback_months = first offset at which cumulative gross margin per
 --   cohort customer reaches cac.
+-- Spend coverage (int_ad_spend_coverage): a campaign-month that starts before its account's
+-- covered_from (the unmatched row: any account of its channel) has spend_covered = false and
+-- null cpl, cac, romi, romi_gross, ltv_cac and payback, as in fct_acquisition_monthly.
 with
 
 spend as (
@@ -126,7 +129,7 @@ measures as (
 
 ),
 
-joined as (
+summed as (
 
     select
         month,
@@ -141,10 +144,59 @@ joined as (
         sum(new_customers) as new_customers,
         sum(attributed_revenue) as attributed_revenue,
         sum(attributed_gross_margin) as attributed_gross_margin,
-        sum(orders_margin_unknown) as orders_margin_unknown,
-        {{ money(safe_divide('sum(spend)', 'sum(new_customers)')) }} as cac
+        sum(orders_margin_unknown) as orders_margin_unknown
     from measures
     group by month, channel, platform, account, campaign_id
+
+),
+
+-- the day from which each account's (and each channel's) spend is complete; null: from
+-- the start
+account_coverage as (
+
+    select channel, platform, account, max(covered_from) as covered_from
+    from {{ ref('int_ad_spend_coverage') }}
+    group by channel, platform, account
+
+),
+
+channel_coverage as (
+
+    select channel, max(covered_from) as covered_from
+    from account_coverage
+    group by channel
+
+),
+
+covered as (
+
+    select
+        summed.*,
+        coalesce(
+            summed.month >= case
+                when summed.platform is null then channel_coverage.covered_from
+                else account_coverage.covered_from
+            end,
+            true
+        ) as spend_covered
+    from summed
+    left join account_coverage
+        on summed.channel = account_coverage.channel
+        and summed.platform = account_coverage.platform
+        and summed.account = account_coverage.account
+    left join channel_coverage
+        on summed.channel = channel_coverage.channel
+
+),
+
+joined as (
+
+    select
+        covered.*,
+        case
+            when spend_covered then {{ money(safe_divide('spend', 'new_customers')) }}
+        end as cac
+    from covered
 
 ),
 
@@ -206,20 +258,27 @@ final as (
         cast(joined.clicks as bigint) as clicks,
         cast(joined.leads as bigint) as leads,
         cast(joined.new_customers as bigint) as new_customers,
-        {{ money(safe_divide('joined.spend', 'joined.leads')) }} as cpl,
-        joined.cac,
-        joined.spend > 0 and joined.new_customers = 0 as cac_undefined,
+        cast(case
+            when joined.spend_covered then {{ money(safe_divide('joined.spend', 'joined.leads')) }}
+        end as numeric(18, 2)) as cpl,
+        cast(joined.cac as numeric(18, 2)) as cac,
+        joined.spend_covered and joined.spend > 0 and joined.new_customers = 0 as cac_undefined,
         {{ money('joined.attributed_revenue') }} as attributed_revenue,
         {{ money('joined.attributed_gross_margin') }} as attributed_gross_margin,
         joined.orders_margin_unknown = 0 as gross_margin_known,
-        {{ safe_divide('joined.attributed_revenue - joined.spend', 'joined.spend') }} * 100 as romi,
         case
-            when joined.orders_margin_unknown = 0
+            when joined.spend_covered
+                then {{ safe_divide('joined.attributed_revenue - joined.spend', 'joined.spend') }}
+                    * 100
+        end as romi,
+        case
+            when joined.spend_covered and joined.orders_margin_unknown = 0
                 then {{ safe_divide('joined.attributed_gross_margin - joined.spend', 'joined.spend') }} * 100
         end as romi_gross,
         horizon.ltv_horizon,
         {{ safe_divide('horizon.ltv_horizon', 'joined.cac') }} as ltv_cac,
-        cast(payback.cac_payback_months as integer) as cac_payback_months
+        cast(payback.cac_payback_months as integer) as cac_payback_months,
+        joined.spend_covered
     from joined
     left join horizon
         on joined.month = horizon.month

@@ -5,7 +5,9 @@
 --   through month k / cohort size; gross_margin_per_customer = cumulative gross margin / cohort
 --   size; cac = the cohort's cac in fct_acquisition_monthly; payback_reached =
 --   gross_margin_per_customer >= cac (null when cac is); month_complete = the as-of date is
---   on or after the last day of month cohort + k.
+--   on or after the last day of month cohort + k; spend_covered = the cohort month's
+--   fct_acquisition_monthly.spend_covered (false: cac and payback_reached are null, the
+--   channel's spend of that month is incomplete).
 with
 
 cohort_groups as (
@@ -16,7 +18,7 @@ cohort_groups as (
 
 acquisition as (
 
-    select month, channel, cac from {{ ref('fct_acquisition_monthly') }}
+    select month, channel, cac, spend_covered from {{ ref('fct_acquisition_monthly') }}
 
 ),
 
@@ -69,7 +71,8 @@ curves as (
         {{ money(safe_divide('unioned.cumulative_gross_margin', 'unioned.cohort_size')) }}
             as gross_margin_per_customer,
         acquisition.cac,
-        unioned.month_complete
+        unioned.month_complete,
+        coalesce(acquisition.spend_covered, true) as spend_covered
     from unioned
     left join acquisition
         on unioned.cohort_month = acquisition.month
@@ -91,7 +94,8 @@ final as (
         gross_margin_per_customer,
         cac,
         gross_margin_per_customer >= cac as payback_reached,
-        month_complete
+        month_complete,
+        spend_covered
     from curves
 
 )

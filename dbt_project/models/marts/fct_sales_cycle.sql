@@ -3,6 +3,9 @@
 -- GROUPING SETS over channel x manager x lead-creation month, with by_* flags marking the
 -- slices applied (all false = the pipeline as a whole). Won = arrival at the pipeline's won
 -- step; for the Bitrix24 `lead` pipeline that is the lead's conversion into a deal.
+-- Deterministic by construction: the mean is an exact sum of whole seconds over a count (a
+-- float sum's last bits depend on the order parallel threads add rows in), and every
+-- published figure is a decimal rounded to 6 places (about 0.1 s), identical in every build.
 with
 
 pipelines as (
@@ -23,7 +26,8 @@ won_leads as (
         responsible_user_id,
         manager_name,
         created_month,
-        {{ days_between('created_at', 'won_at') }} as sales_cycle_days
+        {{ days_between('created_at', 'won_at') }} as sales_cycle_days,
+        cast({{ dbt.datediff('created_at', 'won_at', 'second') }} as bigint) as sales_cycle_seconds
     from {{ ref('int_lead_stage_reached') }}
     where is_won_step and pipeline_outcome = 'won'
 
@@ -43,7 +47,8 @@ sliced as (
         manager_name,
         created_month,
         count(*) as leads_won,
-        avg(sales_cycle_days) as mean_sales_cycle_days,
+        cast(sum(sales_cycle_seconds) as double precision)
+            / (cast(count(*) as double precision) * 86400.0) as mean_sales_cycle_days,
         {{ median('sales_cycle_days') }} as median_sales_cycle_days,
         {{ percentile_cont('sales_cycle_days', 0.9) }} as p90_sales_cycle_days
     from won_leads
@@ -66,9 +71,9 @@ final as (
         sliced.manager_name,
         sliced.created_month,
         cast(sliced.leads_won as bigint) as leads_won,
-        cast(sliced.mean_sales_cycle_days as double precision) as mean_sales_cycle_days,
-        cast(sliced.median_sales_cycle_days as double precision) as median_sales_cycle_days,
-        cast(sliced.p90_sales_cycle_days as double precision) as p90_sales_cycle_days
+        {{ exact_days('sliced.mean_sales_cycle_days') }} as mean_sales_cycle_days,
+        {{ exact_days('sliced.median_sales_cycle_days') }} as median_sales_cycle_days,
+        {{ exact_days('sliced.p90_sales_cycle_days') }} as p90_sales_cycle_days
     from sliced
     inner join pipelines
         on sliced.crm = pipelines.crm

@@ -23,7 +23,7 @@ renamed as (
             as responsible_user_id,
 
         ----------  text
-        {{ json_str('latest.payload', 'name') }} as company_name,
+        {{ safe_text(json_str('latest.payload', 'name')) }} as company_name,
 
         ----------  booleans
         coalesce({{ json_str('latest.payload', 'is_deleted') }} = 'true', false) as is_deleted,

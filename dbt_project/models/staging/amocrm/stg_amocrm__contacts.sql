@@ -75,9 +75,9 @@ renamed as (
             as responsible_user_id,
 
         ----------  text
-        {{ json_str('latest.payload', 'name') }} as contact_name,
-        {{ json_str('latest.payload', 'first_name') }} as first_name,
-        {{ json_str('latest.payload', 'last_name') }} as last_name,
+        {{ safe_text(json_str('latest.payload', 'name')) }} as contact_name,
+        {{ safe_text(json_str('latest.payload', 'first_name')) }} as first_name,
+        {{ safe_text(json_str('latest.payload', 'last_name')) }} as last_name,
 
         ----------  booleans
         coalesce({{ json_str('latest.payload', 'is_deleted') }} = 'true', false) as is_deleted,

@@ -18,7 +18,7 @@ renamed as (
     select
         latest.account,
         cast(latest.record_id as bigint) as status_id,
-        {{ json_str('latest.payload', 'name') }} as status_name,
+        {{ safe_text(json_str('latest.payload', 'name')) }} as status_name,
         cast({{ json_str('latest.payload', 'sort') }} as integer) as status_sort,
         cast({{ json_str('latest.payload', 'type') }} as integer) as status_type
     from latest

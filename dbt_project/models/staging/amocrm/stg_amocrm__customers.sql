@@ -34,7 +34,7 @@ renamed as (
         main_contact.contact_id as main_contact_id,
 
         ----------  text
-        {{ json_str('latest.payload', 'name') }} as customer_name,
+        {{ safe_text(json_str('latest.payload', 'name')) }} as customer_name,
 
         ----------  numerics (JSON numbers; money in the account currency)
         {{ money(json_str('latest.payload', 'next_price')) }} as next_price,

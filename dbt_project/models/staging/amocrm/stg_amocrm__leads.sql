@@ -77,12 +77,12 @@ renamed as (
             as company_id,
 
         ----------  text
-        {{ json_str('latest.payload', 'name') }} as lead_name,
-        utm.utm_source,
-        utm.utm_medium,
-        utm.utm_campaign,
-        utm.utm_content,
-        utm.utm_term,
+        {{ safe_text(json_str('latest.payload', 'name')) }} as lead_name,
+        {{ safe_text('utm.utm_source') }} as utm_source,
+        {{ safe_text('utm.utm_medium') }} as utm_medium,
+        {{ safe_text('utm.utm_campaign') }} as utm_campaign,
+        {{ safe_text('utm.utm_content') }} as utm_content,
+        {{ safe_text('utm.utm_term') }} as utm_term,
 
         ----------  numerics
         cast({{ json_str('latest.payload', 'price') }} as numeric(18, 2)) as price,

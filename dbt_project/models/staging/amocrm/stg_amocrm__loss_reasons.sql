@@ -18,7 +18,7 @@ renamed as (
     select
         latest.account,
         cast(latest.record_id as bigint) as loss_reason_id,
-        {{ json_str('latest.payload', 'name') }} as loss_reason_name,
+        {{ safe_text(json_str('latest.payload', 'name')) }} as loss_reason_name,
         cast({{ json_str('latest.payload', 'sort') }} as integer) as loss_reason_sort
     from latest
 

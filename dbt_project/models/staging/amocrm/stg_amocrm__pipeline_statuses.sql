@@ -19,13 +19,13 @@ statuses as (
     select
         latest.account,
         cast(latest.record_id as bigint) as pipeline_id,
-        {{ json_str('latest.payload', 'name') }} as pipeline_name,
+        {{ safe_text(json_str('latest.payload', 'name')) }} as pipeline_name,
         cast({{ json_str('latest.payload', 'sort') }} as integer) as pipeline_sort,
         coalesce({{ json_str('latest.payload', 'is_main') }} = 'true', false) as is_main_pipeline,
         coalesce({{ json_str('latest.payload', 'is_archive') }} = 'true', false)
             as is_archived_pipeline,
         cast({{ json_str('s.value', 'id') }} as bigint) as status_id,
-        {{ json_str('s.value', 'name') }} as stage_name,
+        {{ safe_text(json_str('s.value', 'name')) }} as stage_name,
         cast({{ json_str('s.value', 'sort') }} as integer) as stage_sort,
         cast({{ json_str('s.value', 'type') }} as integer) as stage_type
     from latest

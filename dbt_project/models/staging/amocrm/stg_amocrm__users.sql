@@ -18,7 +18,7 @@ renamed as (
     select
         latest.account,
         cast(latest.record_id as bigint) as user_id,
-        {{ json_str('latest.payload', 'name') }} as user_name,
+        {{ safe_text(json_str('latest.payload', 'name')) }} as user_name,
         lower({{ json_str('latest.payload', 'email') }}) as email,
         coalesce({{ json_str('latest.payload', 'rights.is_active') }} = 'true', false)
             as is_active,

@@ -19,7 +19,7 @@ renamed as (
     select
         latest.account,
         cast(latest.record_id as integer) as category_id,
-        {{ json_str('latest.payload', 'name') }} as category_name,
+        {{ safe_text(json_str('latest.payload', 'name')) }} as category_name,
         cast({{ json_str('latest.payload', 'sort') }} as integer) as category_sort,
         coalesce({{ yn_to_bool(json_str('latest.payload', 'isDefault')) }}, false) as is_default
     from latest

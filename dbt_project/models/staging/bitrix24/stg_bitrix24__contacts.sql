@@ -23,8 +23,10 @@ fields as (
     select
         latest.account,
         latest.record_id,
-        nullif(trim({{ json_str('latest.payload', 'NAME') }}), '') as first_name,
-        nullif(trim({{ json_str('latest.payload', 'LAST_NAME') }}), '') as last_name,
+        {{ safe_text("nullif(trim(" ~ json_str('latest.payload', 'NAME') ~ "), '')") }}
+            as first_name,
+        {{ safe_text("nullif(trim(" ~ json_str('latest.payload', 'LAST_NAME') ~ "), '')") }}
+            as last_name,
         {{ yn_to_bool(json_str('latest.payload', var('bitrix24_consent_field'))) }}
             as marketing_consent,
         {{ yn_to_bool(json_str('latest.payload', 'EXPORT')) }} as export_allowed,

@@ -101,7 +101,7 @@ renamed as (
         is_closed,
 
         ----------  text
-        {{ json_str('payload', 'TITLE') }} as deal_title,
+        {{ safe_text(json_str('payload', 'TITLE')) }} as deal_title,
 
         ----------  money
         {{ parse_money(json_str('payload', 'OPPORTUNITY')) }} as amount,

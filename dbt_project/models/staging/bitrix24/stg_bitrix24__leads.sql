@@ -65,7 +65,7 @@ renamed as (
         status_semantic = 'F' as is_junk,
 
         ----------  text
-        {{ json_str('payload', 'TITLE') }} as lead_title,
+        {{ safe_text(json_str('payload', 'TITLE')) }} as lead_title,
 
         ----------  money
         {{ parse_money(json_str('payload', 'OPPORTUNITY')) }} as amount,

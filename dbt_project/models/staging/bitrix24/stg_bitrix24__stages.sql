@@ -22,7 +22,7 @@ fields as (
         latest.account,
         {{ json_str('latest.payload', 'ENTITY_ID') }} as entity_id,
         {{ json_str('latest.payload', 'STATUS_ID') }} as status_id,
-        {{ json_str('latest.payload', 'NAME') }} as stage_name,
+        {{ safe_text(json_str('latest.payload', 'NAME')) }} as stage_name,
         nullif(trim({{ json_str('latest.payload', 'SORT') }}), '') as sort_text,
         nullif(trim({{ json_str('latest.payload', 'CATEGORY_ID') }}), '') as category_text,
         upper({{ json_str('latest.payload', 'SEMANTICS') }}) as semantics_code,

@@ -18,10 +18,9 @@ renamed as (
     select
         latest.account,
         cast(latest.record_id as bigint) as user_id,
-        nullif(trim(
-            coalesce({{ json_str('latest.payload', 'NAME') }}, '')
-            || ' ' || coalesce({{ json_str('latest.payload', 'LAST_NAME') }}, '')
-        ), '') as user_name,
+        {{ safe_text("nullif(trim(coalesce(" ~ json_str('latest.payload', 'NAME')
+            ~ ", '') || ' ' || coalesce(" ~ json_str('latest.payload', 'LAST_NAME')
+            ~ ", '')), '')") }} as user_name,
         nullif(lower(trim({{ json_str('latest.payload', 'EMAIL') }})), '') as email,
         -- user.get sends ACTIVE as JSON true/false (some portals 'Y'/'N')
         coalesce({{ yn_to_bool(json_str('latest.payload', 'ACTIVE')) }}, false) as is_active

@@ -25,7 +25,8 @@ fields as (
         trim({{ json_str('payload', 'date') }}) as date_text,
         trim({{ json_str('payload', 'platform') }}) as platform_raw,
         trim({{ json_str('payload', 'campaign_id') }}) as campaign_id,
-        nullif(trim({{ json_str('payload', 'campaign_name') }}), '') as campaign_name,
+        {{ safe_text("nullif(trim(" ~ json_str('payload', 'campaign_name') ~ "), '')") }}
+            as campaign_name,
         {{ json_str('payload', 'spend') }} as spend_text,
         -- a foreign currency converted with the rates file (extractors/files.py) is in the
         -- account currency x the rate of its day
@@ -49,7 +50,7 @@ parsed as (
         account,
         record_id,
         -- 'Yandex Direct' / 'yandex-direct' -> 'yandex_direct'
-        replace(replace(lower(platform_raw), ' ', '_'), '-', '_') as platform,
+        {{ safe_text("replace(replace(lower(platform_raw), ' ', '_'), '-', '_')") }} as platform,
         platform_raw,
         campaign_id,
         campaign_name,
@@ -99,7 +100,7 @@ renamed as (
 
         ----------  text
         platform,
-        platform_raw,
+        {{ safe_text('platform_raw') }} as platform_raw,
         campaign_name,
         currency,
 

@@ -35,8 +35,10 @@ fields as (
         nullif(trim({{ json_str('payload', 'customer_id') }}), '') as shop_customer_id,
         nullif(trim({{ json_str('payload', 'customer_phone') }}), '') as customer_phone,
         nullif(trim({{ json_str('payload', 'customer_email') }}), '') as customer_email,
-        nullif(trim({{ json_str('payload', 'customer_name') }}), '') as customer_name,
-        nullif(trim({{ json_str('payload', 'product') }}), '') as product,
+        {{ safe_text("nullif(trim(" ~ json_str('payload', 'customer_name') ~ "), '')") }}
+            as customer_name,
+        {{ safe_text("nullif(trim(" ~ json_str('payload', 'product') ~ "), '')") }}
+            as product,
         {{ tag_value(json_str('payload', 'utm_source')) }} as utm_source,
         {{ tag_value(json_str('payload', 'utm_medium')) }} as utm_medium,
         {{ tag_value(json_str('payload', 'utm_campaign')) }} as utm_campaign,

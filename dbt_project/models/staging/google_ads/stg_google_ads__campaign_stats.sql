@@ -23,7 +23,7 @@ fields as (
         record_id,
         {{ json_str('payload', 'segments.date') }} as report_date,
         {{ json_str('payload', 'campaign.id') }} as campaign_id,
-        {{ json_str('payload', 'campaign.name') }} as campaign_name,
+        {{ safe_text(json_str('payload', 'campaign.name')) }} as campaign_name,
         {{ json_str('payload', 'campaign.status') }} as campaign_status,
         coalesce({{ json_str('payload', 'metrics.impressions') }}, '0') as impressions,
         coalesce({{ json_str('payload', 'metrics.clicks') }}, '0') as clicks,

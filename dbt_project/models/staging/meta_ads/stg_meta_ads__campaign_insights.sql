@@ -23,7 +23,7 @@ fields as (
         record_id,
         {{ json_str('payload', 'date_start') }} as report_date,
         {{ json_str('payload', 'campaign_id') }} as campaign_id,
-        {{ json_str('payload', 'campaign_name') }} as campaign_name,
+        {{ safe_text(json_str('payload', 'campaign_name')) }} as campaign_name,
         coalesce({{ json_str('payload', 'impressions') }}, '0') as impressions,
         coalesce({{ json_str('payload', 'clicks') }}, '0') as clicks,
         coalesce({{ json_str('payload', 'spend') }}, '0') as cost,

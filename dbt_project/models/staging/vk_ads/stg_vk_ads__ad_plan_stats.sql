@@ -33,7 +33,7 @@ plans as (
     select
         account,
         record_id as ad_plan_id,
-        {{ json_str('payload', 'name') }} as ad_plan_name,
+        {{ safe_text(json_str('payload', 'name')) }} as ad_plan_name,
         {{ json_str('payload', 'status') }} as ad_plan_status
     from plans_latest
 

@@ -21,7 +21,7 @@ fields as (
         record_id,
         {{ json_str('payload', 'Date') }} as report_date,
         {{ json_str('payload', 'CampaignId') }} as campaign_id,
-        {{ json_str('payload', 'CampaignName') }} as campaign_name,
+        {{ safe_text(json_str('payload', 'CampaignName')) }} as campaign_name,
         nullif({{ json_str('payload', 'Impressions') }}, '--') as impressions,
         nullif({{ json_str('payload', 'Clicks') }}, '--') as clicks,
         nullif({{ json_str('payload', 'Cost') }}, '--') as cost,
