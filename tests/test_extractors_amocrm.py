@@ -605,3 +605,41 @@ def test_synthetic_business_lands_completely_and_reruns_add_nothing(tmp_path, wh
         assert [r.inserted for r in again] == [0] * len(src.ENTITIES)
         assert counts() == expected
         assert [r for r in amo.request_log if r["status"] == 429] == []
+
+
+def test_schema_drift_lands_what_still_fits_and_quarantines_the_rest(tmp_path, wh, sleeper):
+    """The API changes shape under us: a new field on every lead lands with the payload
+    (raw keeps everything as received), a price turned into text and a renamed status field
+    are quarantined naming the lead and the field; nothing else is lost."""
+    from expectations import validate_records
+    from synthetic import generate
+
+    business = generate(seed=4, scale=0.05)  # realistic leads: every one passes the raw suite
+    data = {**business.amocrm, "leads": [x for x in business.amocrm["leads"]
+                                         if not x.get("is_deleted")]}
+    leads = data["leads"]
+    for lead in leads:
+        lead["sale_v5"] = {"amount": lead.get("price"), "currency": "RUB"}  # an added field
+    drifted_price, renamed = leads[0]["id"], leads[1]["id"]
+    leads[0]["price"] = "1 500 ₽"
+    leads[1]["statusId"] = leads[1].pop("status_id")
+    quarantined = []
+
+    def validate(records):
+        verdict = validate_records(records)
+        quarantined.extend(verdict.quarantined)
+        return verdict.good, verdict.quarantined
+
+    with AmoCRMEmulator(data, account_id=business.account_id, client_secret=CLIENT_SECRET,
+                        refresh_token=INITIAL_REFRESH) as amo:
+        src = make_source(amo, tmp_path / "tokens.json", sleeper)
+        result = sync_entity(src, "leads", wh, run_id="r", validate=validate)
+
+    assert result.quarantined == 2
+    reasons = {q.record.record_id: q.reason for q in quarantined}
+    assert set(reasons) == {str(drifted_price), str(renamed)}
+    assert "price" in reasons[str(drifted_price)] and "status_id" in reasons[str(renamed)]
+    landed = set(raw_ids(wh, "leads"))
+    assert landed == {str(x["id"]) for x in leads} - set(reasons)
+    kept = wh.query_df("select payload from raw.amocrm__leads limit 1").payload[0]
+    assert "sale_v5" in str(kept)  # the new field is kept as received
