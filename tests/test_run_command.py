@@ -129,3 +129,15 @@ def test_run_refuses_to_start_with_a_clear_reason(
     done = run_voronka(*args, cwd=tmp_path, env=env, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert message in done.stderr
+
+
+def test_query_with_a_typo_says_what_is_wrong_without_a_traceback(tmp_path: Path) -> None:
+    published = tmp_path / "voronka.duckdb"
+    with duckdb.connect(str(published)) as con:
+        con.execute("create schema marts; create table marts.fct_orders as select 1 as amount")
+    env = {**clean_environment(), "VORONKA_PUBLISHED_PATH": str(published)}
+    done = subprocess.run([VORONKA, "query", "select amout from marts.fct_orders"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.startswith("voronka query: Binder Error") and "amout" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -83,9 +83,19 @@ def _cmd_query(args: argparse.Namespace) -> int:
             print(f"No published marts at {conf.published_path}; run `make demo` first.")
             return 1
         with duckdb.connect(str(conf.published_path), read_only=True) as con:
-            con.sql(args.sql).show(max_rows=args.max_rows, max_width=250)
+            try:
+                con.sql(args.sql).show(max_rows=args.max_rows, max_width=250)
+            except duckdb.Error as exc:  # a typo in the SQL: the engine's message, no trace
+                print(f"voronka query: {exc}", file=sys.stderr)
+                return 1
     else:
-        print(conf.open().query_df(args.sql).head(args.max_rows).to_string(index=False))
+        import psycopg2
+
+        try:
+            print(conf.open().query_df(args.sql).head(args.max_rows).to_string(index=False))
+        except psycopg2.Error as exc:
+            print(f"voronka query: {str(exc).strip()}", file=sys.stderr)
+            return 1
     return 0
 
 
