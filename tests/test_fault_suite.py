@@ -62,7 +62,7 @@ def emulators(stack: ExitStack, business: SyntheticBusiness) -> tuple:
         webhook_code=DEMO_BITRIX24_WEBHOOK_CODE))
     direct = stack.enter_context(YandexDirectEmulator(
         business.yandex_direct, token=DEMO_DIRECT_TOKEN, client_login=business.subdomain,
-        offline_polls=1, retry_in_s=1))
+        offline_polls=0))
     return amo, b24, direct
 
 
@@ -92,7 +92,9 @@ def run_pipeline(business: SyntheticBusiness, folder: Path, faulted: bool,
                "VORONKA_DUCKDB_PATH": str(folder / "warehouse.duckdb"),
                "VORONKA_PUBLISHED_PATH": str(folder / "voronka.duckdb"),
                "VORONKA_STATE_DIR": str(folder / "state"),
-               "VORONKA_AUDIENCE_PLATFORMS": "", "VORONKA_AUDIENCES_DIR": str(folder / "aud")}
+               # no segments: audiences read the published marts this suite compares anyway
+               "VORONKA_SEGMENTS_DIR": str(folder / "no_segments")}
+        (folder / "no_segments").mkdir()
         business.write_order_files(folder / "files")
         for name, value in env.items():
             monkeypatch.setenv(name, value)
