@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -123,8 +124,25 @@ class GroundTruth:
         "leads_by_crm_month", "leads_by_campaign_month",
     )
 
+    # the extended truth (metric tables, per-customer rows): computed on first use, since most
+    # callers of generate() never need it
+    _sim: Any = field(default=None, repr=False)
+    _extended: dict[str, pd.DataFrame] | None = field(default=None, repr=False)
+
     def tables(self) -> dict[str, pd.DataFrame]:
         return {name: getattr(self, name) for name in self.TABLES}
+
+    def extended(self) -> dict[str, pd.DataFrame]:
+        """The extended truth tables (synthetic.truth_* modules), by name; see truth.py."""
+        if self._extended is None:
+            self._extended = truth.extended_truth(self._sim)
+        return self._extended
+
+    def table(self, name: str) -> pd.DataFrame:
+        """One ground-truth table, base or extended, by name."""
+        if name in self.TABLES:
+            return getattr(self, name)
+        return self.extended()[name]
 
 
 @dataclass(eq=False)

@@ -172,4 +172,20 @@ def ground_truth(sim: _Simulator) -> GroundTruth:
     inqs, ords = inquiries(sim), orders(sim)
     tables = {**_customer_tables(inqs, ords), **_order_tables(ords), **_lead_tables(inqs),
               "spend_by_channel_month": _spend_table(sim)}
-    return GroundTruth(**tables)
+    return GroundTruth(**tables, _sim=sim)
+
+
+def extended_truth(sim: _Simulator) -> dict[str, pd.DataFrame]:
+    """Every extended truth table: metric matrices and per-customer rows from the simulator's
+    people, orders and lead paths (truth_customers), the amoCRM buyer funnel (truth_buyers)
+    and acquisition vs repeat leads (truth_acquisition)."""
+    from synthetic import truth_acquisition, truth_buyers, truth_customers
+
+    out: dict[str, pd.DataFrame] = {}
+    for module in (truth_customers, truth_buyers, truth_acquisition):
+        tables = module.tables(sim)
+        clash = set(tables) & set(out)
+        if clash:
+            raise ValueError(f"{module.__name__} redefines truth tables {sorted(clash)}")
+        out.update(tables)
+    return out
