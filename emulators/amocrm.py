@@ -5,7 +5,10 @@ refresh tokens, Bearer access tokens (or a long-lived token), HAL+JSON pages wit
 ``_links.next``, HTTP 204 for empty results, problem+json errors, 7 req/s sliding-window rate
 limit (429). Besides leads and contacts it serves companies, the buyer funnel (customers, their
 statuses and transactions) and deleted leads, which only ``with=only_deleted`` returns
-(crm_apis.md §1.4, §1.9).
+(crm_apis.md §1.4, §1.9). /api/v4/events serves lead and buyer events alike
+(``lead_status_changed``, ``customer_status_changed``); ``filter[type]`` takes one type or
+several, comma-separated. Buyer events may come in their own data key, ``customer_events``
+(the synthetic business keeps them apart), and join ``events``.
 
 Switches for accounts that lack a feature: ``customers_mode="disabled"`` answers 422 on every
 ``/api/v4/customers*`` path (buyers off); ``empty_entities`` answers 204 No Content for those
@@ -51,6 +54,8 @@ CONTACTS_ON_REQUEST = ("leads", "customers")
 CUSTOMERS_MODES = ("periodicity", "segments", "disabled")
 # what ``empty_entities`` / ``unpaid_entities`` may name: the collections plus the bin
 SWITCHABLE = (*ENTITY_KEYS, "deleted_leads")
+# data keys whose items are events too: served by /api/v4/events with the rest
+EVENT_FEEDS = ("customer_events",)
 DEFAULT_LIMIT = 50
 REFRESH_TOKEN_TTL_S = 90 * 86400
 AUTH_CODE_TTL_S = 20 * 60
@@ -151,7 +156,7 @@ class AmoCRMEmulator(EmulatorServer):
     ) -> None:
         super().__init__(host, port)
         data = data or {}
-        unknown = set(data) - set(ENTITY_KEYS)
+        unknown = set(data) - set(ENTITY_KEYS) - set(EVENT_FEEDS)
         if unknown:
             raise ValueError(f"unknown amoCRM entities in data: {sorted(unknown)}")
         if customers_mode not in CUSTOMERS_MODES:
@@ -167,6 +172,8 @@ class AmoCRMEmulator(EmulatorServer):
         self.page_edits: list[tuple[str, Any]] = []  # (entity, id) edited by that switch
         self.data: dict[str, list[dict]] = {k: copy.deepcopy(list(data.get(k, []))) for k in
                                             ENTITY_KEYS}
+        for feed in EVENT_FEEDS:
+            self.data["events"] += copy.deepcopy(list(data.get(feed, [])))
         self.account_id = account_id
         self.subdomain = subdomain
         self.account_name = account_name
@@ -549,6 +556,8 @@ class AmoCRMEmulator(EmulatorServer):
         """The stored items a request may see: a deleted lead only under ``with=only_deleted``,
         which in turn shows nothing but deleted leads."""
         items = self.data[entity]
+        if entity == "events" and self.customers_mode == "disabled":
+            return [i for i in items if i.get("entity_type") != "customer"]  # no buyers
         if entity != "leads":
             return items
         deleted = "only_deleted" in withs

@@ -30,41 +30,61 @@ MART_COLUMNS: dict[str, tuple[str, ...]] = {
                       "first_lead_id", "first_lead_created_at", "orders_count", "revenue",
                       "last_order_date", "contact_count", "gross_margin", "aov",
                       "days_since_last_order", "is_active", "is_churned", "median_gap_days",
-                      "expected_gap_basis", "expected_next_order_date", "is_due", "is_overdue",
+                      "expected_gap_basis", "expected_next_order_date",
+                      "expected_next_order_basis", "expected_gap_days",
+                      "days_until_expected_order", "overdue_expiry_days", "repurchase_status",
+                      "is_due", "is_overdue",
                       "recency_score", "frequency_score", "monetary_score", "rfm_segment",
                       "has_marketing_consent", "consent_withdrawn", "do_not_contact",
                       "is_contactable", "birthday_month", "birthday_day"),
     "dim_report_dates": ("source", "as_of_date", "as_of_basis", "first_data_date",
-                         "last_data_date", "records_after_as_of"),
-    "fct_acquisition_monthly": ("month", "channel", "spend", "leads", "new_customers", "cpl",
-                                "cac", "cv", "cac_undefined", "attributed_revenue",
-                                "attributed_gross_margin", "gross_margin_known", "romi",
+                         "last_data_date", "records_after_as_of", "source_kind"),
+    "fct_acquisition_monthly": ("month", "channel", "spend", "acquisition_leads",
+                                "repeat_leads", "all_leads", "new_customers", "cpl",
+                                "cpl_all_leads", "cac", "cv", "cv_all_leads", "month_complete",
+                                "open_acquisition_lead_share", "cv_immature", "cac_undefined",
+                                "attributed_revenue", "attributed_gross_margin",
+                                "gross_margin_known", "margin_known_share", "romi",
                                 "romi_gross", "ltv_horizon", "ltv_cac", "cac_payback_months",
-                                "spend_covered"),
+                                "cohort_margin_known_share", "spend_covered"),
     "fct_ad_spend_daily": ("spend_date", "platform", "account", "campaign_id", "campaign_name",
                            "impressions", "clicks", "spend", "currency", "vat_included",
                            "channel"),
+    "fct_buyer_funnel_monthly": ("month", "period_end", "month_complete", "account", "status_id",
+                                 "status_name", "status_sort", "status_type",
+                                 "buyers_at_month_end", "entered", "exited",
+                                 "purchases_expected", "purchases_made",
+                                 "buyers_overdue_at_month_end"),
+    "fct_buyer_status_moves": ("month", "account", "from_status_id", "from_status_name",
+                               "to_status_id", "to_status_name", "moves", "buyers"),
     "fct_campaign_performance_monthly": ("month", "channel", "platform", "account", "campaign_id",
                                          "campaign_name", "spend", "impressions", "clicks",
-                                         "leads", "new_customers", "cpl", "cac", "cac_undefined",
-                                         "attributed_revenue", "attributed_gross_margin",
-                                         "gross_margin_known", "romi", "romi_gross",
+                                         "acquisition_leads", "repeat_leads", "all_leads",
+                                         "new_customers", "cpl", "cpl_all_leads", "cac", "cv",
+                                         "cv_all_leads", "month_complete",
+                                         "open_acquisition_lead_share", "cv_immature",
+                                         "cac_undefined", "attributed_revenue",
+                                         "attributed_gross_margin", "gross_margin_known",
+                                         "margin_known_share", "romi", "romi_gross",
                                          "ltv_horizon", "ltv_cac", "cac_payback_months",
-                                         "spend_covered"),
+                                         "cohort_margin_known_share", "spend_covered"),
     "fct_cohort_ltv_by_channel": ("cohort_month", "channel", "month_offset", "cohort_size",
                                   "revenue", "cumulative_revenue", "ltv",
                                   "cumulative_gross_margin", "gross_margin_per_customer", "cac",
-                                  "payback_reached", "month_complete", "spend_covered"),
+                                  "payback_reached", "month_complete", "spend_covered",
+                                  "is_observable"),
     "fct_cohort_retention": ("cohort_month", "month_offset", "cohort_size", "active_customers",
-                             "retention_rate", "cumulative_revenue", "ltv"),
+                             "retention_rate", "cumulative_revenue", "ltv", "is_observable"),
     "fct_crr_monthly": ("month", "period_end", "customers_active_start", "customers_active_end",
-                        "new_customers", "retained_customers", "crr", "strict_retention"),
-    "fct_customer_value_monthly": ("month", "period_end", "orders", "revenue",
+                        "new_customers", "retained_customers", "crr", "strict_retention",
+                        "month_complete", "is_warm_up"),
+    "fct_customer_value_monthly": ("month", "period_end", "month_complete", "orders", "revenue",
                                    "customers_with_order", "aov", "purchase_frequency",
                                    "orders_12m", "revenue_12m", "customers_with_order_12m",
                                    "aov_12m", "purchase_frequency_per_year",
                                    "customers_active_year_before", "customers_retained_year",
                                    "annual_retention", "expected_lifetime_years", "margin_rate",
+                                   "margin_12m", "margin_known_share",
                                    "formula_ltv", "customers_to_date", "repeat_customers",
                                    "repeat_purchase_rate", "active_customers",
                                    "churned_customers", "lapsed_90d", "lapsed_180d",
@@ -95,7 +115,8 @@ MART_COLUMNS: dict[str, tuple[str, ...]] = {
     "fct_leads": ("lead_id", "crm", "account", "pipeline_id", "status_id", "stage_name", "is_won",
                   "is_lost", "is_open", "created_at", "created_month", "closed_at", "amount",
                   "responsible_user_id", "manager_name", "loss_reason_name", "utm_source",
-                  "utm_medium", "utm_campaign", "channel", "company_id", "customer_id"),
+                  "utm_medium", "utm_campaign", "channel", "company_id", "customer_id",
+                  "pipeline_kind", "lead_kind", "lead_kind_reason"),
     "fct_lookalike_seed": ("customer_id", "lookalike_rank", "lookalike_value", "channel",
                            "orders_count", "last_order_date", "contactable_customers",
                            "seed_size"),
@@ -103,7 +124,7 @@ MART_COLUMNS: dict[str, tuple[str, ...]] = {
                                         "month", "leads_assigned", "leads_open", "leads_won",
                                         "leads_lost", "win_rate", "revenue", "aov",
                                         "median_sales_cycle_days", "won_closed_in_month",
-                                        "revenue_closed_in_month"),
+                                        "revenue_closed_in_month", "month_complete"),
     "fct_orders": ("order_id", "order_source", "lead_id", "customer_id", "order_date",
                    "order_month", "amount", "currency", "gross_margin", "margin_known",
                    "product_category", "order_number", "is_first_order", "channel"),
@@ -111,11 +132,12 @@ MART_COLUMNS: dict[str, tuple[str, ...]] = {
                         "by_manager", "by_month", "channel", "responsible_user_id",
                         "manager_name", "created_month", "leads_won", "mean_sales_cycle_days",
                         "median_sales_cycle_days", "p90_sales_cycle_days"),
-    "fct_sales_formula_monthly": ("month", "leads", "customers", "orders", "revenue",
-                                  "margin_rate", "gross_margin", "cv", "aov",
-                                  "orders_per_customer", "value", "contribution_leads",
+    "fct_sales_formula_monthly": ("month", "month_complete", "leads", "customers", "orders",
+                                  "revenue", "margin_rate", "gross_margin",
+                                  "margin_known_share", "cv", "aov", "orders_per_customer",
+                                  "margin", "value", "contribution_leads",
                                   "contribution_cv", "contribution_aov",
-                                  "contribution_orders_per_customer", "contribution_margin_rate",
+                                  "contribution_orders_per_customer", "contribution_margin",
                                   "value_log_change"),
 }
 
@@ -212,6 +234,7 @@ def _fct_cohort_retention() -> list[Any]:
 def _fct_acquisition_monthly() -> list[Any]:
     return [
         _at_least("spend", 0), _at_least("cpl", 0), _at_least("cac", 0), _share("cv"),
+        _share("cv_all_leads"), _share("open_acquisition_lead_share"),
         _in_set("channel", (*CHANNELS, BLENDED_CHANNEL)),
         *_unit_economics(),
     ]
@@ -225,6 +248,7 @@ def _unit_economics() -> list[Any]:
         _at_least("romi", -100), _at_least("romi_gross", -100),
         _at_least("ltv_horizon", 0), _at_least("ltv_cac", 0), _at_least("cac_payback_months", 0),
         _a_at_least_b("attributed_revenue", "attributed_gross_margin"),
+        _share("margin_known_share"), _share("cohort_margin_known_share"),
         *_uncovered_is_null("cpl", "cac", "romi"),
     ]
 
@@ -238,7 +262,8 @@ def _uncovered_is_null(*columns: str) -> list[Any]:
 
 def _fct_campaign_performance_monthly() -> list[Any]:
     return [
-        *(_at_least(c, 0) for c in ("spend", "leads", "new_customers", "cpl", "cac")),
+        *(_at_least(c, 0) for c in ("spend", "acquisition_leads", "repeat_leads", "all_leads",
+                                    "new_customers", "cpl", "cpl_all_leads", "cac")),
         _not_null("month"), _in_set("channel", (*AD_CHANNELS, "other")),
         *_unit_economics(),
     ]
@@ -264,6 +289,7 @@ def _fct_customer_value_monthly() -> list[Any]:
                                     "formula_ltv", "active_customers", "churned_customers")),
         _at_least("purchase_frequency", 1), _at_least("expected_lifetime_years", 1),
         _share("annual_retention"), _share("repeat_purchase_rate"), _share("margin_rate"),
+        _share("margin_known_share"),
         _a_at_least_b("orders", "customers_with_order"),
         _a_at_least_b("customers_to_date", "repeat_customers"),
         _a_at_least_b("lapsed_90d", "lapsed_180d"), _a_at_least_b("lapsed_180d", "lapsed_365d"),
@@ -274,7 +300,8 @@ def _fct_sales_formula_monthly() -> list[Any]:
     return [
         _not_null("month"), _unique("month"),
         *(_at_least(c, 0) for c in ("leads", "customers", "orders", "revenue", "aov")),
-        _share("margin_rate"), _at_least("orders_per_customer", 1),
+        _share("margin_rate"), _share("margin_known_share"), _at_least("margin", 0),
+        _at_least("orders_per_customer", 1),
         # the product of the five factors is the month's gross margin, to the cent
         _e("ExpectColumnPairValuesToBeEqual", "value = gross_margin (to the cent)",
            column_A="value", column_B="gross_margin", ignore_row_if="either_value_is_missing"),
@@ -333,6 +360,19 @@ def _fct_manager_performance_monthly() -> list[Any]:
     ]
 
 
+def _fct_buyer_funnel_monthly() -> list[Any]:
+    counts = ("buyers_at_month_end", "entered", "exited", "purchases_expected",
+              "purchases_made", "buyers_overdue_at_month_end")
+    return [_not_null("month"), _not_null("status_id"), *(_at_least(c, 0) for c in counts),
+            # an overdue buyer is one of the buyers in the status at the month end
+            _a_at_least_b("buyers_at_month_end", "buyers_overdue_at_month_end")]
+
+
+def _fct_buyer_status_moves() -> list[Any]:
+    return [_not_null("month"), _not_null("from_status_id"), _not_null("to_status_id"),
+            _at_least("buyers", 1), _a_at_least_b("moves", "buyers")]
+
+
 def _fct_lookalike_seed() -> list[Any]:
     return [
         _not_null("customer_id"), _unique("customer_id"), _unique("lookalike_rank"),
@@ -377,6 +417,8 @@ MART_SUITES: dict[str, MartSuite] = {
         ("fct_sales_cycle", _fct_sales_cycle),
         ("fct_manager_performance_monthly", _fct_manager_performance_monthly),
         ("fct_lookalike_seed", _fct_lookalike_seed),
+        ("fct_buyer_funnel_monthly", _fct_buyer_funnel_monthly),
+        ("fct_buyer_status_moves", _fct_buyer_status_moves),
     )
 }
 

@@ -111,6 +111,26 @@ def _lead_status_after(value_after: Any) -> Any:
     return None
 
 
+def _customer_status_after(value_after: Any) -> Any:
+    """The status id a ``customer_status_changed`` event moved the buyer to, if stated."""
+    if not isinstance(value_after, list):
+        return None
+    for item in value_after:
+        status = item.get("customer_status") if isinstance(item, dict) else None
+        if isinstance(status, dict) and status.get("id") is not None:
+            return status["id"]
+    return None
+
+
+def _flatten_customer_event(p: Any) -> dict[str, Any]:
+    p = _require(p, ("id", "type", "entity_id", "created_at", "value_after"))
+    row = _with_num({"id": p.get("id"), "type": p.get("type"), "entity_id": p.get("entity_id")},
+                    p, "created_at")
+    row["value_after"] = p.get("value_after")
+    row["customer_status_after_id"] = _customer_status_after(p.get("value_after"))
+    return row
+
+
 def _flatten_event(p: Any) -> dict[str, Any]:
     p = _require(p, ("id", "type", "entity_id", "created_at", "value_after"))
     row = _with_num({"id": p.get("id"), "type": p.get("type"), "entity_id": p.get("entity_id")},
@@ -228,6 +248,19 @@ def _event_suite() -> list[Any]:
         _not_null("created_at"), *_epoch("created_at"),
         _e("ExpectColumnValuesToNotBeNull", "value_after",
            "a value_after holding a lead_status with an id", column="lead_status_after_id"),
+    ]
+
+
+def _customer_event_suite() -> list[Any]:
+    return [
+        _not_null("id", "an event id"),
+        _e("ExpectColumnValuesToBeInSet", "type", "type 'customer_status_changed'",
+           column="type", value_set=["customer_status_changed"]),
+        _not_null("entity_id", "the customer id the event belongs to"),
+        _not_null("created_at"), *_epoch("created_at"),
+        _e("ExpectColumnValuesToNotBeNull", "value_after",
+           "a value_after holding a customer_status with an id",
+           column="customer_status_after_id"),
     ]
 
 
@@ -875,6 +908,8 @@ RAW_SUITES: dict[tuple[str, str], RawSuite] = {
                                          _transaction_suite),
     ("amocrm", "deleted_leads"): RawSuite("raw.amocrm.deleted_leads", _flatten_deleted_lead,
                                           _deleted_lead_suite),
+    ("amocrm", "customer_events"): RawSuite("raw.amocrm.customer_events",
+                                            _flatten_customer_event, _customer_event_suite),
     ("bitrix24", "users"): RawSuite(
         "raw.bitrix24.users", _b24_flatten(B24_USER_FIELDS, ("ID",)), _b24_user_suite),
     ("bitrix24", "statuses"): RawSuite(

@@ -15,7 +15,9 @@ Design choices, each answering an amoCRM gotcha:
   ``order[updated_at]=asc``; events (type ``lead_status_changed``) by ``filter[created_at][from]``
   with ``limit=100`` (the RU docs cap events at 100). The overlap re-reads rows edited during
   the previous run's last request and rows that share the cursor second; landing de-duplicates
-  them by payload hash.
+  them by payload hash. The buyers' status history (``customer_status_changed``) is its own
+  entity, ``customer_events``, on the same endpoint with its own cursor (and feature-off
+  handling like customers), so the lead events' cursor is untouched by it.
 - **Complete under edits** (issue 12 item 1): ``page=N`` over ``order[updated_at]`` skips one
   record per edit made between two requests, so those lists are read in keyset windows on
   (``updated_at``, ``id``): each request is page 1 from the newest ``updated_at`` seen; a page
@@ -104,6 +106,13 @@ ENTITY_SPECS: dict[str, EntitySpec] = {
         "/api/v4/events", "events", "created_at", EVENTS_LIMIT,
         (("filter[type]", "lead_status_changed"),), updated_field="created_at",
     ),
+    # the buyers' status history: the same endpoint, its own entity and cursor, so the lead
+    # events' cursor never moves past buyer events (or back); off with the buyer funnel
+    "customer_events": EntitySpec(
+        "/api/v4/events", "events", "created_at", EVENTS_LIMIT,
+        (("filter[type]", "customer_status_changed"),), updated_field="created_at",
+        feature_off_statuses=BUYERS_OFF,
+    ),
     "companies": EntitySpec(
         "/api/v4/companies", "companies", "updated_at", 250,
         (("order[updated_at]", "asc"),), updated_field="updated_at",
@@ -172,7 +181,8 @@ class AmoCRMSource:
 
     name = SOURCE
     ENTITIES = ("users", "pipelines", "loss_reasons", "contacts", "leads", "events",
-                "companies", "customers", "customer_statuses", "transactions", "deleted_leads")
+                "companies", "customers", "customer_statuses", "transactions", "deleted_leads",
+                "customer_events")
 
     def __init__(
         self,

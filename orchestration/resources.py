@@ -103,10 +103,11 @@ def amocrm_account(base_url: str = "", subdomain: str = "") -> tuple[str, str]:
 
 
 # Entities an account may not have (companies, the buyer funnel, the bin): AMOCRM_SKIP_ENTITIES
-# leaves them out of the graph; "buyers" names the three buyer-funnel entities at once.
+# leaves them out of the graph; "buyers" names the buyer-funnel entities at once.
 AMOCRM_OPTIONAL_ENTITIES = ("companies", "customers", "customer_statuses", "transactions",
-                            "deleted_leads")
-AMOCRM_ENTITY_ALIASES = {"buyers": ("customers", "customer_statuses", "transactions"),
+                            "deleted_leads", "customer_events")
+AMOCRM_ENTITY_ALIASES = {"buyers": ("customers", "customer_statuses", "transactions",
+                                    "customer_events"),
                          "bin": ("deleted_leads",)}
 
 

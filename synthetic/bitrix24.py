@@ -4,14 +4,19 @@ Each inquiry is a Bitrix24 lead (``NEW`` → ``IN_PROCESS`` [→ ``PROCESSED``] 
 ``JUNK``); a converted lead becomes a deal in category 0 ("Продажи") a little later, with
 ``LEAD_ID`` set and the lead's UTM; repeat purchases are deals in category 1 (``C1:`` stages)
 without a lead. The stage history (``crm.stagehistory.list``) is written from the same moves, so
-it always ends at the record's current stage. The payloads hold native values (ints, Decimal
-money, ISO dates with +03:00) in the shape ``emulators.bitrix24.Bitrix24Emulator`` takes; the
-emulator stringifies them on output as the legacy list methods do.
+it always ends at the record's current stage. A lost record ends in one of its funnel's several
+``F`` stages (``catalog.B24_LOSS_WEIGHTS``: LOSE, APOLOGY "analyse why it failed", custom ones),
+drawn after the simulation from a separate RNG stream, so every other value stays the same; some
+deals being analysed carry the reason in a string user field (``catalog.B24_LOSS_REASON_FIELD``).
+The payloads hold native values (ints, Decimal money, ISO dates with +03:00) in the shape
+``emulators.bitrix24.Bitrix24Emulator`` takes; the emulator stringifies them on output as the
+legacy list methods do.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -32,8 +37,8 @@ REPEAT_STEP_DAYS = (0.8, 2.0)
 LEAD_SHARE = 0.35  # the part of the inquiry's win probability spent on lead qualification
 PROCESSED_P = 0.2  # a lead that passes through PROCESSED before conversion
 SKIP_PREPARATION_P = 0.2
-FINAL_STAGES = {"CONVERTED": "S", "JUNK": "F", "WON": "S", "LOSE": "F", "C1:WON": "S",
-                "C1:LOSE": "F"}
+FINAL_STAGES = {sid: sem for stages in (C.B24_LEAD_STATUSES, *C.B24_DEAL_STAGES.values())
+                for sid, _name, _sort, sem, _color in stages if sem is not None}
 
 
 def iso(ts: int) -> str:
@@ -54,6 +59,7 @@ class Bitrix24Brand:
         self.contacts: list[B24Contact] = []
         self.leads: list[B24Lead] = []
         self.deals: list[B24Deal] = []
+        self.loss_reason_texts: dict[int, str] = {}  # deal seq -> the loss-reason user field
 
     # ---- people ----
     def _manager(self, d: date, prefer: int | None = None) -> C.Manager:
@@ -158,15 +164,16 @@ class Bitrix24Brand:
         return deal
 
     def _play_deal(self, deal: B24Deal, pass_p: float) -> None:
-        stages = [s[0] for s in C.B24_DEAL_STAGES[deal.category]]
-        won, lost = stages[-2], stages[-1]
-        path = stages[:-2]
+        stages = C.B24_DEAL_STAGES[deal.category]
+        won = next(s[0] for s in stages if s[3] == "S")
+        lost = next(s[0] for s in stages if s[3] == "F")  # spread later: assign_loss_stages
+        path = [s[0] for s in stages if s[3] is None]
         if deal.category == 0 and self.sim.rng.random() < SKIP_PREPARATION_P:
             path.remove("PREPARATION")
         step_days = DEAL_STEP_DAYS if deal.category == 0 else REPEAT_STEP_DAYS
         deal.moves = self._walk(deal.created_ts, path, won, lost, step_days, pass_p)
         deal.stage = deal.moves[-1][1] if deal.moves else path[0]
-        final = deal.stage in (won, lost)
+        final = semantic(deal.stage) != "P"
         if deal.stage == won:
             deal.opportunity = Decimal(self.sim._price(deal.product, deal.created_ts)).quantize(
                 Decimal("0.01"))
@@ -196,7 +203,7 @@ class Bitrix24Brand:
         rng = self.sim.rng
         cohort_frac = (last.created_ts - self.sim.start_ts) / max(
             1, self.sim.end_ts - self.sim.start_ts)
-        lost = (isinstance(last, B24Lead) and last.status == "JUNK") or (
+        lost = (isinstance(last, B24Lead) and semantic(last.status) == "F") or (
             isinstance(last, B24Deal) and semantic(last.stage) == "F")
         if isinstance(last, B24Deal) and last.is_won:
             p = last.product.repeat_p * 0.92 ** (n_orders - 1) * (1.1 - 0.25 * cohort_frac)
@@ -250,6 +257,27 @@ class Bitrix24Brand:
             for item in sorted(items, key=lambda x: (x.created_ts, x.seq)):
                 next_id += rng.randrange(1, 4)
                 item.id = next_id
+        self.assign_loss_stages(random.Random(f"{self.sim.seed}:b24_loss"))
+
+    def assign_loss_stages(self, rng: random.Random) -> None:
+        """Spread the lost leads and deals over their funnel's failure stages (the walk loses
+        into the first one), and fill the loss-reason user field of some deals being analysed
+        (an APOLOGY stage). Own RNG stream: nothing else the simulation drew changes."""
+        records: list[tuple[B24Lead | B24Deal, dict[str, float]]] = [
+            (lead, C.B24_LOSS_WEIGHTS["lead"]) for lead in self.leads]
+        records += [(deal, C.B24_LOSS_WEIGHTS[deal.category]) for deal in self.deals]
+        for record, weights in records:
+            current = record.status if isinstance(record, B24Lead) else record.stage
+            if semantic(current) != "F":
+                continue
+            stage = rng.choices(list(weights), weights=list(weights.values()))[0]
+            record.moves[-1] = (record.moves[-1][0], stage)
+            if isinstance(record, B24Lead):
+                record.status = stage
+                continue
+            record.stage = stage
+            if stage.endswith("APOLOGY") and rng.random() < C.B24_LOSS_REASON_FILLED_P:
+                self.loss_reason_texts[record.seq] = rng.choice(C.B24_LOSS_REASON_TEXTS)
 
 
 # -- payloads -----------------------------------------------------------------------------------
@@ -300,7 +328,8 @@ def lead_contact_id(lead: B24Lead) -> int | None:
     """Half of the junk leads that came with an e-mail (every other id) were never qualified,
     so nobody linked a contact: only the phone and e-mail typed into the form sit on the lead
     itself, and identity resolution must find the person through them."""
-    unlinked = lead.status == "JUNK" and lead.id % 2 == 0 and bool(lead.contact.emails)
+    unlinked = (semantic(lead.status) == "F" and lead.id % 2 == 0
+                and bool(lead.contact.emails))
     return None if unlinked else lead.contact.id
 
 
@@ -318,7 +347,9 @@ def lead_payload(lead: B24Lead, ids: _MultiIds) -> dict:
     }
 
 
-def deal_payload(deal: B24Deal) -> dict:
+def deal_payload(deal: B24Deal, loss_reason: str | None = None) -> dict:
+    """``loss_reason``: the loss-reason user field, sent only when the manager filled it."""
+    uf = {} if loss_reason is None else {C.B24_LOSS_REASON_FIELD: loss_reason}
     closed = deal.closed_ts is not None
     title = (f"Повторная покупка: {deal.product.name}" if deal.category == 1
              else deal.product.name)
@@ -333,7 +364,7 @@ def deal_payload(deal: B24Deal) -> dict:
         "LEAD_ID": deal.lead.id if deal.lead is not None else None,
         "CONTACT_ID": deal.contact.id, "COMPANY_ID": None,
         "SOURCE_ID": "REPEAT_SALE" if deal.category == 1 else C.B24_SOURCE_ID[deal.channel],
-        **_utm_fields(deal.utm),
+        **_utm_fields(deal.utm), **uf,
     }
 
 
@@ -372,15 +403,18 @@ def status_payloads() -> list[dict]:
     entities += [("DEAL_STAGE" if cat == 0 else f"DEAL_STAGE_{cat}", cat, stages)
                  for cat, stages in C.B24_DEAL_STAGES.items()]
     extra = {None: "process", "S": "success", "F": "failure"}
+    # EXTRA.SEMANTICS spells an APOLOGY stage ("analyse why it failed") as apology
     out = []
     for entity_id, category, stages in entities:
         for status_id, name, sort, sem, color in stages:
             out.append({
                 "ID": len(out) + 1, "ENTITY_ID": entity_id, "STATUS_ID": status_id,
                 "NAME": name, "NAME_INIT": name, "SORT": sort,
-                "SYSTEM": "Y" if sem is not None or sort == 10 else "N",
+                "SYSTEM": "Y" if (sem is not None and "UC_" not in status_id) or sort == 10
+                else "N",
                 "CATEGORY_ID": category, "COLOR": color, "SEMANTICS": sem,
-                "EXTRA": {"SEMANTICS": extra[sem], "COLOR": color},
+                "EXTRA": {"SEMANTICS": "apology" if status_id.endswith("APOLOGY")
+                          else extra[sem], "COLOR": color},
             })
     return out
 
@@ -409,7 +443,8 @@ def bitrix24_payloads(brand: Bitrix24Brand) -> dict[str, list[dict]]:
                         "isDefault": "Y" if default else "N"}
                        for cid, name, sort, default in C.B24_CATEGORIES],
         "leads": [lead_payload(x, ids) for x in by_id(brand.leads)],
-        "deals": [deal_payload(x) for x in by_id(brand.deals)],
+        "deals": [deal_payload(x, brand.loss_reason_texts.get(x.seq))
+                  for x in by_id(brand.deals)],
         "contacts": [contact_payload(x, ids) for x in by_id(brand.contacts)],
         "stagehistory": stagehistory_payloads(brand),
     }

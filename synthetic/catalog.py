@@ -268,6 +268,10 @@ CUSTOMER_STATUSES = [
     (4401017, "Закрытые", 5, False, "#d5d8db", 3),
 ]
 CUSTOMER_STATUS_BY_TYPE = {stype: sid for sid, _n, _s, _d, _c, stype in CUSTOMER_STATUSES}
+# a manager sets some buyers' next purchase date by hand when recording the purchase (or
+# opening the buyer) instead of last purchase + periodicity: share, and the shift range in days
+BUYER_NEXT_DATE_SET_P = 0.25
+BUYER_NEXT_DATE_SHIFT_DAYS = (-14, 45)
 
 # -- the second brand: Bitrix24 portal ----------------------------------------------------------
 B24_PORTAL = "voronka.bitrix24.ru"  # the portal host is the Bitrix24 `account`
@@ -293,6 +297,7 @@ B24_LEAD_STATUSES = [
     ("PROCESSED", "Обработан", 30, None, "#55D0E0"),
     ("CONVERTED", "Качественный лид", 40, "S", "#7BD500"),
     ("JUNK", "Некачественный лид", 50, "F", "#FF5752"),
+    ("UC_NOANSWER", "Не дозвонились", 55, "F", "#FF8C8C"),  # a custom failure status
 ]
 # deal stages by category: (STATUS_ID, NAME, SORT, SEMANTICS, COLOR)
 B24_DEAL_STAGES = {
@@ -303,14 +308,32 @@ B24_DEAL_STAGES = {
         ("EXECUTING", "В работе", 40, None, "#47E4C2"),
         ("WON", "Сделка успешна", 60, "S", "#7BD500"),
         ("LOSE", "Сделка провалена", 70, "F", "#FF5752"),
+        ("UC_PRICE", "Не устроила цена", 75, "F", "#FF8C8C"),  # a custom failure stage
+        ("APOLOGY", "Анализ причины провала", 80, "F", "#FF5752"),
     ],
     1: [
         ("C1:NEW", "Новая", 10, None, "#39A8EF"),
         ("C1:PREPARATION", "Согласование", 20, None, "#2FC6F6"),
         ("C1:WON", "Оплачено", 60, "S", "#7BD500"),
         ("C1:LOSE", "Отказ", 70, "F", "#FF5752"),
+        ("C1:UC_NOTIME", "Нет времени", 75, "F", "#FF8C8C"),
+        ("C1:APOLOGY", "Анализ причины провала", 80, "F", "#FF5752"),
     ],
 }
+# Where a lost lead/deal ends: several F-semantic stages per funnel (Bitrix24 has LOSE and
+# APOLOGY, "analyse why it failed", plus custom ones); the walk loses into the first, then a
+# separate RNG stream moves it to one of these by weight (synthetic.bitrix24).
+B24_LOSS_WEIGHTS = {
+    "lead": {"JUNK": 0.7, "UC_NOANSWER": 0.3},
+    0: {"LOSE": 0.5, "UC_PRICE": 0.3, "APOLOGY": 0.2},
+    1: {"C1:LOSE": 0.5, "C1:UC_NOTIME": 0.3, "C1:APOLOGY": 0.2},
+}
+# a string user field on deals: the manager types why a deal failed while analysing it (a
+# deal in an APOLOGY stage), sometimes; the warehouse reads it when the dbt var
+# `bitrix24_loss_reason_field` names it
+B24_LOSS_REASON_FIELD = "UF_CRM_LOSS_REASON"
+B24_LOSS_REASON_TEXTS = ("Выбрали конкурента", "Пропала потребность", "Не устроили сроки")
+B24_LOSS_REASON_FILLED_P = 0.6
 B24_CATEGORIES = [(0, "Продажи", 100, True), (1, "Повторные продажи", 200, False)]
 # channel -> SOURCE_ID of a lead/deal (repeat deals: REPEAT_SALE)
 B24_SOURCE_ID = {

@@ -30,7 +30,8 @@ DIRECT_ACCOUNT = "voronka-demo"  # the Yandex Direct client login (and VK cabine
 GOOGLE_CUSTOMER_ID = "1234567890"
 META_AD_ACCOUNT = "act_1234567890"
 AMOCRM_ENTITIES = ("users", "pipelines", "loss_reasons", "contacts", "leads", "events",
-                   "companies", "customers", "customer_statuses", "transactions")
+                   "companies", "customers", "customer_statuses", "transactions",
+                   "customer_events")
 FILES_ACCOUNT = "files"  # the files source's default account (VORONKA_FILES_ACCOUNT unset)
 _MICROS = Decimal(1_000_000)
 _MICROS_STEP = Decimal(10_000)  # Direct rounds micros to 10,000 (one kopeck)

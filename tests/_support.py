@@ -116,6 +116,12 @@ def failed_nodes(run_results: dict) -> dict[str, str]:
 
 # -- one synthetic business built once per backend, shared by the metric tests ----------------
 MARTS_SEED, MARTS_SCALE = 7, 0.3
+# the second business (`marts_alt`, DuckDB only): another seed and scale and a mid-month as-of
+# date, so no metric test is tuned to one business. Seed 11 at scale 0.15 up to 2026-08-12 has
+# an incomplete as-of month, a CRR month above 100 % (lapsed customers coming back), a
+# customer with neither phone nor e-mail, and many campaign-months with spend and no lead.
+MARTS_ALT_SEED, MARTS_ALT_SCALE = 11, 0.15
+MARTS_ALT_START, MARTS_ALT_END = date(2024, 11, 1), date(2026, 8, 12)
 
 
 @dataclass

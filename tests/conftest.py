@@ -6,7 +6,16 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from _support import MARTS_SCALE, MARTS_SEED, MartsBuild, built_marts
+from _support import (
+    MARTS_ALT_END,
+    MARTS_ALT_SCALE,
+    MARTS_ALT_SEED,
+    MARTS_ALT_START,
+    MARTS_SCALE,
+    MARTS_SEED,
+    MartsBuild,
+    built_marts,
+)
 
 import synthetic
 
@@ -25,12 +34,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if "marts" in getattr(item, "fixturenames", ()):
             backend = item.callspec.params.get("marts", "duckdb")
             item.add_marker(pytest.mark.xdist_group(f"marts_{backend}"))
+        elif "marts_alt" in getattr(item, "fixturenames", ()):
+            # the second business has its own group: built once, beside the other builds
+            item.add_marker(pytest.mark.xdist_group("marts_alt"))
     if POSTGRES_ON:
         return
     skip = pytest.mark.skip(reason=POSTGRES_SKIP_REASON)
     for item in items:
         if "postgres" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Under `--dist loadgroup` xdist must have put each group in the nodeid ("...@marts_duckdb"):
+    pytest 9.2 made that a no-op (nodeid no longer reads `_nodeid`), and every worker then
+    builds every shared warehouse, which blows the suite's time budget without failing."""
+    if not session.config.getvalue("loadgroup"):
+        return
+    lost = [item.nodeid for item in session.items
+            if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if lost:
+        raise pytest.UsageError(
+            f"xdist groups are not applied ({lost[0]} has none): use a pytest that pytest-xdist "
+            "supports (requirements.lock pins it)")
 
 
 BACKENDS = [
@@ -51,4 +78,23 @@ def marts(request, tmp_path_factory, marts_business) -> Iterator[MartsBuild]:
     share it instead of each landing and building their own copy (the suite's time budget)."""
     workdir = tmp_path_factory.mktemp(f"marts_{request.param}")
     with built_marts(request.param, workdir, marts_business) as build:
+        yield build
+
+
+@pytest.fixture(scope="session")
+def marts_alt_business() -> synthetic.SyntheticBusiness:
+    """The second seeded business (another seed, scale and a mid-month as-of date)."""
+    return synthetic.generate(seed=MARTS_ALT_SEED, scale=MARTS_ALT_SCALE,
+                              start=MARTS_ALT_START, end=MARTS_ALT_END)
+
+
+@pytest.fixture(scope="session")
+def marts_alt(tmp_path_factory, marts_alt_business) -> Iterator[MartsBuild]:
+    """`marts_alt`: the whole dbt project built ONCE, on DuckDB only, over
+    `marts_alt_business` (seed 11, scale 0.15, as-of 2026-08-12; see _support.MARTS_ALT_*),
+    shared by every test that runs its metric checks on a second business. Compare it with
+    `marts_alt.business.ground_truth`, never with numbers of the first business. A test
+    should use `marts` or `marts_alt`, not both (each has its own xdist group)."""
+    workdir = tmp_path_factory.mktemp("marts_alt")
+    with built_marts("duckdb", workdir, marts_alt_business) as build:
         yield build

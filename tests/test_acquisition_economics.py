@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -129,8 +129,8 @@ class Facts:
         return _month(self.as_of)
 
     def complete(self, month: date) -> bool:
-        """The as-of date has reached the month's last day."""
-        return _add_months(month, 1) - timedelta(days=1) <= self.as_of
+        """The as-of date is after the month's last day (metrics.md "Periods")."""
+        return _add_months(month, 1) <= self.as_of
 
 
 @dataclass
@@ -264,7 +264,8 @@ def expected_economics(facts: Facts, eco: Economics, month: date, label: Any,
         "attributed_gross_margin": gm,
         "gross_margin_known": unknown == 0,
         "romi": _romi(rev, spend),
-        "romi_gross": _romi(gm, spend) if unknown == 0 else None,
+        # each order's own gross margin, margin_rate for the rest: never null for that
+        "romi_gross": _romi(gm, spend),
         "ltv_horizon": ltv_horizon,
         "ltv_cac": _ratio(ltv_horizon, cac),
         "cac_payback_months": payback,

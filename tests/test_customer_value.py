@@ -42,7 +42,7 @@ def _ratio(numerator: float, denominator: float) -> float | None:
 
 
 def recompute(orders: pd.DataFrame, month: date, as_of: date) -> dict:
-    """Every column of one month from (customer_id, order_date, amount) rows."""
+    """Every column of one month from (customer_id, order_date, amount, gross_margin) rows."""
     month_end = date(month.year, month.month, calendar.monthrange(month.year, month.month)[1])
     period_end = min(month_end, as_of)
     stop = period_end + timedelta(days=1)  # "at the end" = on the day after period_end
@@ -69,7 +69,9 @@ def recompute(orders: pd.DataFrame, month: date, as_of: date) -> dict:
         lifetime = min(1 / (1 - retention), LTV_MAX_LIFETIME_YEARS)
     aov_12m = _ratio(trailing.amount.sum(), len(trailing))
     frequency_year = _ratio(len(trailing), trailing.customer_id.nunique())
-    factors = (aov_12m, frequency_year, lifetime)
+    # each order's own gross margin (source margin, else amount x margin_rate)
+    margin_12m = _ratio(trailing.gross_margin.sum(), trailing.amount.sum())
+    factors = (aov_12m, frequency_year, lifetime, margin_12m)
     customers = len(per_customer)
     row = {
         "period_end": period_end,
@@ -88,8 +90,9 @@ def recompute(orders: pd.DataFrame, month: date, as_of: date) -> dict:
         "annual_retention": retention,
         "expected_lifetime_years": lifetime,
         "margin_rate": MARGIN_RATE,
+        "margin_12m": margin_12m,
         "formula_ltv": (None if None in factors
-                        else aov_12m * frequency_year * lifetime * MARGIN_RATE),
+                        else aov_12m * frequency_year * lifetime * margin_12m),
         "customers_to_date": customers,
         "repeat_customers": int((per_customer["size"] >= 2).sum()),
         "repeat_purchase_rate": _ratio(int((per_customer["size"] >= 2).sum()), customers),
@@ -110,9 +113,10 @@ def built(marts: MartsBuild) -> MartsBuild:
 
 @pytest.fixture(scope="module")
 def orders(built: MartsBuild) -> pd.DataFrame:
-    frame = built.df("select customer_id, order_date, amount from marts.fct_orders")
+    frame = built.df("select customer_id, order_date, amount, gross_margin from marts.fct_orders")
     frame["order_date"] = frame.order_date.map(_day)
     frame["amount"] = frame.amount.astype(float)
+    frame["gross_margin"] = frame.gross_margin.astype(float)
     return frame
 
 

@@ -158,8 +158,8 @@ def test_leads_by_channel_month(built: Built) -> None:
     expected = built.business.ground_truth.leads_by_channel_month
     assert_frames_equal(got, expected, ["month", "channel"])
     acq = built.df(
-        "select month, channel, leads from marts.fct_acquisition_monthly "
-        "where channel <> 'all' and leads > 0"
+        "select month, channel, all_leads as leads from marts.fct_acquisition_monthly "
+        "where channel <> 'all' and all_leads > 0"
     )
     assert_frames_equal(acq, expected, ["month", "channel"])
 
@@ -187,12 +187,13 @@ def test_leads_by_crm_month(built: Built) -> None:
 
 def test_leads_are_matched_to_campaigns_through_utm_tags(built: Built) -> None:
     got = built.df(
-        "select month, channel, campaign_id, leads from marts.fct_campaign_performance_monthly "
-        "where campaign_id is not null and leads > 0"
+        "select month, channel, campaign_id, all_leads as leads "
+        "from marts.fct_campaign_performance_monthly "
+        "where campaign_id is not null and all_leads > 0"
     )
     expected = built.business.ground_truth.leads_by_campaign_month
     assert_frames_equal(got, expected, ["month", "channel", "campaign_id"])
-    unmatched = built.df("select coalesce(sum(leads), 0) as n "
+    unmatched = built.df("select coalesce(sum(all_leads), 0) as n "
                          "from marts.fct_campaign_performance_monthly where campaign_id is null")
     assert int(unmatched.n[0]) == 0  # every paid lead of the demo names a live campaign
     # campaign spend is the platform's own, row for row

@@ -215,6 +215,11 @@ def test_good_batches_pass_for_every_raw_suite(tmp_path: Any) -> None:
         [amocrm("contacts", {"id": 1, "custom_fields_values": None}),
          amocrm("contacts", {"id": 2, "custom_fields_values": [{"field_code": "PHONE"}]})],
         [amocrm("events", event)],
+        [amocrm("customer_events", {
+            "id": "01jh3k8q2v9x7c0m4n5p6r1s2u", "type": "customer_status_changed",
+            "entity_id": 1530001, "entity_type": "customer", "created_at": 1767229811,
+            "value_before": [{"customer_status": {"id": 4401001}}],
+            "value_after": [{"customer_status": {"id": 4401005}}]})],
         [amocrm("pipelines", pipeline)],
         [amocrm("users", {"id": 8812031, "name": "Anna"})],
         [amocrm("loss_reasons", {"id": 1, "name": "Too expensive"})],
@@ -735,7 +740,8 @@ def test_mart_suites_cover_the_contract() -> None:
                                 "fct_sales_formula_monthly", "fct_cohort_ltv_by_channel",
                                 "fct_funnel_stage_slices", "fct_funnel_loss_reasons",
                                 "fct_lead_stages", "fct_sales_cycle",
-                                "fct_manager_performance_monthly", "fct_lookalike_seed"}
+                                "fct_manager_performance_monthly", "fct_lookalike_seed",
+                                "fct_buyer_funnel_monthly", "fct_buyer_status_moves"}
     from synthetic.catalog import CHANNELS as SYNTHETIC_CHANNELS
     assert tuple(CHANNELS) == tuple(SYNTHETIC_CHANNELS)
 
@@ -773,9 +779,11 @@ def test_mart_suites_pass_good_frames_and_name_bad_ones() -> None:
 
     from decimal import Decimal  # DuckDB/psycopg2 DECIMAL columns arrive as Decimal objects
     acq = _frame("fct_acquisition_monthly", [
-        {"month": "2026-01-01", "channel": "all", "spend": Decimal("100.00"), "leads": 5,
+        {"month": "2026-01-01", "channel": "all", "spend": Decimal("100.00"),
+         "acquisition_leads": 5,
          "new_customers": 2, "cpl": Decimal("20.00"), "cac": Decimal("50.00"), "cv": 0.4},
-        {"month": "2026-01-01", "channel": "organic", "spend": Decimal("0"), "leads": 5,
+        {"month": "2026-01-01", "channel": "organic", "spend": Decimal("0"),
+         "acquisition_leads": 5,
          "new_customers": 0, "cpl": None, "cac": None, "cv": None, "cac_undefined": True},
     ])
     assert validate_mart("fct_acquisition_monthly", acq).passed
@@ -977,3 +985,15 @@ def test_orders_to_customers_suite_passes_the_built_marts(marts) -> None:
     v = validate_orders_belong_to_customers(marts.wh)
     assert v.passed, v.failures
     assert v.statistics["row_count"] == len(marts.df("select order_id from marts.fct_orders"))
+
+
+def test_buyer_funnel_mart_suite_names_an_impossible_overdue_count() -> None:
+    row = {"month": "2026-05-01", "status_id": 1, "buyers_at_month_end": 3, "entered": 1,
+           "exited": 0, "purchases_expected": 2, "purchases_made": 1,
+           "buyers_overdue_at_month_end": 2}
+    assert validate_mart("fct_buyer_funnel_monthly", _frame("fct_buyer_funnel_monthly",
+                                                            [row])).passed
+    bad = validate_mart("fct_buyer_funnel_monthly", _frame(
+        "fct_buyer_funnel_monthly", [{**row, "buyers_overdue_at_month_end": 4}]))
+    assert not bad.passed
+    assert "buyers_overdue_at_month_end" in str(bad.failures)

@@ -41,7 +41,7 @@ MART_FIGURES = {
     "customers": "select count(*), sum(orders_count), sum(revenue) from marts.dim_customers",
     "spend": "select spend_date, channel, sum(spend), sum(clicks) from marts.fct_ad_spend_daily "
              "group by all order by all",
-    "acquisition": "select month, channel, spend, leads, new_customers, cac "
+    "acquisition": "select month, channel, spend, all_leads, new_customers, cac "
                    "from marts.fct_acquisition_monthly order by all",
     "stages": "select crm, pipeline_id, status_id, leads_reached, leads_dropped_off from "
               "marts.fct_funnel_stage_conversion order by all",

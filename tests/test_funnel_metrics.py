@@ -126,6 +126,11 @@ def _lead_stays(m: MartsBuild, as_of) -> tuple[dict, pd.DataFrame]:
     hist = hist[hist.changed_at < cutoff].sort_values(["changed_at", "history_id"])
     h = {k: g for k, g in hist.groupby(["account", "entity_type", "owner_id"])}
     lead_created = {(r.account, r.lead_id): pd.Timestamp(r.created_at) for r in leads.itertuples()}
+    # Bitrix24's loss reason: the failure (F) stage a lost deal/lead ended in (metrics.md)
+    stages = m.df("select entity_id, category_id, status_id, stage_name, semantics "
+                  "from staging.stg_bitrix24__stages where semantics = 'F'")
+    failure = {(None if r.entity_id == "STATUS" else int(r.category_id), r.status_id):
+               r.stage_name for r in stages.itertuples()}
 
     def arrivals(account, entity, owner) -> list:
         g = h.get((account, entity, owner))
@@ -150,7 +155,7 @@ def _lead_stays(m: MartsBuild, as_of) -> tuple[dict, pd.DataFrame]:
         stays[lead_id] = ("bitrix24", r.account, seq)
         attrs.append({"lead_id": lead_id, "created_at": created, "amount": r.amount,
                       "responsible_user_id": str(r.responsible_user_id),
-                      "loss_reason_name": None})
+                      "loss_reason_name": failure.get((int(r.category_id), r.stage_id))})
     for r in leads.itertuples():
         created = pd.Timestamp(r.created_at)
         if (r.account, r.lead_id) in converted or created.date() > as_of:
@@ -160,7 +165,7 @@ def _lead_stays(m: MartsBuild, as_of) -> tuple[dict, pd.DataFrame]:
         stays[lead_id] = ("bitrix24", r.account, seq)
         attrs.append({"lead_id": lead_id, "created_at": created, "amount": r.amount,
                       "responsible_user_id": str(r.responsible_user_id),
-                      "loss_reason_name": None})
+                      "loss_reason_name": failure.get((None, r.status_id))})
     return stays, pd.DataFrame(attrs).set_index("lead_id")
 
 
@@ -293,7 +298,9 @@ def test_the_seeded_business_exercises_the_rules(expected: Funnel) -> None:
     assert (rows.pipeline_outcome == "open").sum() > 0
     dropped = rows[rows.dropped_off_here]
     assert dropped.loss_reason_name.notna().sum() > 0
-    assert dropped[dropped.crm == "bitrix24"].loss_reason_name.isna().all()
+    # Bitrix24: the failure stage the deal/lead ended in (several per funnel), never null
+    assert dropped[dropped.crm == "bitrix24"].loss_reason_name.notna().all()
+    assert dropped[dropped.crm == "bitrix24"].loss_reason_name.nunique() > 2
 
 
 def test_lead_stages_row_by_row(marts: MartsBuild, expected: Funnel) -> None:
@@ -367,8 +374,10 @@ def test_drop_off_by_loss_reason(marts: MartsBuild, expected: Funnel) -> None:
             for k, g in dropped.groupby(keys, dropna=False)}
     have = {tuple(_key(v) for v in r[:-1]): int(r[-1]) for r in got.itertuples(index=False)}
     assert have == want
-    # a lead lost without a reason: counted, reason null
-    assert any(k[2] is None for k in want)
+    # every Bitrix24 drop-off has a reason (its failure stage); several reasons per funnel
+    b24 = [k for k in want if k[0] == "lead" or str(k[0]).startswith("deal_")]
+    assert b24 and all(k[2] is not None for k in b24)
+    assert len({k[2] for k in b24 if k[0] == "deal_0"}) > 1
 
 
 def test_sales_cycle(marts: MartsBuild, expected: Funnel) -> None:

@@ -1,7 +1,8 @@
 """The sales formula mart (marts.fct_sales_formula_monthly) on a landed synthetic business.
 
-V = leads x cv x aov x orders_per_customer x margin_rate must equal the month's gross margin
-(revenue with the default margin_rate 1) to the cent, the factors must be what pandas
+V = leads x cv x aov x orders_per_customer x margin must equal the month's gross margin (each
+order's own source margin, else amount x margin_rate; revenue when no order has a source margin
+and margin_rate is 1) to the cent, the factors must be what pandas
 recomputes from fct_orders / fct_leads, and the month-over-month log decomposition must add
 up. A second, tiny business with hand-added early records covers the documented edge months
 (no leads and no orders, orders without leads, leads without orders) and the margin_rate var.
@@ -32,9 +33,10 @@ SEED, SCALE = 7, 0.3
 # `cautious`: no test of an upstream model that needs a mart outside this selection
 SELECT = ["--select", "+fct_sales_formula_monthly+ +fct_orders +fct_leads",
           "--indirect-selection", "cautious"]
-FACTORS = ["leads", "cv", "aov", "orders_per_customer", "margin_rate"]
-COLUMNS = (["month", "leads", "customers", "orders", "revenue", "margin_rate", "gross_margin",
-            "cv", "aov", "orders_per_customer", "value"]
+FACTORS = ["leads", "cv", "aov", "orders_per_customer", "margin"]
+COLUMNS = (["month", "month_complete", "leads", "customers", "orders", "revenue", "margin_rate",
+            "gross_margin", "margin_known_share", "cv", "aov", "orders_per_customer", "margin",
+            "value"]
            + [f"contribution_{f}" for f in FACTORS] + ["value_log_change"])
 
 POSTGRES_ON = os.environ.get("VORONKA_TEST_POSTGRES") == "1"
@@ -146,9 +148,10 @@ def test_leads_equal_the_ground_truth(built: Built) -> None:
 
 def _recomputed(built: Built) -> pd.DataFrame:
     """The factors recomputed in pandas from the order and lead facts, per mart month."""
-    orders = built.df("select order_month, customer_id, amount from marts.fct_orders")
+    orders = built.df("select order_month, customer_id, amount, gross_margin from marts.fct_orders")
     orders["month"] = orders["order_month"].map(_iso)
     orders["amount"] = orders["amount"].map(Decimal)
+    orders["gross_margin"] = orders["gross_margin"].map(Decimal)
     leads = built.df("select created_month from marts.fct_leads")
     leads["month"] = leads["created_month"].map(_iso)
     rows = []
@@ -158,9 +161,11 @@ def _recomputed(built: Built) -> pd.DataFrame:
         n_orders = len(month_orders)
         n_customers = month_orders.customer_id.nunique()
         revenue = sum(month_orders.amount, Decimal("0"))
+        gross_margin = sum(month_orders.gross_margin, Decimal("0"))
         rows.append({
             "month": month, "leads": n_leads, "customers": n_customers, "orders": n_orders,
-            "revenue": revenue,
+            "revenue": revenue, "gross_margin": gross_margin,
+            "margin": float(gross_margin) / float(revenue) if revenue else None,
             "cv": n_customers / n_leads if n_leads else None,
             "aov": float(revenue) / n_orders if n_orders else None,
             "orders_per_customer": n_orders / n_customers if n_customers else None,
@@ -184,7 +189,8 @@ def test_factors_recomputed_from_the_facts(built: Built) -> None:
         assert int(row.customers) == want.customers, month
         assert int(row.orders) == want.orders, month
         assert _money(row.revenue) == want.revenue, month
-        for factor in ("cv", "aov", "orders_per_customer"):
+        assert _money(row.gross_margin) == want.gross_margin, month
+        for factor in ("cv", "aov", "orders_per_customer", "margin"):
             assert _close(row[factor], want[factor]), (month, factor, row[factor], want[factor])
         assert float(row.margin_rate) == 1.0
 
@@ -192,12 +198,13 @@ def test_factors_recomputed_from_the_facts(built: Built) -> None:
 def test_product_reconciles_to_revenue_to_the_cent(built: Built) -> None:
     mart = built.mart()
     assert (mart.orders > 0).sum() >= 12 and (mart.leads > 0).all()
+    # the shop's orders carry their own margins: some months' gross margin is below revenue
+    assert (mart.gross_margin < mart.revenue).any()
     for row in mart.itertuples(index=False):
-        # margin_rate 1: gross margin is revenue, and the rounded product is exactly it
-        assert _money(row.gross_margin) == _money(row.revenue), row.month
-        assert row.value is not None and _money(row.value) == _money(row.revenue), row.month
-        product = row.leads * row.cv * row.aov * row.orders_per_customer * row.margin_rate
-        assert abs(product - float(row.revenue)) < 0.005, row.month
+        # the rounded product is exactly the month's gross margin
+        assert row.value is not None and _money(row.value) == _money(row.gross_margin), row.month
+        product = row.leads * row.cv * row.aov * row.orders_per_customer * row.margin
+        assert abs(product - float(row.gross_margin)) < 0.005, row.month
 
 
 def test_log_decomposition_adds_up(built: Built) -> None:
@@ -211,8 +218,7 @@ def test_log_decomposition_adds_up(built: Built) -> None:
             got = getattr(current, f"contribution_{factor}")
             want = math.log(float(f1) / float(f0)) if f0 and f1 else None
             assert _close(got, want), (current.month, factor, got, want)
-        assert current.contribution_margin_rate == 0
-        want_change = math.log(float(current.revenue) / float(previous.revenue))
+        want_change = math.log(float(current.gross_margin) / float(previous.gross_margin))
         assert _close(current.value_log_change, want_change), current.month
         total = sum(getattr(current, f"contribution_{f}") for f in FACTORS)
         assert math.isclose(total, current.value_log_change, rel_tol=0, abs_tol=1e-9)
@@ -271,7 +277,10 @@ def test_month_without_leads_and_orders(edge: Built) -> None:
 def test_month_with_orders_and_no_leads(edge: Built) -> None:
     row = edge.mart().set_index("month").loc[ORDERS_NO_LEADS]
     assert (row.leads, row.customers, row.orders) == (0, 1, 1)
-    assert _money(row.revenue) == Decimal("1234.56") == _money(row.gross_margin)
+    # the file row's own gross margin (copied from another order): the margin is real
+    stated = Decimal(edge.business.file_orders[0]["gross_margin"].replace(",", "."))
+    assert _money(row.revenue) == Decimal("1234.56")
+    assert _money(row.gross_margin) == stated and float(row.margin_known_share) == 1
     assert pd.isna(row.cv)  # customers / 0 leads: undefined
     assert float(row.aov) == pytest.approx(1234.56) and float(row.orders_per_customer) == 1
     assert row.value is None or pd.isna(row.value)  # the formula is undefined here
@@ -285,13 +294,12 @@ def test_month_with_leads_and_no_orders(edge: Built) -> None:
     assert float(row.cv) == 0
     assert pd.isna(row.aov) and pd.isna(row.orders_per_customer)
     assert _money(row.value) == 0
-    # previous month had no leads, this one has no orders: only the (constant) margin rate
-    # is positive in both, so only its contribution is defined
-    assert row[[f"contribution_{f}" for f in FACTORS[:-1]] + ["value_log_change"]].isna().all()
-    assert row.contribution_margin_rate == 0
+    # previous month had no leads, this one has no orders (no revenue, so no margin either):
+    # no factor is positive in both months, no contribution is defined
+    assert row[[f"contribution_{f}" for f in FACTORS] + ["value_log_change"]].isna().all()
     # the next month compares sales with a month that sold nothing: ln(V1/0) is null too
     after = mart.loc[EDGE_START.isoformat()]
-    assert _money(after.value) == _money(after.revenue) > 0
+    assert _money(after.value) == _money(after.gross_margin) > 0
     assert pd.isna(after.value_log_change) and pd.isna(after.contribution_cv)
     assert after.contribution_leads == pytest.approx(math.log(after.leads / 1))
 

@@ -91,7 +91,7 @@ def test_uncovered_channel_months_have_null_economics(truncated_vk: Build) -> No
                  and _day(r["month"]) < first_month]
     assert vk_before, "the business has VK months before the horizon"
     # the VK leads and customers of those months exist: spend 0 would read as free
-    assert sum(r["leads"] for r in vk_before) > 0
+    assert sum(r["all_leads"] for r in vk_before) > 0
     for r in vk_before:
         assert all(r[c] is None for c in NULLED), r
         assert r["spend_covered"] is False, r
@@ -113,7 +113,7 @@ def test_covered_months_keep_their_numbers(truncated_vk: Build) -> None:
         f"where month > date '{first_month}' order by month, channel")
     assert rows and all(r["spend_covered"] is True for r in rows)
     vk = [r for r in rows if r["channel"] == "vk_ads" and r["spend"] > 0]
-    assert vk and all(r["cpl"] is not None for r in vk if r["leads"] > 0)
+    assert vk and all(r["cpl"] is not None for r in vk if r["acquisition_leads"] > 0)
 
 
 def test_campaigns_and_curves_follow_coverage(truncated_vk: Build) -> None:
@@ -141,7 +141,8 @@ def test_mart_checks_reject_an_uncovered_month_that_reads_as_free() -> None:
 
     from expectations.marts import MART_COLUMNS, validate_mart
 
-    row = {"month": "2025-05-01", "channel": "vk_ads", "spend": Decimal("0.00"), "leads": 4,
+    row = {"month": "2025-05-01", "channel": "vk_ads", "spend": Decimal("0.00"),
+           "acquisition_leads": 4,
            "new_customers": 1, "cpl": Decimal("0.00"), "cac": None, "spend_covered": False}
     frame = pd.DataFrame([row], columns=list(MART_COLUMNS["fct_acquisition_monthly"]))
     result = validate_mart("fct_acquisition_monthly", frame)

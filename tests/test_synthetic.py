@@ -797,8 +797,9 @@ def test_custom_period_and_validation():
 
 
 # -- Bitrix24 brand -----------------------------------------------------------------------------
-B24_FINAL = {"CONVERTED": "S", "JUNK": "F", "WON": "S", "LOSE": "F", "C1:WON": "S",
-             "C1:LOSE": "F"}
+B24_FINAL = {"CONVERTED": "S", "JUNK": "F", "UC_NOANSWER": "F", "WON": "S", "LOSE": "F",
+             "UC_PRICE": "F", "APOLOGY": "F", "C1:WON": "S", "C1:LOSE": "F", "C1:UC_NOTIME": "F",
+             "C1:APOLOGY": "F"}
 
 
 def _stages(b: SyntheticBusiness) -> dict[str, list[str]]:
@@ -897,7 +898,7 @@ def test_bitrix24_leads_and_deals_are_consistent(biz):
         assert lead["STATUS_ID"] in stages["STATUS"]
         # a never-qualified junk lead has no contact, only its own phone/e-mail
         assert lead["CONTACT_ID"] in contacts or (
-            lead["CONTACT_ID"] is None and lead["STATUS_ID"] == "JUNK"
+            lead["CONTACT_ID"] is None and lead["STATUS_SEMANTIC_ID"] == "F"
             and (lead.get("PHONE") or lead.get("EMAIL")))
         assert lead["STATUS_SEMANTIC_ID"] == B24_FINAL.get(lead["STATUS_ID"], "P")
         assert len(deals_of[lead["ID"]]) == (lead["STATUS_ID"] == "CONVERTED")

@@ -87,6 +87,40 @@ def audience_lines(wh: Any) -> list[str]:
     return [*lines, ""]
 
 
+BUYER_FUNNEL_QUERY = (
+    "select month, period_end, status_name, status_sort, buyers_at_month_end, "
+    "purchases_expected, purchases_made, buyers_overdue_at_month_end "
+    "from marts.fct_buyer_funnel_monthly "
+    "where month = (select max(month) from marts.fct_buyer_funnel_monthly) "
+    "order by account, status_sort"
+)
+
+
+def buyer_funnel_lines(wh: Any) -> list[str]:
+    """The amoCRM buyer funnel at the as-of month's end: buyers per status, purchases expected
+    vs made this month, overdue buyers; nothing when the account has no buyer funnel."""
+    try:
+        frame = wh.query_df(BUYER_FUNNEL_QUERY)
+    except Exception:  # no marts yet, or a build without the buyer funnel
+        return []
+    if frame.empty:
+        return []
+    month = str(frame["month"].iloc[0])[:7]
+    period_end = str(frame["period_end"].iloc[0])[:10]
+    totals = frame.groupby(["status_sort", "status_name"], sort=True)[
+        ["buyers_at_month_end", "purchases_expected", "purchases_made",
+         "buyers_overdue_at_month_end"]].sum()
+    width = max(len(name) for _sort, name in totals.index)
+    lines = [f"Buyer funnel (amoCRM «Покупатели»), {month} up to {period_end}: "
+             "buyers per status (marts.fct_buyer_funnel_monthly):"]
+    lines += [f"  {name.ljust(width)}  {int(row.buyers_at_month_end):>6,}"
+              for (_sort, name), row in totals.iterrows()]
+    lines.append(f"  purchases this month: {int(totals.purchases_expected.sum()):,} expected, "
+                 f"{int(totals.purchases_made.sum()):,} made; overdue buyers: "
+                 f"{int(totals.buyers_overdue_at_month_end.sum()):,}")
+    return [*lines, ""]
+
+
 def quarantined_count(wh: Any) -> int:
     """Records in raw._quarantine; 0 when nothing has landed yet (no table, no file)."""
     try:
@@ -121,6 +155,7 @@ def print_summary(
     lines += check_lines(result)[1]
     lines.append("")
     lines += audience_lines(wh)
+    lines += buyer_funnel_lines(wh)
     if conf.kind == "duckdb":
         lines += [
             f"Working warehouse (raw + dbt): {conf.duckdb_path}",

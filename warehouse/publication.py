@@ -4,7 +4,8 @@ DuckDB: dbt builds `marts` in the working file and publication copies it to a se
 PostgreSQL: dbt (run by the pipeline) builds into `marts_build`, which BI cannot read; the
 checks and dbt's tests read that, and publication replaces the tables of `marts` by copies of
 the build in one transaction, then re-grants the BI role. `marts_build` always holds the latest
-build. A direct `dbt build` outside the pipeline still builds `marts`.
+build. A direct `dbt build` outside the pipeline still builds `marts`. Every publication records
+the as-of date and each source's data range (marts.dim_report_dates) in its metadata.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import hmac
 import os
 import re
 from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
 
 MARTS_SCHEMA = "marts"
 BUILD_SCHEMA = "marts_build"
@@ -61,3 +65,40 @@ def scram_verifier(password: str, iterations: int = 4096, salt: bytes | None = N
         return base64.b64encode(raw).decode()
 
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+REPORT_DATES_MODEL = "dim_report_dates"
+
+
+def _iso(value: Any) -> str | None:
+    """A date cell as ISO text (None for a missing one): JSON-safe on both backends."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    return str(value)[:10]
+
+
+def report_dates_metadata(frame: pd.DataFrame) -> dict[str, Any]:
+    """The as-of date and each source's data range from marts.dim_report_dates, as plain
+    values for the publication's metadata: a BI user can see what "today" meant for the
+    snapshot they read and how far each source reached (docs metrics.md, "Periods")."""
+    if frame.empty:
+        return {}
+    first = frame.iloc[0]
+    ranges = [
+        {"source": str(row.source), "source_kind": str(row.source_kind),
+         "first_data_date": _iso(row.first_data_date),
+         "last_data_date": _iso(row.last_data_date),
+         "records_after_as_of": int(row.records_after_as_of)}
+        for row in frame.sort_values(["source_kind", "source"]).itertuples(index=False)
+    ]
+    return {"as_of_date": _iso(first["as_of_date"]), "as_of_basis": str(first["as_of_basis"]),
+            "source_data_ranges": ranges}
+
+
+def published_report_dates(wh: Any) -> dict[str, Any]:
+    """report_dates_metadata of the published marts; {} when the build has no such mart."""
+    if REPORT_DATES_MODEL not in wh.list_tables(MARTS_SCHEMA):
+        return {}
+    return report_dates_metadata(wh.query_df(
+        "select source, source_kind, as_of_date, as_of_basis, first_data_date, "
+        f"last_data_date, records_after_as_of from {MARTS_SCHEMA}.{REPORT_DATES_MODEL}"))

@@ -21,6 +21,7 @@ from dagster._core.storage.asset_check_execution_record import (
 )
 
 from orchestration.resources import WarehouseResource
+from warehouse.publication import published_report_dates
 
 PUBLISHED_KEY = dg.AssetKey(["published", "marts"])
 
@@ -112,6 +113,18 @@ def pipeline_check_keys(mart_models: Sequence[str]) -> set[dg.AssetCheckKey]:
     return {ck for ck in keys | set(voronka_dbt_models.check_keys) if ck.asset_key in marts}
 
 
+def _report_dates_metadata(dates: dict) -> dict[str, dg.MetadataValue]:
+    """The as-of date and each source's data range (marts.dim_report_dates) as Dagster
+    metadata, so the run page says what "today" meant for this snapshot."""
+    if not dates:
+        return {}
+    return {
+        "as_of_date": dg.MetadataValue.text(dates["as_of_date"] or ""),
+        "as_of_basis": dg.MetadataValue.text(dates["as_of_basis"]),
+        "source_data_ranges": dg.MetadataValue.json(dates["source_data_ranges"]),
+    }
+
+
 def refusal(blockers: list[str]) -> dg.Failure:
     """The run fails, saying which checks stand in the way; nothing was published."""
     shown = "; ".join(blockers[:10]) + (f"; and {len(blockers) - 10} more"
@@ -139,7 +152,8 @@ def build_published_marts(
         description="The marts made visible to BI: DuckDB copies them to a separate file "
                     "swapped in atomically, PostgreSQL copies them from marts_build into marts "
                     "in one transaction and re-grants the read-only BI role. Refused unless "
-                    "every check of the marts' latest build passed (docs/BI.md).",
+                    "every check of the marts' latest build passed (docs/BI.md). Its "
+                    "metadata records the as-of date and each source's data range.",
     )
     def published_marts(context: dg.AssetExecutionContext,
                         warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -152,7 +166,9 @@ def build_published_marts(
         for warning in publication.warnings:
             context.log.warning(warning)
         counts = wh.table_counts("marts")
+        dates = published_report_dates(wh)
         return dg.MaterializeResult(metadata={
+            **_report_dates_metadata(dates),
             "location": publication.location,
             "published_tables": dg.MetadataValue.json(list(publication.tables)),
             "warnings": dg.MetadataValue.json(list(publication.warnings)),

@@ -83,6 +83,8 @@ ENTITY_DESCRIPTIONS: dict[str, dict[str, str]] = {
         "customer_statuses": "amoCRM buyer-funnel statuses, full pull each run.",
         "transactions": "amoCRM customer transactions (purchases), full pull each run (no "
                         "documented change filter).",
+        "customer_events": "amoCRM customer_status_changed events (the buyers' status "
+                           "history), incremental on created_at with its own cursor.",
         "deleted_leads": "amoCRM leads in the trash (id, updated_at, is_deleted), full pull "
                          "each run: the normal lead list never returns them.",
     },

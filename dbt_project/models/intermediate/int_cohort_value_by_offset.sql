@@ -3,7 +3,8 @@
 -- group's customers (cohort_size), the revenue and gross margin of their orders in calendar
 -- month cohort + k, and the running totals from k = 0. Dense in k, so the running totals of
 -- any coarser grouping (a channel, all channels) are plain sums of these rows at one offset.
--- month_complete: the as-of date has reached the last day of month cohort + k.
+-- month_complete: the as-of date is after the last day of month cohort + k (metrics.md
+-- "Periods"; the same rule as int_months).
 with
 
 customers as (
@@ -14,7 +15,7 @@ customers as (
 
 orders as (
 
-    select customer_id, order_month, amount, gross_margin, margin_known
+    select customer_id, order_month, amount, gross_margin, margin_known, has_source_margin
     from {{ ref('int_orders') }}
 
 ),
@@ -27,7 +28,7 @@ months as (
 
 as_of as (
 
-    select day_after_as_of_date from {{ ref('int_as_of_date') }}
+    select as_of_date from {{ ref('int_as_of_date') }}
 
 ),
 
@@ -54,6 +55,8 @@ group_orders as (
         count(*) as orders,
         sum(case when orders.margin_known then 0 else 1 end) as orders_margin_unknown,
         sum(orders.amount) as revenue,
+        sum(case when orders.has_source_margin then orders.amount else 0 end)
+            as revenue_source_margin,
         sum(orders.gross_margin) as gross_margin
     from orders
     inner join customers
@@ -70,7 +73,7 @@ spine as (
         groups.*,
         months.month as activity_month,
         {{ months_between('groups.cohort_month', 'months.month') }} as month_offset,
-        months.next_month <= as_of.day_after_as_of_date as month_complete
+        months.next_month <= as_of.as_of_date as month_complete
     from groups
     inner join months
         on months.month >= groups.cohort_month
@@ -95,6 +98,7 @@ joined as (
         coalesce(group_orders.orders, 0) as orders,
         coalesce(group_orders.orders_margin_unknown, 0) as orders_margin_unknown,
         coalesce(group_orders.revenue, 0) as revenue,
+        coalesce(group_orders.revenue_source_margin, 0) as revenue_source_margin,
         coalesce(group_orders.gross_margin, 0) as gross_margin
     from spine
     left join group_orders
@@ -124,6 +128,7 @@ final as (
         cast(orders as bigint) as orders,
         cast(orders_margin_unknown as bigint) as orders_margin_unknown,
         {{ money('revenue') }} as revenue,
+        {{ money('revenue_source_margin') }} as revenue_source_margin,
         {{ money('gross_margin') }} as gross_margin,
         -- one row per group and offset: month_offset is a unique ordering within the group
         {{ money('sum(revenue) over (partition by cohort_month, channel, is_ad_touch, platform, account, campaign_id order by month_offset rows between unbounded preceding and current row)') }}

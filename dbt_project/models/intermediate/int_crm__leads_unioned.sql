@@ -5,6 +5,9 @@
 --   * a Bitrix24 lead that did not become a deal (still in work, or junk).
 -- lead_id: amocrm_<id>, bitrix24_deal_<id>, bitrix24_lead_<id>. pipeline_id: the amoCRM
 -- pipeline id, Bitrix24 `deal_<category id>` for deals and `lead` for leads.
+-- loss_reason_name: amoCRM's loss reason; Bitrix24 (docs metrics.md, "Funnel") a lost deal's or
+-- lead's user field named by var `bitrix24_loss_reason_field` when filled, else the name of the
+-- failure (F) stage it is in (a funnel may have several: LOSE, APOLOGY, custom ones).
 with
 
 amocrm_leads as (
@@ -29,6 +32,12 @@ b24_deals as (
 b24_leads as (
 
     select * from {{ ref('stg_bitrix24__leads') }}
+
+),
+
+b24_stages as (
+
+    select * from {{ ref('stg_bitrix24__stages') }}
 
 ),
 
@@ -81,7 +90,9 @@ bitrix24_deals as (
         b24_deals.closed_at,
         b24_deals.amount,
         cast(b24_deals.responsible_user_id as varchar) as responsible_user_id,
-        cast(null as varchar) as loss_reason_name,
+        case when b24_deals.is_lost
+            then coalesce(b24_deals.loss_reason_field_value, deal_stage.stage_name)
+        end as loss_reason_name,
         -- the deal's own tags, or (when it has none) those of the lead it came from
         case when b24_deals.utm_source is null and b24_deals.utm_medium is null
             then origin.utm_source else b24_deals.utm_source end as utm_source,
@@ -101,6 +112,11 @@ bitrix24_deals as (
     left join b24_leads as origin
         on b24_deals.account = origin.account
         and b24_deals.source_lead_id = origin.lead_id
+    left join b24_stages as deal_stage
+        on b24_deals.account = deal_stage.account
+        and deal_stage.entity_id <> 'STATUS'
+        and b24_deals.category_id = deal_stage.category_id
+        and b24_deals.stage_id = deal_stage.status_id
 
 ),
 
@@ -121,7 +137,9 @@ bitrix24_leads as (
         b24_leads.closed_at,
         b24_leads.amount,
         cast(b24_leads.responsible_user_id as varchar) as responsible_user_id,
-        cast(null as varchar) as loss_reason_name,
+        case when b24_leads.is_junk
+            then coalesce(b24_leads.loss_reason_field_value, lead_status.stage_name)
+        end as loss_reason_name,
         b24_leads.utm_source,
         b24_leads.utm_medium,
         b24_leads.utm_campaign,
@@ -133,6 +151,10 @@ bitrix24_leads as (
         end as contact_node_id,
         cast(null as varchar) as company_id
     from b24_leads
+    left join b24_stages as lead_status
+        on b24_leads.account = lead_status.account
+        and lead_status.entity_id = 'STATUS'
+        and b24_leads.status_id = lead_status.status_id
     where not exists (
         select 1 from b24_deals
         where b24_deals.account = b24_leads.account

@@ -71,17 +71,18 @@ stays as (
 
 ),
 
--- the lead's state at the as-of date: its last stay
+-- the lead's state at the as-of date: its last stay (window maxima, not correlated
+-- "no later stay exists" subqueries: PostgreSQL misestimates those into 19k nested loops)
 last_stay as (
 
     select account, lead_id, pipeline_id, status_id, is_won_stage, is_lost_stage
-    from stays
-    where not exists (
-        select 1 from stays as later
-        where later.account = stays.account
-            and later.lead_id = stays.lead_id
-            and later.stage_seq > stays.stage_seq
-    )
+    from (
+        select
+            stays.*,
+            max(stage_seq) over (partition by account, lead_id) as last_seq
+        from stays
+    ) as numbered
+    where stage_seq = last_seq
 
 ),
 
@@ -89,18 +90,15 @@ last_stay as (
 last_open_stay as (
 
     select account, lead_id, pipeline_id, status_id
-    from stays
-    where stays.stage_order is not null
-        and not stays.is_won_stage
-        and not exists (
-            select 1 from stays as later
-            where later.account = stays.account
-                and later.lead_id = stays.lead_id
-                and later.pipeline_id = stays.pipeline_id
-                and later.stage_order is not null
-                and not later.is_won_stage
-                and later.stage_seq > stays.stage_seq
-        )
+    from (
+        select
+            stays.*,
+            max(stage_seq) over (partition by account, lead_id, pipeline_id) as last_open_seq
+        from stays
+        where stays.stage_order is not null
+            and not stays.is_won_stage
+    ) as open_stays
+    where stage_seq = last_open_seq
 
 ),
 

@@ -45,11 +45,14 @@ months (month_start) as (
 
 -- period_stop: the exclusive end of the month's reporting period (the as-of month stops the day
 -- after the as-of date); period_end: its last day. Monthly marts measure "at the end" there.
+-- month_complete (docs metrics.md, "Periods"): the as-of date is after the month's last day,
+-- i.e. the whole month lies before the as-of date (the as-of day itself may be partial).
 select
     months.month_start as month,
     {{ add_months('months.month_start', 1) }} as next_month,
     least({{ add_months('months.month_start', 1) }}, as_of.day_after_as_of_date) as period_stop,
     {{ add_days("least(" ~ add_months('months.month_start', 1) ~ ", as_of.day_after_as_of_date)", -1) }}
-        as period_end
+        as period_end,
+    {{ add_months('months.month_start', 1) }} <= as_of.as_of_date as month_complete
 from months
 cross join as_of

@@ -144,6 +144,8 @@ numbered as (
         {{ money('coalesce(source_gross_margin, amount * ' ~ var('margin_rate') ~ ')') }}
             as gross_margin,
         (source_gross_margin is not null or {{ var('margin_rate') }} <> 1) as margin_known,
+        -- the order's own gross margin (the source's), not amount x margin_rate
+        source_gross_margin is not null as has_source_margin,
         product_category,
         currency,
         row_number() over (

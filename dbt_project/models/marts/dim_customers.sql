@@ -1,6 +1,9 @@
 {{ config(meta={
     'activity_window_days': var('activity_window_days'),
     'due_window_days': var('due_window_days'),
+    'overdue_expiry_days': var('overdue_expiry_days', none),
+    'overdue_expiry_gap_multiple': var('overdue_expiry_gap_multiple'),
+    'overdue_expiry_min_days': var('overdue_expiry_min_days'),
 }) }}
 -- One row per customer: a resolved person with at least one order up to the as-of date.
 -- cohort_month = month of the first order; channel = first touch (int_customer_channel: the
@@ -9,27 +12,21 @@
 -- Customer 360 on top (definitions in _dim_customers.yml):
 --   value      gross_margin, aov = revenue / orders_count;
 --   activity   days_since_last_order, is_active / is_churned (int_customer_rfm);
---   repeat     median_gap_days, expected_next_order_date (int_customer_next_order), is_due /
---              is_overdue against the as-of date and var `due_window_days`;
+--   repeat     median_gap_days, expected_next_order_date (amoCRM's own next date where it
+--              applies, else the median gap), days_until_expected_order, overdue_expiry_days,
+--              repurchase_status (int_customer_next_order); is_due / is_overdue = that status;
 --   RFM        recency/frequency/monetary scores and rfm_segment (int_customer_rfm);
 --   consent    int_customer_consent; a customer without CRM contacts is "unknown": not
 --              withdrawn, not do-not-contact, no consent, contactable;
 --   profile    birthday_month / birthday_day where a CRM contact records a birthday
 --              (int_customer_birthday); the date of birth itself stays in the working
 --              warehouse and never reaches BI (what birthday segments need is month and day).
-{% set due_days = var('due_window_days') | int %}
 
 with
 
 orders as (
 
     select * from {{ ref('int_orders') }}
-
-),
-
-as_of as (
-
-    select as_of_date from {{ ref('int_as_of_date') }}
 
 ),
 
@@ -119,13 +116,13 @@ final as (
         next_orders.median_gap_days,
         next_orders.expected_gap_basis,
         next_orders.expected_next_order_date,
-        coalesce(
-            next_orders.expected_next_order_date >= as_of.as_of_date
-            and next_orders.expected_next_order_date
-                <= {{ add_days('as_of.as_of_date', due_days) }},
-            false
-        ) as is_due,
-        coalesce(next_orders.expected_next_order_date < as_of.as_of_date, false) as is_overdue,
+        next_orders.expected_next_order_basis,
+        next_orders.expected_gap_days,
+        next_orders.days_until_expected_order,
+        next_orders.overdue_expiry_days,
+        next_orders.repurchase_status,
+        coalesce(next_orders.repurchase_status = 'due', false) as is_due,
+        coalesce(next_orders.repurchase_status = 'overdue', false) as is_overdue,
 
         ----------  RFM
         rfm.recency_score,
@@ -144,7 +141,6 @@ final as (
         cast(extract(day from birthdays.birthday) as integer) as birthday_day
 
     from order_summary
-    cross join as_of
     left join first_leads
         on order_summary.customer_id = first_leads.customer_id
     left join channels

@@ -9,6 +9,16 @@
 --   files_orders         order_date (int_orders; the landing already quarantines orders
 --                        dated after today in Moscow or VORONKA_AS_OF_DATE)
 --   ad_spend             spend_date (fct_ad_spend_daily)
+-- and one row per source system (source_kind = system; the rows above are source_kind =
+-- dataset), so a reader sees how far each connector's data reaches:
+--   amocrm               leads created / updated / closed, lead status events, buyer
+--                        transactions (records: leads created, transactions)
+--   bitrix24             leads and deals created / updated / closed, stage history
+--                        (records: leads and deals created)
+--   files                file orders (order_date) and offline ad spend files (spend_date)
+--   yandex_direct, vk_ads, google_ads, meta_ads
+--                        the platform's API spend rows (spend_date); a platform with no
+--                        data has null dates
 with
 
 as_of as (
@@ -19,15 +29,15 @@ as_of as (
 
 leads as (
 
-    select created_at, updated_at, closed_at from {{ ref('int_crm__leads_unioned') }}
+    select crm, created_at, updated_at, closed_at from {{ ref('int_crm__leads_unioned') }}
 
 ),
 
 stage_changes as (
 
-    select changed_at from {{ ref('stg_amocrm__lead_status_events') }}
+    select 'amocrm' as crm, changed_at from {{ ref('stg_amocrm__lead_status_events') }}
     union all
-    select changed_at from {{ ref('stg_bitrix24__stage_history') }}
+    select 'bitrix24', changed_at from {{ ref('stg_bitrix24__stage_history') }}
 
 ),
 
@@ -90,6 +100,54 @@ other_sources as (
 
 ),
 
+-- per source system: every dated thing it sends; is_record marks the dates that count as a
+-- record for records_after_as_of (a lead's creation, an order, a spend row; not its edits)
+system_dates as (
+
+    select crm as source, cast(created_at as date) as data_date, 1 as is_record from leads
+    union all
+    select crm, cast(updated_at as date), 0 from leads
+    union all
+    select crm, cast(closed_at as date), 0 from leads
+    union all
+    select crm, cast(changed_at as date), 0 from stage_changes
+    union all
+    select 'amocrm', cast(completed_at as date), 1
+    from {{ ref('stg_amocrm__transactions') }}
+    union all
+    select 'files', order_date, 1 from {{ ref('stg_files__orders') }}
+    union all
+    select source, spend_date, 1 from {{ ref('int_ad_spend__unioned') }}
+
+),
+
+known_systems as (
+
+    {% for system in ['amocrm', 'bitrix24', 'files', 'yandex_direct', 'vk_ads', 'google_ads',
+                      'meta_ads'] %}
+    select '{{ system }}' as source
+    {% if not loop.last %}union all{% endif %}
+    {% endfor %}
+
+),
+
+systems as (
+
+    select
+        known_systems.source,
+        min(case when system_dates.is_record = 1 then system_dates.data_date end)
+            as first_data_date,
+        max(system_dates.data_date) as last_data_date,
+        count(case when system_dates.is_record = 1
+            and system_dates.data_date > as_of.as_of_date then 1 end) as records_after_as_of
+    from known_systems
+    cross join as_of
+    left join system_dates
+        on known_systems.source = system_dates.source
+    group by known_systems.source
+
+),
+
 final as (
 
     select
@@ -98,11 +156,14 @@ final as (
         cast(as_of.as_of_basis as {{ dbt.type_string() }}) as as_of_basis,
         sources.first_data_date,
         sources.last_data_date,
-        cast(sources.records_after_as_of as bigint) as records_after_as_of
+        cast(sources.records_after_as_of as bigint) as records_after_as_of,
+        cast(sources.source_kind as {{ dbt.type_string() }}) as source_kind
     from (
-        select * from crm_leads
+        select *, 'dataset' as source_kind from crm_leads
         union all
-        select * from other_sources
+        select *, 'dataset' as source_kind from other_sources
+        union all
+        select *, 'system' as source_kind from systems
     ) as sources
     cross join as_of
 

@@ -1,13 +1,23 @@
 -- One row per month (first activity .. as-of month) and channel, plus channel 'all'
 -- (blended: all spend, all leads, all new customers, organic included).
---   cpl = spend / leads; cac = spend / new customers (null, with cac_undefined = true, when
---   there is spend and no new customer: never divided by zero);
---   cv = new customers whose first lead was created in the month / leads created in it.
+-- Leads (int_lead_kinds): acquisition_leads + repeat_leads = all_leads; a repeat lead is in a
+-- repeat pipeline or from a customer with an earlier order.
+--   cpl = spend / acquisition leads; cpl_all_leads = spend / all leads; cac = spend / new
+--   customers (null, with cac_undefined = true, when there is spend and no new customer:
+--   never divided by zero);
+--   cv = new customers whose first lead, an acquisition lead, was created in the month /
+--   acquisition leads created in it; cv_all_leads = new customers whose first lead (of any
+--   kind) was created in the month / all leads created in it.
+--   month_complete = the as-of date is after the month's last day; open_acquisition_lead_share
+--   = the month's acquisition leads still open at the as-of date / acquisition leads;
+--   cv_immature = that share > var('open_lead_share_max') (default 0.1).
 -- Acquisition economics (the month is the period for ROMI and the cohort for LTV and payback):
 --   attributed_revenue / _gross_margin = the month's revenue / gross margin of the channel's
 --   customers (first touch), 'all' = every order of the month; romi = (attributed_revenue -
---   spend) / spend x 100 (null without spend); romi_gross the same with gross margin, only
---   when every attributed order's margin is known; ltv_horizon = the cohort's cumulative
+--   spend) / spend x 100 (null without spend); romi_gross the same with gross margin (each
+--   order's own margin where the source has it, else amount x margin_rate), with
+--   margin_known_share = attributed revenue with a source margin / attributed revenue;
+--   ltv_horizon = the cohort's cumulative
 --   revenue through month cohort + var('ltv_horizon_months') / cohort size, once that month
 --   is complete; ltv_cac = ltv_horizon / cac; cac_payback_months = the first offset k at which
 --   the cohort's cumulative gross margin per customer reaches cac.
@@ -31,10 +41,29 @@ spend as (
 
 ),
 
+as_of as (
+
+    select as_of_date from {{ ref('int_as_of_date') }}
+
+),
+
+lead_kinds as (
+
+    select * from {{ ref('int_lead_kinds') }}
+
+),
+
 leads as (
 
-    select created_month as month, channel, count(*) as leads
-    from {{ ref('int_leads__enriched') }}
+    select
+        created_month as month,
+        channel,
+        sum(case when lead_kind = 'acquisition' then 1 else 0 end) as acquisition_leads,
+        sum(case when lead_kind = 'repeat' then 1 else 0 end) as repeat_leads,
+        count(*) as all_leads,
+        sum(case when lead_kind = 'acquisition' and is_open then 1 else 0 end)
+            as open_acquisition_leads
+    from lead_kinds
     group by created_month, channel
 
 ),
@@ -49,12 +78,20 @@ new_customers as (
 
 converted_leads as (
 
+    -- by the first lead's own channel (a shop-first customer's channel is their first file
+    -- order's), so the numerator counts leads of the row's denominator
     select
-        {{ month_start('first_lead_created_at') }} as month,
-        channel,
-        count(*) as customers_from_month_leads
-    from {{ ref('dim_customers') }}
-    group by {{ month_start('first_lead_created_at') }}, channel
+        {{ month_start('customers.first_lead_created_at') }} as month,
+        coalesce(first_leads.channel, customers.channel) as channel,
+        count(*) as customers_from_month_leads,
+        sum(case when first_leads.lead_kind = 'acquisition' then 1 else 0 end)
+            as customers_from_month_acquisition_leads
+    from {{ ref('dim_customers') }} as customers
+    left join lead_kinds as first_leads
+        on customers.first_lead_id = first_leads.lead_id
+    where customers.first_lead_created_at is not null
+    group by {{ month_start('customers.first_lead_created_at') }},
+        coalesce(first_leads.channel, customers.channel)
 
 ),
 
@@ -91,9 +128,14 @@ per_channel as (
         months.month,
         channels.channel,
         coalesce(spend.spend, 0) as spend,
-        coalesce(leads.leads, 0) as leads,
+        coalesce(leads.acquisition_leads, 0) as acquisition_leads,
+        coalesce(leads.repeat_leads, 0) as repeat_leads,
+        coalesce(leads.all_leads, 0) as all_leads,
+        coalesce(leads.open_acquisition_leads, 0) as open_acquisition_leads,
         coalesce(new_customers.new_customers, 0) as new_customers,
-        coalesce(converted_leads.customers_from_month_leads, 0) as customers_from_month_leads
+        coalesce(converted_leads.customers_from_month_leads, 0) as customers_from_month_leads,
+        coalesce(converted_leads.customers_from_month_acquisition_leads, 0)
+            as customers_from_month_acquisition_leads
     from months
     cross join channels
     left join spend
@@ -113,9 +155,13 @@ blended as (
         month,
         'all' as channel,
         sum(spend) as spend,
-        sum(leads) as leads,
+        sum(acquisition_leads) as acquisition_leads,
+        sum(repeat_leads) as repeat_leads,
+        sum(all_leads) as all_leads,
+        sum(open_acquisition_leads) as open_acquisition_leads,
         sum(new_customers) as new_customers,
-        sum(customers_from_month_leads) as customers_from_month_leads
+        sum(customers_from_month_leads) as customers_from_month_leads,
+        sum(customers_from_month_acquisition_leads) as customers_from_month_acquisition_leads
     from per_channel
     group by month
 
@@ -170,6 +216,7 @@ cohort_value as (
         cohort_month, channel, month_offset, activity_month, month_complete,
         sum(cohort_size) as cohort_size,
         sum(revenue) as revenue,
+        sum(revenue_source_margin) as revenue_source_margin,
         sum(gross_margin) as gross_margin,
         sum(orders_margin_unknown) as orders_margin_unknown,
         sum(cumulative_revenue) as cumulative_revenue,
@@ -181,6 +228,7 @@ cohort_value as (
         cohort_month, 'all', month_offset, activity_month, month_complete,
         sum(cohort_size),
         sum(revenue),
+        sum(revenue_source_margin),
         sum(gross_margin),
         sum(orders_margin_unknown),
         sum(cumulative_revenue),
@@ -197,6 +245,7 @@ attributed as (
         activity_month as month,
         channel,
         sum(revenue) as attributed_revenue,
+        sum(revenue_source_margin) as attributed_revenue_source_margin,
         sum(gross_margin) as attributed_gross_margin,
         sum(orders_margin_unknown) as orders_margin_unknown
     from cohort_value
@@ -238,22 +287,43 @@ payback as (
 
 ),
 
+-- the share of the month's cohort's revenue to date that carries a source gross margin
+-- (what cac_payback_months' gross margin rests on; the rest is amount x margin_rate)
+cohort_margin as (
+
+    select
+        cohort_month as month,
+        channel,
+        {{ safe_divide('sum(revenue_source_margin)', 'sum(revenue)') }}
+            as cohort_margin_known_share
+    from cohort_value
+    group by cohort_month, channel
+
+),
+
 economics as (
 
     select
         with_cac.*,
+        {{ add_months('with_cac.month', 1) }} <= as_of.as_of_date as month_complete,
         {{ money('coalesce(attributed.attributed_revenue, 0)') }} as attributed_revenue,
         {{ money('coalesce(attributed.attributed_gross_margin, 0)') }} as attributed_gross_margin,
         coalesce(attributed.orders_margin_unknown, 0) = 0 as gross_margin_known,
+        {{ safe_divide('attributed.attributed_revenue_source_margin',
+                       'attributed.attributed_revenue') }} as margin_known_share,
         horizon.ltv_horizon,
-        payback.cac_payback_months
+        payback.cac_payback_months,
+        cohort_margin.cohort_margin_known_share
     from with_cac
+    cross join as_of
     left join attributed
         on with_cac.month = attributed.month and with_cac.channel = attributed.channel
     left join horizon
         on with_cac.month = horizon.month and with_cac.channel = horizon.channel
     left join payback
         on with_cac.month = payback.month and with_cac.channel = payback.channel
+    left join cohort_margin
+        on with_cac.month = cohort_margin.month and with_cac.channel = cohort_margin.channel
 
 ),
 
@@ -263,27 +333,39 @@ final as (
         month,
         channel,
         {{ money('spend') }} as spend,
-        cast(leads as bigint) as leads,
+        cast(acquisition_leads as bigint) as acquisition_leads,
+        cast(repeat_leads as bigint) as repeat_leads,
+        cast(all_leads as bigint) as all_leads,
         cast(new_customers as bigint) as new_customers,
         -- cast outside the case: PostgreSQL drops the numeric(18, 2) typmod of a case
-        cast(case when spend_covered then {{ money(safe_divide('spend', 'leads')) }} end
-            as numeric(18, 2)) as cpl,
+        cast(case when spend_covered then {{ money(safe_divide('spend', 'acquisition_leads')) }}
+            end as numeric(18, 2)) as cpl,
+        cast(case when spend_covered then {{ money(safe_divide('spend', 'all_leads')) }} end
+            as numeric(18, 2)) as cpl_all_leads,
         cast(cac as numeric(18, 2)) as cac,
-        {{ safe_divide('customers_from_month_leads', 'leads') }} as cv,
+        {{ safe_divide('customers_from_month_acquisition_leads', 'acquisition_leads') }} as cv,
+        {{ safe_divide('customers_from_month_leads', 'all_leads') }} as cv_all_leads,
+        month_complete,
+        {{ safe_divide('open_acquisition_leads', 'acquisition_leads') }}
+            as open_acquisition_lead_share,
+        coalesce({{ safe_divide('open_acquisition_leads', 'acquisition_leads') }}
+                 > {{ var('open_lead_share_max') }}, false) as cv_immature,
         (spend_covered and spend > 0 and new_customers = 0) as cac_undefined,
         attributed_revenue,
         attributed_gross_margin,
         gross_margin_known,
+        margin_known_share,
         case
             when spend_covered then {{ safe_divide('attributed_revenue - spend', 'spend') }} * 100
         end as romi,
         case
-            when spend_covered and gross_margin_known
+            when spend_covered
                 then {{ safe_divide('attributed_gross_margin - spend', 'spend') }} * 100
         end as romi_gross,
         ltv_horizon,
         {{ safe_divide('ltv_horizon', 'cac') }} as ltv_cac,
         cast(cac_payback_months as integer) as cac_payback_months,
+        cohort_margin_known_share,
         spend_covered
     from economics
 

@@ -2,15 +2,21 @@
 -- new customers its UTM tags bring (int_touches__campaign_matched: a customer counts for the
 -- campaign of their first touch — first lead, or first file order when they had no lead),
 -- plus per channel one row with campaign_id null for touches that name no known campaign.
---   cpl = spend / leads; cac = spend / new customers (null, with cac_undefined = true, when
---   there is spend and no new customer). Leads count in their creation month, new customers
---   (first lead from the campaign) in their cohort month, as in fct_acquisition_monthly, so
---   the campaigns of a channel add up to its row there.
+--   Leads split as in fct_acquisition_monthly (int_lead_kinds): acquisition_leads +
+--   repeat_leads = all_leads. cpl = spend / acquisition leads, cpl_all_leads = spend / all
+--   leads; cac = spend / new customers (null, with cac_undefined = true, when there is spend
+--   and no new customer); cv = the campaign's customers whose first lead, an acquisition lead
+--   from the campaign, was created in the month / acquisition leads; cv_all_leads = its
+--   customers whose first lead (any kind) was created in the month / all leads. Leads count in
+--   their creation month, new customers in their cohort month, as in fct_acquisition_monthly,
+--   so the campaigns of a channel add up to its row there. month_complete,
+--   open_acquisition_lead_share and cv_immature as there.
 -- Acquisition economics, as in fct_acquisition_monthly, with a customer's campaign = the
 -- campaign of their first touch (int_customer_acquisition, the assignment both marts share):
 --   attributed_revenue / _gross_margin = the month's revenue / gross margin of the campaign's
 --   customers; romi = (attributed_revenue - spend) / spend x 100 (null without spend);
---   romi_gross likewise with gross margin when every attributed order's margin is known;
+--   romi_gross likewise with gross margin (source margins, margin_rate for the rest;
+--   margin_known_share = attributed revenue with a source margin / attributed revenue);
 --   ltv_horizon = the month's cohort's cumulative revenue through month cohort +
 --   var('ltv_horizon_months') / new customers, once that month is complete; ltv_cac =
 --   ltv_horizon / cac; cac_payback_months = first offset at which cumulative gross margin per
@@ -42,20 +48,36 @@ matched as (
 
 ),
 
+as_of as (
+
+    select as_of_date from {{ ref('int_as_of_date') }}
+
+),
+
+lead_kinds as (
+
+    select * from {{ ref('int_lead_kinds') }}
+
+),
+
 leads as (
 
     select
-        enriched.created_month as month,
+        kinds.created_month as month,
         matched.channel,
         matched.platform,
         matched.account,
         matched.campaign_id,
-        count(*) as leads
+        sum(case when kinds.lead_kind = 'acquisition' then 1 else 0 end) as acquisition_leads,
+        sum(case when kinds.lead_kind = 'repeat' then 1 else 0 end) as repeat_leads,
+        count(*) as all_leads,
+        sum(case when kinds.lead_kind = 'acquisition' and kinds.is_open then 1 else 0 end)
+            as open_acquisition_leads
     from matched
-    inner join {{ ref('int_leads__enriched') }} as enriched
-        on matched.touch_id = enriched.lead_id
+    inner join lead_kinds as kinds
+        on matched.touch_id = kinds.lead_id
     where matched.touch_kind = 'lead'
-    group by enriched.created_month, matched.channel, matched.platform, matched.account,
+    group by kinds.created_month, matched.channel, matched.platform, matched.account,
         matched.campaign_id
 
 ),
@@ -64,6 +86,27 @@ acquired as (
 
     select * from {{ ref('int_customer_acquisition') }}
     where is_ad_touch
+
+),
+
+-- the campaign's customers by the month of their first lead (Cv's numerator)
+converted_leads as (
+
+    select
+        first_leads.created_month as month,
+        acquired.channel,
+        acquired.platform,
+        acquired.account,
+        acquired.campaign_id,
+        count(*) as customers_from_month_leads,
+        sum(case when first_leads.lead_kind = 'acquisition' then 1 else 0 end)
+            as customers_from_month_acquisition_leads
+    from acquired
+    inner join lead_kinds as first_leads
+        on acquired.first_touch_id = first_leads.lead_id
+    where acquired.first_touch = 'lead'
+    group by first_leads.created_month, acquired.channel, acquired.platform, acquired.account,
+        acquired.campaign_id
 
 ),
 
@@ -100,6 +143,7 @@ attributed as (
         account,
         campaign_id,
         sum(revenue) as attributed_revenue,
+        sum(revenue_source_margin) as attributed_revenue_source_margin,
         sum(gross_margin) as attributed_gross_margin,
         sum(orders_margin_unknown) as orders_margin_unknown
     from cohort_value
@@ -113,18 +157,27 @@ attributed as (
 measures as (
 
     select month, channel, platform, account, campaign_id, spend, impressions, clicks,
-        0 as leads, 0 as new_customers, 0 as attributed_revenue, 0 as attributed_gross_margin,
-        0 as orders_margin_unknown
+        0 as acquisition_leads, 0 as repeat_leads, 0 as all_leads, 0 as open_acquisition_leads,
+        0 as customers_from_month_leads, 0 as customers_from_month_acquisition_leads,
+        0 as new_customers, 0 as attributed_revenue, 0 as attributed_revenue_source_margin,
+        0 as attributed_gross_margin, 0 as orders_margin_unknown
     from spend
     union all
-    select month, channel, platform, account, campaign_id, 0, 0, 0, leads, 0, 0, 0, 0
+    select month, channel, platform, account, campaign_id, 0, 0, 0, acquisition_leads,
+        repeat_leads, all_leads, open_acquisition_leads, 0, 0, 0, 0, 0, 0, 0
     from leads
     union all
-    select month, channel, platform, account, campaign_id, 0, 0, 0, 0, new_customers, 0, 0, 0
+    select month, channel, platform, account, campaign_id, 0, 0, 0, 0, 0, 0, 0,
+        customers_from_month_leads, customers_from_month_acquisition_leads, 0, 0, 0, 0, 0
+    from converted_leads
+    union all
+    select month, channel, platform, account, campaign_id, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        new_customers, 0, 0, 0, 0
     from new_customers
     union all
-    select month, channel, platform, account, campaign_id, 0, 0, 0, 0, 0,
-        attributed_revenue, attributed_gross_margin, orders_margin_unknown
+    select month, channel, platform, account, campaign_id, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        attributed_revenue, attributed_revenue_source_margin, attributed_gross_margin,
+        orders_margin_unknown
     from attributed
 
 ),
@@ -140,9 +193,15 @@ summed as (
         sum(spend) as spend,
         sum(impressions) as impressions,
         sum(clicks) as clicks,
-        sum(leads) as leads,
+        sum(acquisition_leads) as acquisition_leads,
+        sum(repeat_leads) as repeat_leads,
+        sum(all_leads) as all_leads,
+        sum(open_acquisition_leads) as open_acquisition_leads,
+        sum(customers_from_month_leads) as customers_from_month_leads,
+        sum(customers_from_month_acquisition_leads) as customers_from_month_acquisition_leads,
         sum(new_customers) as new_customers,
         sum(attributed_revenue) as attributed_revenue,
+        sum(attributed_revenue_source_margin) as attributed_revenue_source_margin,
         sum(attributed_gross_margin) as attributed_gross_margin,
         sum(orders_margin_unknown) as orders_margin_unknown
     from measures
@@ -244,6 +303,22 @@ payback as (
 
 ),
 
+-- the share of the month's cohort's revenue to date with a source gross margin (payback)
+cohort_margin as (
+
+    select
+        cohort_month as month,
+        channel,
+        platform,
+        account,
+        campaign_id,
+        {{ safe_divide('sum(revenue_source_margin)', 'sum(revenue)') }}
+            as cohort_margin_known_share
+    from cohort_value
+    group by cohort_month, channel, platform, account, campaign_id
+
+),
+
 final as (
 
     select
@@ -256,30 +331,50 @@ final as (
         {{ money('joined.spend') }} as spend,
         cast(joined.impressions as bigint) as impressions,
         cast(joined.clicks as bigint) as clicks,
-        cast(joined.leads as bigint) as leads,
+        cast(joined.acquisition_leads as bigint) as acquisition_leads,
+        cast(joined.repeat_leads as bigint) as repeat_leads,
+        cast(joined.all_leads as bigint) as all_leads,
         cast(joined.new_customers as bigint) as new_customers,
         cast(case
-            when joined.spend_covered then {{ money(safe_divide('joined.spend', 'joined.leads')) }}
+            when joined.spend_covered
+                then {{ money(safe_divide('joined.spend', 'joined.acquisition_leads')) }}
         end as numeric(18, 2)) as cpl,
+        cast(case
+            when joined.spend_covered
+                then {{ money(safe_divide('joined.spend', 'joined.all_leads')) }}
+        end as numeric(18, 2)) as cpl_all_leads,
         cast(joined.cac as numeric(18, 2)) as cac,
+        {{ safe_divide('joined.customers_from_month_acquisition_leads',
+                       'joined.acquisition_leads') }} as cv,
+        {{ safe_divide('joined.customers_from_month_leads', 'joined.all_leads') }}
+            as cv_all_leads,
+        {{ add_months('joined.month', 1) }} <= as_of.as_of_date as month_complete,
+        {{ safe_divide('joined.open_acquisition_leads', 'joined.acquisition_leads') }}
+            as open_acquisition_lead_share,
+        coalesce({{ safe_divide('joined.open_acquisition_leads', 'joined.acquisition_leads') }}
+                 > {{ var('open_lead_share_max') }}, false) as cv_immature,
         joined.spend_covered and joined.spend > 0 and joined.new_customers = 0 as cac_undefined,
         {{ money('joined.attributed_revenue') }} as attributed_revenue,
         {{ money('joined.attributed_gross_margin') }} as attributed_gross_margin,
         joined.orders_margin_unknown = 0 as gross_margin_known,
+        {{ safe_divide('joined.attributed_revenue_source_margin', 'joined.attributed_revenue') }}
+            as margin_known_share,
         case
             when joined.spend_covered
                 then {{ safe_divide('joined.attributed_revenue - joined.spend', 'joined.spend') }}
                     * 100
         end as romi,
         case
-            when joined.spend_covered and joined.orders_margin_unknown = 0
+            when joined.spend_covered
                 then {{ safe_divide('joined.attributed_gross_margin - joined.spend', 'joined.spend') }} * 100
         end as romi_gross,
         horizon.ltv_horizon,
         {{ safe_divide('horizon.ltv_horizon', 'joined.cac') }} as ltv_cac,
         cast(payback.cac_payback_months as integer) as cac_payback_months,
+        cohort_margin.cohort_margin_known_share,
         joined.spend_covered
     from joined
+    cross join as_of
     left join horizon
         on joined.month = horizon.month
         and joined.channel = horizon.channel
@@ -292,6 +387,12 @@ final as (
         and joined.platform is not distinct from payback.platform
         and joined.account is not distinct from payback.account
         and joined.campaign_id is not distinct from payback.campaign_id
+    left join cohort_margin
+        on joined.month = cohort_margin.month
+        and joined.channel = cohort_margin.channel
+        and joined.platform is not distinct from cohort_margin.platform
+        and joined.account is not distinct from cohort_margin.account
+        and joined.campaign_id is not distinct from cohort_margin.campaign_id
     left join {{ ref('int_ad_campaigns') }} as campaigns
         on joined.channel = campaigns.channel
         and joined.platform = campaigns.platform

@@ -5,9 +5,11 @@
 --   through month k / cohort size; gross_margin_per_customer = cumulative gross margin / cohort
 --   size; cac = the cohort's cac in fct_acquisition_monthly; payback_reached =
 --   gross_margin_per_customer >= cac (null when cac is); month_complete = the as-of date is
---   on or after the last day of month cohort + k; spend_covered = the cohort month's
+--   after the last day of month cohort + k; spend_covered = the cohort month's
 --   fct_acquisition_monthly.spend_covered (false: cac and payback_reached are null, the
---   channel's spend of that month is incomplete).
+--   channel's spend of that month is incomplete); is_observable (docs metrics.md, "Periods")
+--   = the as-of date is after the last day of month cohort + k (int_months.month_complete),
+--   the cell is final; a cell of an incomplete month is still growing.
 with
 
 cohort_groups as (
@@ -19,6 +21,12 @@ cohort_groups as (
 acquisition as (
 
     select month, channel, cac, spend_covered from {{ ref('fct_acquisition_monthly') }}
+
+),
+
+months as (
+
+    select month, month_complete from {{ ref('int_months') }}
 
 ),
 
@@ -72,8 +80,12 @@ curves as (
             as gross_margin_per_customer,
         acquisition.cac,
         unioned.month_complete,
-        coalesce(acquisition.spend_covered, true) as spend_covered
+        coalesce(acquisition.spend_covered, true) as spend_covered,
+        coalesce(months.month_complete, false) as is_observable
     from unioned
+    left join months
+        on months.month >= unioned.cohort_month
+        and {{ months_between('unioned.cohort_month', 'months.month') }} = unioned.month_offset
     left join acquisition
         on unioned.cohort_month = acquisition.month
         and unioned.channel = acquisition.channel
@@ -95,7 +107,8 @@ final as (
         cac,
         gross_margin_per_customer >= cac as payback_reached,
         month_complete,
-        spend_covered
+        spend_covered,
+        is_observable
     from curves
 
 )

@@ -1,6 +1,8 @@
 -- One row per cohort (month of first order) and month offset k = 0 .. as-of month.
 -- retention_rate = share of the cohort with >= 1 order in calendar month cohort + k;
 -- ltv = cumulative revenue of the cohort through month k / cohort size (the LTV curve).
+-- is_observable (docs metrics.md, "Periods"): month cohort + k is complete (the as-of date is
+-- after its last day, int_months.month_complete); the cell of an incomplete month is partial.
 with
 
 customers as (
@@ -17,7 +19,7 @@ orders as (
 
 months as (
 
-    select month from {{ ref('int_months') }}
+    select month, month_complete from {{ ref('int_months') }}
 
 ),
 
@@ -35,6 +37,7 @@ cohort_offsets as (
         cohorts.cohort_month,
         cohorts.cohort_size,
         months.month as activity_month,
+        months.month_complete as is_observable,
         {{ months_between('cohorts.cohort_month', 'months.month') }} as month_offset
     from cohorts
     inner join months
@@ -62,6 +65,7 @@ joined as (
         cohort_offsets.cohort_month,
         cohort_offsets.month_offset,
         cohort_offsets.cohort_size,
+        cohort_offsets.is_observable,
         coalesce(cohort_activity.active_customers, 0) as active_customers,
         sum(coalesce(cohort_activity.revenue, 0)) over (
             partition by cohort_offsets.cohort_month
@@ -84,7 +88,8 @@ final as (
         active_customers,
         {{ safe_divide('active_customers', 'cohort_size') }} as retention_rate,
         {{ money('cumulative_revenue') }} as cumulative_revenue,
-        {{ money(safe_divide('cumulative_revenue', 'cohort_size')) }} as ltv
+        {{ money(safe_divide('cumulative_revenue', 'cohort_size')) }} as ltv,
+        is_observable
     from joined
 
 )

@@ -5,6 +5,11 @@
 --   S = active at the start (first day), E = active at the end (the day after period_end),
 --   N = new customers (first order in the period);  crr = (E - N) / S x 100;
 --   strict_retention = customers of S who ordered again within the period / S.
+-- Honest periods (docs metrics.md, "Periods"): month_complete = the as-of date is after the
+-- month's last day (int_months); is_warm_up = the month starts less than W days after the
+-- first order in the data, so the activity window before its start reaches back before the
+-- data begins: S misses customers whose orders predate the data and no customer of the data
+-- can have lapsed by the month's start, which inflates CRR.
 {% set window_days = var('activity_window_days') | int %}
 
 with
@@ -24,7 +29,14 @@ customers as (
 periods as (
 
     -- period_stop is exclusive: the day after the period (int_months)
-    select month, month as period_start, period_stop, period_end from {{ ref('int_months') }}
+    select month, month as period_start, period_stop, period_end, month_complete
+    from {{ ref('int_months') }}
+
+),
+
+data_start as (
+
+    select min(order_date) as first_order_date from orders
 
 ),
 
@@ -84,11 +96,15 @@ joined as (
     select
         periods.month,
         periods.period_end,
+        periods.month_complete,
+        coalesce(periods.period_start
+            < {{ add_days('data_start.first_order_date', window_days) }}, true) as is_warm_up,
         coalesce(activity.customers_active_start, 0) as customers_active_start,
         coalesce(activity.customers_active_end, 0) as customers_active_end,
         coalesce(new_customers.new_customers, 0) as new_customers,
         coalesce(activity.retained_customers, 0) as retained_customers
     from periods
+    cross join data_start
     left join activity
         on periods.month = activity.month
     left join new_customers
@@ -107,7 +123,9 @@ final as (
         cast(retained_customers as bigint) as retained_customers,
         {{ safe_divide('customers_active_end - new_customers', 'customers_active_start') }}
             * 100 as crr,
-        {{ safe_divide('retained_customers', 'customers_active_start') }} as strict_retention
+        {{ safe_divide('retained_customers', 'customers_active_start') }} as strict_retention,
+        month_complete,
+        is_warm_up
     from joined
 
 )

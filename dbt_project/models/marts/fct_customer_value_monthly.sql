@@ -14,7 +14,10 @@
 --     period_stop / customers active on period_stop - 12 months;
 --   expected_lifetime_years = min(1 / (1 - annual_retention), `ltv_max_lifetime_years` = 5);
 --   formula_ltv = aov_12m x purchase_frequency_per_year x expected_lifetime_years x
---     `margin_rate` (default 1);
+--     margin_12m, where margin_12m = gross margin / revenue of the 12 months (each order's
+--     own source margin where it has one, else amount x `margin_rate`, default 1) and
+--     margin_known_share = the 12 months' revenue with a source margin / their revenue;
+--   month_complete = the as-of date is after the month's last day;
 --   repeat_purchase_rate = customers with >= 2 orders to date / customers to date;
 --   churned = customers to date not active at the end; lapsed_Nd = customers to date whose last
 --     order is more than N days old on period_stop (N in 90, 180, 365).
@@ -28,7 +31,8 @@ with
 
 orders as (
 
-    select customer_id, order_date, order_month, amount, order_number
+    select customer_id, order_date, order_month, amount, gross_margin, has_source_margin,
+        order_number
     from {{ ref('int_orders') }}
 
 ),
@@ -80,6 +84,10 @@ customer_periods as (
             as orders_12m,
         sum(case when orders.order_date >= windows.trailing_start then orders.amount else 0 end)
             as revenue_12m,
+        sum(case when orders.order_date >= windows.trailing_start then orders.gross_margin
+                 else 0 end) as gross_margin_12m,
+        sum(case when orders.order_date >= windows.trailing_start and orders.has_source_margin
+                 then orders.amount else 0 end) as revenue_source_margin_12m,
         max(case
             when orders.order_date >= {{ add_days('windows.year_before_stop', -window_days) }}
                 and orders.order_date < windows.year_before_stop then 1 else 0
@@ -110,6 +118,8 @@ activity as (
         sum(case when orders > 0 then 1 else 0 end) as customers_with_order,
         sum(orders_12m) as orders_12m,
         sum(revenue_12m) as revenue_12m,
+        sum(gross_margin_12m) as gross_margin_12m,
+        sum(revenue_source_margin_12m) as revenue_source_margin_12m,
         sum(case when orders_12m > 0 then 1 else 0 end) as customers_with_order_12m,
         sum(is_active_year_before) as customers_active_year_before,
         sum(case when is_active_year_before = 1 and is_active_end = 1 then 1 else 0 end)
@@ -161,6 +171,8 @@ joined as (
         coalesce(activity.customers_with_order, 0) as customers_with_order,
         coalesce(activity.orders_12m, 0) as orders_12m,
         coalesce(activity.revenue_12m, 0) as revenue_12m,
+        coalesce(activity.gross_margin_12m, 0) as gross_margin_12m,
+        coalesce(activity.revenue_source_margin_12m, 0) as revenue_source_margin_12m,
         coalesce(activity.customers_with_order_12m, 0) as customers_with_order_12m,
         coalesce(activity.customers_active_year_before, 0) as customers_active_year_before,
         coalesce(activity.customers_retained_year, 0) as customers_retained_year,
@@ -183,6 +195,8 @@ rates as (
     select
         joined.*,
         {{ safe_divide('revenue_12m', 'orders_12m') }} as aov_12m_raw,
+        {{ safe_divide('gross_margin_12m', 'revenue_12m') }} as margin_12m,
+        {{ safe_divide('revenue_source_margin_12m', 'revenue_12m') }} as margin_known_share,
         {{ safe_divide('orders_12m', 'customers_with_order_12m') }}
             as purchase_frequency_per_year,
         {{ safe_divide('customers_retained_year', 'customers_active_year_before') }}
@@ -209,8 +223,9 @@ lifetimes as (
 final as (
 
     select
-        month,
-        period_end,
+        lifetimes.month,
+        lifetimes.period_end,
+        {{ add_months('lifetimes.month', 1) }} <= as_of.as_of_date as month_complete,
         cast(orders as bigint) as orders,
         {{ money('revenue') }} as revenue,
         cast(customers_with_order as bigint) as customers_with_order,
@@ -226,8 +241,10 @@ final as (
         annual_retention,
         expected_lifetime_years,
         cast({{ margin_rate }} as double precision) as margin_rate,
-        {{ money('aov_12m_raw * purchase_frequency_per_year * expected_lifetime_years * '
-                 ~ margin_rate) }} as formula_ltv,
+        margin_12m,
+        margin_known_share,
+        {{ money('aov_12m_raw * purchase_frequency_per_year * expected_lifetime_years'
+                 ' * margin_12m') }} as formula_ltv,
         cast(customers_to_date as bigint) as customers_to_date,
         cast(repeat_customers as bigint) as repeat_customers,
         {{ safe_divide('repeat_customers', 'customers_to_date') }} as repeat_purchase_rate,
@@ -237,6 +254,7 @@ final as (
         cast(customers_to_date - ordered_within_{{ n }}d as bigint) as lapsed_{{ n }}d
         {%- endfor %}
     from lifetimes
+    cross join {{ ref('int_as_of_date') }} as as_of
 
 )
 

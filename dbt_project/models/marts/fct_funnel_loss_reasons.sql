@@ -1,7 +1,9 @@
 -- Drop-off by loss reason, additive: lost leads counted once, at the pipeline stage they were
--- in when they were lost (their last open stage), per loss reason (amoCRM loss_reason_name;
--- Bitrix24 records none: null; an amoCRM lead lost without a reason: null too), channel,
--- manager and lead-creation month. Sum over any columns to roll up.
+-- in when they were lost (their last open stage), per loss reason (amoCRM loss_reason_name,
+-- null for a lead lost without one; Bitrix24: the user field named by var
+-- `bitrix24_loss_reason_field` when filled, else the failure stage it ended in, from
+-- int_crm__leads_unioned), channel, manager and lead-creation month. Sum over any columns to
+-- roll up.
 with
 
 dropped as (

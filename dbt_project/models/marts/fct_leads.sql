@@ -9,10 +9,17 @@ leads as (
 
 ),
 
+kinds as (
+
+    select lead_id, pipeline_kind, lead_kind, lead_kind_reason
+    from {{ ref('int_lead_kinds') }}
+
+),
+
 final as (
 
     select
-        lead_id,
+        leads.lead_id,
         crm,
         account,
         pipeline_id,
@@ -32,9 +39,14 @@ final as (
         utm_medium,
         utm_campaign,
         channel,
-        company_id,
-        customer_id
+        leads.company_id,
+        leads.customer_id,
+        kinds.pipeline_kind,
+        kinds.lead_kind,
+        kinds.lead_kind_reason
     from leads
+    left join kinds
+        on leads.lead_id = kinds.lead_id
 
 )
 

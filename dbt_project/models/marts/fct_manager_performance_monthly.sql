@@ -6,6 +6,8 @@
 -- median_sales_cycle_days over those won (created -> won, fractional days).
 -- won_closed_in_month / revenue_closed_in_month: the manager's leads won with their won date in
 -- the month, whatever their creation month (what sales heads report monthly).
+-- month_complete (docs metrics.md, "Periods"): the as-of date is after the month's last day
+-- (int_months); an incomplete month's leads had less time to close.
 with
 
 outcomes as (
@@ -17,6 +19,12 @@ outcomes as (
 users as (
 
     select * from {{ ref('int_crm__users') }}
+
+),
+
+months as (
+
+    select month, month_complete from {{ ref('int_months') }}
 
 ),
 
@@ -83,8 +91,11 @@ final as (
             as median_sales_cycle_days,
         cast(coalesce(by_won_month.won_closed_in_month, 0) as bigint) as won_closed_in_month,
         {{ money('coalesce(by_won_month.revenue_closed_in_month, 0)') }}
-            as revenue_closed_in_month
+            as revenue_closed_in_month,
+        coalesce(months.month_complete, false) as month_complete
     from manager_months
+    left join months
+        on manager_months.month = months.month
     left join by_created_month
         on manager_months.crm = by_created_month.crm
         and manager_months.account = by_created_month.account

@@ -1,10 +1,15 @@
 {{ config(meta={'margin_rate': var('margin_rate', 1)}) }}
 -- The sales formula, one row per month of int_months (first activity .. as-of month):
---   value = leads x cv x aov x orders_per_customer x margin_rate
---         = leads x (customers / leads) x (revenue / orders) x (orders / customers) x m
---         = revenue x m = gross_margin,
+--   value = leads x cv x aov x orders_per_customer x margin
+--         = leads x (customers / leads) x (revenue / orders) x (orders / customers)
+--           x (gross_margin / revenue)
+--         = gross_margin,
 -- and month over month the log decomposition ln(V1/V0) = sum over factors of ln(f1/f0).
--- margin_rate is the var `margin_rate` (default 1: value is then the month's revenue).
+-- gross_margin = the sum of the month's orders' int_orders.gross_margin: each order's own
+-- source margin where it has one, else amount x var `margin_rate` (default 1: with no source
+-- margins value is the month's revenue); margin_known_share = revenue of orders with a source
+-- margin / revenue. margin_rate is the var, shown for reference. month_complete: the as-of
+-- date is after the month's last day.
 {#- Validated here: a non-numeric var would be pasted into SQL, and a rate outside [0, 1]
     is not a margin. -#}
 {% set margin_rate = var('margin_rate', 1) | string | trim %}
@@ -37,7 +42,9 @@ orders as (
         order_month as month,
         count(*) as orders,
         count(distinct customer_id) as customers,
-        sum(amount) as revenue
+        sum(amount) as revenue,
+        sum(gross_margin) as gross_margin,
+        sum(case when has_source_margin then amount else 0 end) as revenue_source_margin
     from {{ ref('int_orders') }}
     group by order_month
 
@@ -51,7 +58,9 @@ counted as (
         coalesce(orders.customers, 0) as customers,
         coalesce(orders.orders, 0) as orders,
         -- money first: revenue and gross margin are what the product must reconcile to
-        {{ money('coalesce(orders.revenue, 0)') }} as revenue
+        {{ money('coalesce(orders.revenue, 0)') }} as revenue,
+        {{ money('coalesce(orders.gross_margin, 0)') }} as gross_margin,
+        {{ money('coalesce(orders.revenue_source_margin, 0)') }} as revenue_source_margin
     from months
     left join leads
         on months.month = leads.month
@@ -71,7 +80,10 @@ factors as (
         orders,
         revenue,
         cast({{ margin_rate }} as double precision) as margin_rate,
-        {{ money('revenue * ' ~ margin_rate) }} as gross_margin,
+        gross_margin,
+        {{ safe_divide('revenue_source_margin', 'revenue') }} as margin_known_share,
+        -- no revenue: margin undefined (null)
+        {{ safe_divide('gross_margin', 'revenue') }} as margin,
         -- no leads: cv undefined (null); leads but no buyer: cv = 0
         {{ safe_divide('customers', 'leads') }} as cv,
         -- no orders: aov and orders_per_customer undefined (null)
@@ -90,7 +102,7 @@ valued as (
         -- null factors); orders without leads: the formula is undefined, value null.
         case
             when orders = 0 then cast(0 as double precision)
-            else cast(leads as double precision) * cv * aov * orders_per_customer * margin_rate
+            else cast(leads as double precision) * cv * aov * orders_per_customer * margin
         end as value_exact
     from factors
 
@@ -105,7 +117,7 @@ with_previous as (
         lag(cv) over (order by month) as cv_0,
         lag(aov) over (order by month) as aov_0,
         lag(orders_per_customer) over (order by month) as orders_per_customer_0,
-        lag(margin_rate) over (order by month) as margin_rate_0,
+        lag(margin) over (order by month) as margin_0,
         lag(value_exact) over (order by month) as value_exact_0
     from valued
 
@@ -114,20 +126,23 @@ with_previous as (
 final as (
 
     select
-        month,
+        with_previous.month,
+        {{ add_months('with_previous.month', 1) }} <= as_of.as_of_date as month_complete,
         cast(leads as bigint) as leads,
         cast(customers as bigint) as customers,
         cast(orders as bigint) as orders,
         revenue,
         margin_rate,
         gross_margin,
+        margin_known_share,
         cv,
         aov,
         orders_per_customer,
+        margin,
         {{ money('value_exact') }} as value,
         -- contribution_<f> = ln(f1 / f0), only where the factor is positive in both months
         -- (ln of 0 fails on PostgreSQL; a null or zero factor explains nothing: null)
-        {% for factor in ['leads', 'cv', 'aov', 'orders_per_customer', 'margin_rate'] -%}
+        {% for factor in ['leads', 'cv', 'aov', 'orders_per_customer', 'margin'] -%}
         case
             when {{ factor }}_0 > 0 and {{ factor }} > 0
                 then ln({{ safe_divide(factor, factor ~ '_0') }})
@@ -138,6 +153,7 @@ final as (
                 then ln(value_exact / value_exact_0)
         end as value_log_change
     from with_previous
+    cross join {{ ref('int_as_of_date') }} as as_of
 
 )
 

@@ -6,7 +6,9 @@ channels as (
     select
         month,
         sum(spend) as spend,
-        sum(leads) as leads,
+        sum(acquisition_leads) as acquisition_leads,
+        sum(repeat_leads) as repeat_leads,
+        sum(all_leads) as all_leads,
         sum(new_customers) as new_customers
     from {{ ref('fct_acquisition_monthly') }}
     where channel <> 'all'
@@ -16,7 +18,7 @@ channels as (
 
 blended as (
 
-    select month, spend, leads, new_customers
+    select month, spend, acquisition_leads, repeat_leads, all_leads, new_customers
     from {{ ref('fct_acquisition_monthly') }}
     where channel = 'all'
 
@@ -29,5 +31,8 @@ full outer join channels
 where blended.month is null
     or channels.month is null
     or abs(blended.spend - channels.spend) > 0.005
-    or blended.leads <> channels.leads
+    or blended.acquisition_leads <> channels.acquisition_leads
+    or blended.repeat_leads <> channels.repeat_leads
+    or blended.all_leads <> channels.all_leads
+    or blended.all_leads <> blended.acquisition_leads + blended.repeat_leads
     or blended.new_customers <> channels.new_customers

@@ -1,11 +1,12 @@
 -- The campaigns of an ad channel (matched and unmatched rows) add up to the channel's row in
--- fct_acquisition_monthly: spend, leads, new customers, attributed revenue and attributed gross
+-- fct_acquisition_monthly: spend, acquisition / repeat leads, new customers, attributed revenue and attributed gross
 -- margin, every month.
 with
 
 campaigns as (
 
-    select month, channel, sum(spend) as spend, sum(leads) as leads,
+    select month, channel, sum(spend) as spend,
+        sum(acquisition_leads) as acquisition_leads, sum(repeat_leads) as repeat_leads,
         sum(new_customers) as new_customers,
         sum(attributed_revenue) as attributed_revenue,
         sum(attributed_gross_margin) as attributed_gross_margin
@@ -16,7 +17,8 @@ campaigns as (
 
 channels as (
 
-    select month, channel, spend, leads, new_customers, attributed_revenue,
+    select month, channel, spend, acquisition_leads, repeat_leads, new_customers,
+        attributed_revenue,
         attributed_gross_margin
     from {{ ref('fct_acquisition_monthly') }}
     where channel in (select distinct channel from {{ ref('fct_campaign_performance_monthly') }})
@@ -28,8 +30,10 @@ select
     coalesce(campaigns.channel, channels.channel) as channel,
     campaigns.spend as campaign_spend,
     channels.spend as channel_spend,
-    campaigns.leads as campaign_leads,
-    channels.leads as channel_leads,
+    campaigns.acquisition_leads as campaign_acquisition_leads,
+    channels.acquisition_leads as channel_acquisition_leads,
+    campaigns.repeat_leads as campaign_repeat_leads,
+    channels.repeat_leads as channel_repeat_leads,
     campaigns.new_customers as campaign_new_customers,
     channels.new_customers as channel_new_customers,
     campaigns.attributed_revenue as campaign_attributed_revenue,
@@ -41,7 +45,8 @@ full outer join channels
     on campaigns.month = channels.month
     and campaigns.channel = channels.channel
 where abs(coalesce(campaigns.spend, 0) - coalesce(channels.spend, 0)) > 0.005
-    or coalesce(campaigns.leads, 0) <> coalesce(channels.leads, 0)
+    or coalesce(campaigns.acquisition_leads, 0) <> coalesce(channels.acquisition_leads, 0)
+    or coalesce(campaigns.repeat_leads, 0) <> coalesce(channels.repeat_leads, 0)
     or coalesce(campaigns.new_customers, 0) <> coalesce(channels.new_customers, 0)
     or abs(coalesce(campaigns.attributed_revenue, 0) - coalesce(channels.attributed_revenue, 0))
         > 0.005

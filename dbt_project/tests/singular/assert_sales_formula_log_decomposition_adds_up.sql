@@ -5,17 +5,17 @@ select
     month,
     value_log_change,
     contribution_leads + contribution_cv + contribution_aov
-        + contribution_orders_per_customer + contribution_margin_rate as contributions
+        + contribution_orders_per_customer + contribution_margin as contributions
 from {{ ref('fct_sales_formula_monthly') }}
 where (value_log_change is not null
         and (contribution_leads + contribution_cv + contribution_aov
-                + contribution_orders_per_customer + contribution_margin_rate is null
+                + contribution_orders_per_customer + contribution_margin is null
             or abs(contribution_leads + contribution_cv + contribution_aov
-                    + contribution_orders_per_customer + contribution_margin_rate
+                    + contribution_orders_per_customer + contribution_margin
                     - value_log_change) > 1e-9))
     or (value_log_change is null
         and contribution_leads is not null
         and contribution_cv is not null
         and contribution_aov is not null
         and contribution_orders_per_customer is not null
-        and contribution_margin_rate is not null)
+        and contribution_margin is not null)

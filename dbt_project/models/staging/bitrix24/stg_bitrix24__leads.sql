@@ -66,6 +66,8 @@ renamed as (
 
         ----------  text
         {{ safe_text(json_str('payload', 'TITLE')) }} as lead_title,
+        -- the loss-reason user field named by var `bitrix24_loss_reason_field` (null: none)
+        {{ bitrix24_loss_reason_field('payload') }} as loss_reason_field_value,
 
         ----------  money
         {{ parse_money(json_str('payload', 'OPPORTUNITY')) }} as amount,
