@@ -24,6 +24,16 @@ POSTGRES_SKIP_REASON = (
     "PostgreSQL tests are off: they need a server on 127.0.0.1:5432; "
     "set VORONKA_TEST_POSTGRES=1 (.ci/run does) to run them"
 )
+CHROMIUM = "/usr/bin/chromium"
+BROWSER_ON = os.path.exists(CHROMIUM)
+BROWSER_SKIP_REASON = (
+    f"browser tests are off: they need Debian's chromium at {CHROMIUM} "
+    "(apt-get install -y chromium; .ci/run installs it)"
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "browser: needs headless chromium at /usr/bin/chromium")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -37,6 +47,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         elif "marts_alt" in getattr(item, "fixturenames", ()):
             # the second business has its own group: built once, beside the other builds
             item.add_marker(pytest.mark.xdist_group("marts_alt"))
+    if not BROWSER_ON:
+        skip_browser = pytest.mark.skip(reason=BROWSER_SKIP_REASON)
+        for item in items:
+            if "browser" in item.keywords:
+                item.add_marker(skip_browser)
     if POSTGRES_ON:
         return
     skip = pytest.mark.skip(reason=POSTGRES_SKIP_REASON)
@@ -50,7 +65,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Under `--dist loadgroup` xdist must have put each group in the nodeid ("...@marts_duckdb"):
     pytest 9.2 made that a no-op (nodeid no longer reads `_nodeid`), and every worker then
     builds every shared warehouse, which blows the suite's time budget without failing."""
-    if not session.config.getvalue("loadgroup"):
+    # xdist's workers set option.loadgroup; without -n the option does not exist at all
+    if not getattr(session.config.option, "loadgroup", False):
         return
     lost = [item.nodeid for item in session.items
             if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
