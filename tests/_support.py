@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -16,6 +16,8 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from voronka.dbt_parse_cache import PARSE_FILE, keep_parse, parse_key, seed_target
 
 
 class RecordingSleep:
@@ -54,8 +56,12 @@ PG_PASSWORD = os.environ.get("VORONKA_POSTGRES_PASSWORD", "")
 
 
 def run_dbt(workdir: Path, env: dict[str, str], *args: str) -> tuple[int, str, dict]:
-    """`dbt <args>` in a subprocess with its own target and log dirs (tests may run in parallel)."""
+    """`dbt <args>` in a subprocess with its own target and log dirs (tests may run in parallel),
+    starting from the partial parse of the same target and vars that an earlier one kept."""
     target, logs = workdir / "dbt_target", workdir / "dbt_logs"
+    key = parse_key({**os.environ, **env}.get("VORONKA_WAREHOUSE", "duckdb"), args)
+    if not (target / PARSE_FILE).exists():
+        seed_target(target, DBT_PROJECT, key)
     cmd = [
         str(Path(sys.executable).with_name("dbt")), *args,
         "--project-dir", str(DBT_PROJECT), "--profiles-dir", str(DBT_PROJECT),
@@ -63,6 +69,7 @@ def run_dbt(workdir: Path, env: dict[str, str], *args: str) -> tuple[int, str, d
     ]
     proc = subprocess.run(cmd, cwd=workdir, env={**os.environ, **env}, capture_output=True,
                           text=True, timeout=300, check=False)
+    keep_parse(target, DBT_PROJECT, key)
     results_file = target / "run_results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     return proc.returncode, proc.stdout + proc.stderr, results
@@ -192,3 +199,60 @@ class Receiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+# -- published marts against a synthetic business's own ground truth ----------------------------
+def month_labels(series: Any) -> Any:
+    """Dates as YYYY-MM labels (marts and truth tables type their months differently)."""
+    import pandas as pd
+
+    return pd.to_datetime(series).dt.strftime("%Y-%m")
+
+
+def assert_marts_match_truth_but_spend(query: Callable[[str], Any], truth: Any) -> None:
+    """The published marts equal a synthetic business's ground truth: new customers per
+    channel-month, revenue and orders per month and per source, cohort sizes, leads per CRM
+    and per channel-month (every order source and CRM landed; spend is the caller's)."""
+    got = query("select cohort_month, channel, count(*) as n from marts.dim_customers "
+                "group by 1, 2")
+    expected = truth.new_customers_by_channel_month
+    assert (
+        sorted(zip(month_labels(got.cohort_month), got.channel, got.n.astype(int), strict=True))
+        == sorted(zip(month_labels(expected.month), expected.channel,
+                      expected.new_customers.astype(int), strict=True))
+    )
+    got = query("select order_month, sum(amount) as revenue, count(*) as orders "
+                "from marts.fct_orders group by 1")
+    got = dict(zip(month_labels(got.order_month), zip(got.revenue.astype(float).round(2),
+                                                      got.orders.astype(int), strict=True),
+                   strict=True))
+    expected = truth.revenue_by_month
+    assert got == dict(zip(month_labels(expected.month), zip(
+        expected.revenue.astype(float).round(2), expected.orders.astype(int), strict=True),
+        strict=True))
+    got = query("select cohort_month, cohort_size from marts.fct_cohort_retention "
+                "where month_offset = 0")
+    expected = truth.cohort_sizes
+    assert dict(zip(month_labels(got.cohort_month), got.cohort_size.astype(int),
+                    strict=True)) == dict(zip(month_labels(expected.cohort_month),
+                                              expected.customers.astype(int), strict=True))
+    got = query("select order_month, order_source, count(*) as n, sum(amount) as revenue "
+                "from marts.fct_orders group by 1, 2")
+    expected = truth.orders_by_source_month
+    assert set(expected.order_source) == {"amocrm_lead", "bitrix24_deal", "amocrm_transaction",
+                                          "files"}
+    assert sorted(zip(month_labels(got.order_month), got.order_source, got.n.astype(int),
+                      got.revenue.astype(float).round(2), strict=True)) == sorted(
+        zip(month_labels(expected.month), expected.order_source, expected.orders.astype(int),
+            expected.revenue.astype(float).round(2), strict=True))
+    got = query("select created_month, crm, channel, count(*) as n from marts.fct_leads "
+                "group by 1, 2, 3")
+    by_crm = got.groupby([month_labels(got.created_month), got.crm]).n.sum()
+    expected = truth.leads_by_crm_month
+    assert sorted((m, c, int(n)) for (m, c), n in by_crm.items()) == sorted(
+        zip(month_labels(expected.month), expected.crm, expected.leads.astype(int), strict=True))
+    by_channel = got.groupby([month_labels(got.created_month), got.channel]).n.sum()
+    expected = truth.leads_by_channel_month
+    assert sorted((m, c, int(n)) for (m, c), n in by_channel.items()) == sorted(
+        zip(month_labels(expected.month), expected.channel, expected.leads.astype(int),
+            strict=True))

@@ -32,21 +32,68 @@ BROWSER_SKIP_REASON = (
 )
 
 
+# The longest units of work (an xdist group, or a test outside any group), longest first, as
+# `--durations` measured them: xdist hands units out in collection order, and a long one handed
+# out last leaves the other worker idle for as long (longest-processing-time-first order).
+LONGEST_FIRST = (
+    "tests/test_pipeline_e2e.py::test_demo_pipeline_on_duckdb_matches_ground_truth_and_reruns_"
+    "idempotently",
+    "marts_duckdb",
+    "marts_alt",
+    "module_test_publication",
+    "marts_postgres",
+    "module_test_sources_by_config",
+    "tests/test_pipeline_e2e.py::test_demo_pipeline_on_postgres_matches_ground_truth",
+    "tests/test_run_command.py::test_run_with_only_a_shops_order_files_publishes_marts",
+    "module_test_fault_suite",
+    "module_test_files_contract",
+    "module_test_dbt_ad_spend",
+)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "browser: needs headless chromium at /usr/bin/chromium")
+    # xdist would reorder the units by their number of tests; LONGEST_FIRST orders them instead
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def _unit_of(item: pytest.Item) -> str:
+    """The unit xdist's loadgroup hands out whole: the test's group, else the test itself."""
+    marker = item.get_closest_marker("xdist_group")
+    return marker.args[0] if marker else item.nodeid
+
+
+def _longest_units_first(items: list[pytest.Item]) -> None:
+    rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
+    position = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (rank.get(_unit_of(item), len(rank)), position[id(item)]))
+
+
+def _uses_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(d.scope == "module" for defs in info.name2fixturedefs.values() for d in defs)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        # under `pytest -n 2 --dist loadgroup` (make test) the tests of one backend's shared
+        # under `pytest -n 3 --dist loadgroup` (make test) the tests of one backend's shared
         # marts build run on one worker, so each build happens once, not once per worker
-        if "marts" in getattr(item, "fixturenames", ()):
+        if "marts_alt" in getattr(item, "fixturenames", ()):
+            # the second business has its own group: built once, beside the other builds (a
+            # module may alias `marts` to it, as the dashboard tests do)
+            item.add_marker(pytest.mark.xdist_group("marts_alt"))
+        elif "marts" in getattr(item, "fixturenames", ()):
             backend = item.callspec.params.get("marts", "duckdb")
             item.add_marker(pytest.mark.xdist_group(f"marts_{backend}"))
-        elif "marts_alt" in getattr(item, "fixturenames", ()):
-            # the second business has its own group: built once, beside the other builds
-            item.add_marker(pytest.mark.xdist_group("marts_alt"))
+        elif _uses_module_fixture(item):
+            # a module-scoped fixture (an edge-case warehouse build, a whole run) is set up
+            # once per worker that runs one of its tests: keep its tests on one worker
+            item.add_marker(pytest.mark.xdist_group(f"module_{item.module.__name__}"))
+    _longest_units_first(items)
     if not BROWSER_ON:
         skip_browser = pytest.mark.skip(reason=BROWSER_SKIP_REASON)
         for item in items:

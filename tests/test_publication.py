@@ -219,6 +219,9 @@ def pipeline(request: pytest.FixtureRequest,
         mp.setenv("VORONKA_FILES_DIR", str(tmp / "files"))
         mp.setenv("VORONKA_AS_OF_DATE", business.end.isoformat())
         mp.setenv("VORONKA_STATE_DIR", str(tmp / "state"))
+        # no segments: audience syncs follow publication and are not under test here
+        (tmp / "no_segments").mkdir()
+        mp.setenv("VORONKA_SEGMENTS_DIR", str(tmp / "no_segments"))
         instance = dg.DagsterInstance.ephemeral()
         result = run_daily_refresh(instance=instance)
         yield Pipeline(request.param, instance, build_defs(), result,

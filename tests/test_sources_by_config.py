@@ -1,4 +1,5 @@
-"""Sources by configuration only: any subset of sources runs end to end, down to files alone.
+"""Sources by configuration only: any subset of sources runs end to end (files alone: see
+test_run_command).
 
 Each end-to-end test sets only the environment of the sources under test, runs the real
 daily job (voronka.runner.run_daily_refresh) against the emulators of a small synthetic
@@ -59,6 +60,9 @@ def only_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("VORONKA_PUBLISHED_PATH", str(tmp_path / "voronka.duckdb"))
     monkeypatch.setenv("VORONKA_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("VORONKA_AS_OF_DATE", business.end.isoformat())
+    # no segments: audience syncs are not under test here (test_pipeline_e2e's run has them)
+    (tmp_path / "no_segments").mkdir()
+    monkeypatch.setenv("VORONKA_SEGMENTS_DIR", str(tmp_path / "no_segments"))
     env: dict[str, str] = {}
     yield env
 
@@ -115,15 +119,28 @@ def _raw_keys(result: dg.ExecuteInProcessResult) -> set[str]:
     return {k for k in _metadata(result) if k.startswith("raw/") and "__" in k}
 
 
-def test_files_alone_run_publish_and_skip_the_amocrm_reconciliation(
+def test_bitrix24_and_files_without_amocrm_or_ad_platforms_run_and_publish(
     only_env: dict[str, str], business: SyntheticBusiness, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """A shop on Bitrix24 with an orders export and no ad platform (files alone, through
+    `voronka run`, is test_run_command's): one run lands both, publishes both sources' orders
+    and skips the amoCRM reconciliation, naming why."""
     business.write_order_files(tmp_path / "files")
     only_env["VORONKA_FILES_DIR"] = str(tmp_path / "files")
-    result = _run(only_env, monkeypatch)
-    assert _raw_keys(result) == {"raw/files__orders", "raw/files__ad_spend"}
-    assert_orders_match_truth(business, {"files"})
+    with Bitrix24Emulator(business.bitrix24, portal=business.bitrix24_account,
+                          webhook_code=DEMO_BITRIX24_WEBHOOK_CODE) as b24:
+        only_env["BITRIX24_WEBHOOK_URL"] = b24.webhook_url
+        only_env["BITRIX24_ACCOUNT"] = business.bitrix24_account
+        result = _run(only_env, monkeypatch)
+    landed = _raw_keys(result)
+    assert {k.split("__")[0] for k in landed} == {"raw/bitrix24", "raw/files"}
+    assert {"raw/files__orders", "raw/files__ad_spend"} <= landed
+    assert_orders_match_truth(business, {"bitrix24_deal", "files"})
+    leads = _published("select crm, count(*) as n from marts.fct_leads group by 1")
+    truth = business.ground_truth.leads_by_crm_month
+    assert dict(zip(leads.crm, leads.n.astype(int), strict=True)) == {
+        "bitrix24": int(truth[truth.crm == "bitrix24"].leads.sum())}
     skipped = _check(result, REVENUE_CHECK).metadata["skipped"].value
     assert "amocrm is not configured" in skipped
     # the schedule and its sensor still build with no ad platform: a tick runs the rest
@@ -137,23 +154,6 @@ def test_files_alone_run_publish_and_skip_the_amocrm_reconciliation(
         [request] = list(schedule.evaluate_tick(context).run_requests or [])
     assert dg.AssetKey(["published", "marts"]) in request.asset_selection
     assert defs.resolve_sensor_def(REST_SENSOR_NAME)
-
-
-def test_bitrix24_alone_runs_and_publishes(
-    only_env: dict[str, str], business: SyntheticBusiness, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    with Bitrix24Emulator(business.bitrix24, portal=business.bitrix24_account,
-                          webhook_code=DEMO_BITRIX24_WEBHOOK_CODE) as b24:
-        only_env["BITRIX24_WEBHOOK_URL"] = b24.webhook_url
-        only_env["BITRIX24_ACCOUNT"] = business.bitrix24_account
-        result = _run(only_env, monkeypatch)
-    assert {k.split("__")[0] for k in _raw_keys(result)} == {"raw/bitrix24"}
-    assert_orders_match_truth(business, {"bitrix24_deal"})
-    leads = _published("select crm, count(*) as n from marts.fct_leads group by 1")
-    truth = business.ground_truth.leads_by_crm_month
-    assert dict(zip(leads.crm, leads.n.astype(int), strict=True)) == {
-        "bitrix24": int(truth[truth.crm == "bitrix24"].leads.sum())}
-    assert "not configured" in _check(result, REVENUE_CHECK).metadata["skipped"].value
 
 
 def test_amocrm_without_buyers_companies_or_bin_runs_and_names_what_it_skipped(

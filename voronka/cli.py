@@ -128,6 +128,33 @@ def _cmd_docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    """Build the static dashboard from the published marts; optionally serve it."""
+    from dashboard.serve import serve
+    from dashboard.site import build_published, default_out_dir
+
+    out = args.out or default_out_dir()
+    if not args.no_build:
+        try:
+            report = build_published(out, lang=args.lang)
+        except FileNotFoundError as exc:
+            print(f"voronka dashboard: {exc}", file=sys.stderr)
+            return 1
+        print(report.line())
+        if report.failed_pages:
+            return 1
+    if args.serve:
+        try:
+            return serve(out, port=args.port)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            print(f"voronka dashboard: port {args.port} is in use; choose another with --port",
+                  file=sys.stderr)
+            return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voronka", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -184,6 +211,22 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument("--target-path",
                       help="where dbt writes the site (default: dbt_project/target)")
     docs.set_defaults(func=_cmd_docs)
+
+    dash = sub.add_parser(
+        "dashboard", help="build the dashboard (static site) from the published marts",
+        description="Build a self-contained static dashboard (index.html opens from disk, no "
+                    "network) from the published marts: DuckDB file or PostgreSQL `marts`.")
+    dash.add_argument("--out", type=Path, metavar="DIR",
+                      help="output folder (default: VORONKA_DASHBOARD_DIR, else dashboard/ "
+                           "beside the published DuckDB file, i.e. data/dashboard)")
+    dash.add_argument("--lang", choices=("ru", "en"), default="ru",
+                      help="labels and number format (default: ru)")
+    dash.add_argument("--serve", action="store_true",
+                      help="then serve the folder on http://127.0.0.1:--port until Ctrl-C")
+    dash.add_argument("--port", type=int, default=8050)
+    dash.add_argument("--no-build", action="store_true",
+                      help="with --serve: serve the folder as it is, without rebuilding")
+    dash.set_defaults(func=_cmd_dashboard)
 
     query = sub.add_parser("query", help="run SQL against the published marts (read-only)")
     query.add_argument("sql")

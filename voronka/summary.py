@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import dagster as dg
@@ -168,3 +169,16 @@ def print_summary(
         f'Query a mart: .venv/bin/voronka query "{QUERY_EXAMPLE}"',
     ]
     print("\n".join(lines))
+
+
+def print_dashboard(lang: str = "ru") -> None:
+    """Build the dashboard from the published marts and print where it is. A failure here is
+    reported, never raised: the run's own result and exit code stand."""
+    try:
+        from dashboard.site import build_published
+
+        print(build_published(lang=lang).line())
+    except FileNotFoundError as exc:
+        print(f"Dashboard not built: {exc}")
+    except Exception as exc:
+        print(f"Dashboard not built: {type(exc).__name__}: {exc}", file=sys.stderr)

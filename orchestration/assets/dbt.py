@@ -20,6 +20,7 @@ from packaging import version
 
 from orchestration.resources import WarehouseResource
 from voronka import settings
+from voronka.dbt_parse_cache import keep_parse, parse_key, seed_target
 from warehouse.publication import dbt_build_vars
 
 DBT_PROJECT = DbtProject(
@@ -124,10 +125,12 @@ def voronka_dbt_models(
     tests check the SQL, not the data, so they run in the test suite, not in every run."""
     warehouse.export_for_dbt()
     args = ["build", "--exclude-resource-type", "unit_test", *vars_args()]
+    key = parse_key(settings.WarehouseSettings.from_env().kind, args)
     with warehouse.open().writer():
-        target = run_target_path(context.run_id)
+        target = run_target_path(context.run_id, key)
         invocation = dbt.cli(args, context=context, target_path=target)
         yield from stream_bound_to_run(invocation)
+        keep_parse(target, Path(DBT_PROJECT.project_dir), key)
 
 
 # How long dbt may take to cancel its queries after SIGINT before it is killed (dagster-dbt
@@ -204,13 +207,13 @@ def stream_bound_to_run(invocation: Any) -> Iterator[Any]:
         watchdog.wait()
 
 
-def run_target_path(run_id: str, project: DbtProject = DBT_PROJECT) -> Path:
-    """A run's own dbt target directory, seeded with the project's partial parse.
+def run_target_path(run_id: str, key: str, project: DbtProject = DBT_PROJECT) -> Path:
+    """A run's own dbt target directory, seeded with a partial parse of the same target and
+    vars: the one the last run with them kept, else the one ensure_manifest made.
 
     The run never writes the project's target/ (whose manifest.json other processes read
-    when they load the definitions), yet dbt still partial-parses from the parse that
-    ensure_manifest made with the same profile and vars. Earlier runs' directories are
-    removed: the writer lock held here means no other run is using them."""
+    when they load the definitions), yet dbt still partial-parses. Earlier runs' directories
+    are removed: the writer lock held here means no other run is using them."""
     project_target = Path(project.project_dir) / project.target_path  # absolute stays absolute
     runs = project_target / "runs"
     if runs.exists():
@@ -218,9 +221,8 @@ def run_target_path(run_id: str, project: DbtProject = DBT_PROJECT) -> Path:
             shutil.rmtree(old, ignore_errors=True)
     target = runs / run_id
     target.mkdir(parents=True)
-    warm = project_target / "partial_parse.msgpack"
-    if warm.exists():
-        shutil.copy2(warm, target / warm.name)
+    seed_target(target, Path(project.project_dir), key,
+                fallback=project_target / "partial_parse.msgpack")
     return target
 
 

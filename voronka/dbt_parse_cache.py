@@ -1,0 +1,58 @@
+"""dbt's partial parse kept per target and vars, so a dbt invocation skips the full parse.
+
+dbt reuses `partial_parse.msgpack` only when the target and the `--vars` are the ones it was
+written with: another as-of date or warehouse kind makes it parse every model, test and macro
+again (~4 s of a ~7 s start on 2 cores). Each (target, vars) pair keeps its own copy under
+`<project>/target/partial_parse/`; dbt itself still re-parses any file that changed since.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+PARSE_FILE = "partial_parse.msgpack"
+
+
+def parse_key(target: str, dbt_args: Sequence[str]) -> str:
+    """The (target, --vars) an invocation parses with, as a file-name-safe key."""
+    args = list(dbt_args)
+    variables = args[args.index("--vars") + 1] if "--vars" in args[:-1] else ""
+    return hashlib.sha256(f"{target}\0{variables}".encode()).hexdigest()[:16]
+
+
+def cache_dir(project_dir: Path) -> Path:
+    return Path(project_dir) / "target" / "partial_parse"
+
+
+def seed_target(target_path: Path, project_dir: Path, key: str,
+                fallback: Path | None = None) -> bool:
+    """Put the parse kept for `key` (else `fallback`) into a fresh target dir; True if any."""
+    for warm in (cache_dir(project_dir) / f"{key}.msgpack", fallback):
+        if warm is not None and warm.exists():
+            target_path.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(warm, target_path / PARSE_FILE)
+            return True
+    return False
+
+
+def keep_parse(target_path: Path, project_dir: Path, key: str) -> None:
+    """Keep the parse an invocation wrote for the next one with the same key (atomically:
+    test workers and runs may share the project)."""
+    written = target_path / PARSE_FILE
+    if not written.exists():
+        return
+    folder = cache_dir(project_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    os.close(handle)
+    try:
+        shutil.copy2(written, temporary)
+        os.replace(temporary, folder / f"{key}.msgpack")
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
