@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from audiences.destinations import DESTINATIONS, get_destination
 from audiences.export import AudienceTooSmall, export_segment_file, members_identifier_frame
-from audiences.platforms import PLATFORMS
 from audiences.segments import (
     PREVIEW_COLUMNS,
     SegmentError,
@@ -56,13 +56,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     export = actions.add_parser("export", help="the whole segment as hashed files for one "
                                                "platform, plus a manifest (upload by hand)")
     export.add_argument("name")
-    export.add_argument("--platform", required=True, choices=sorted(PLATFORMS))
+    export.add_argument("--platform", required=True, choices=sorted(DESTINATIONS))
     _output_options(export)
     export.set_defaults(func=run)
     sync = actions.add_parser("sync", help="send the additions and removals since the last "
                                            "successful sync to the platforms' APIs")
     sync.add_argument("name")
-    sync.add_argument("--platform", action="append", choices=sorted(PLATFORMS),
+    sync.add_argument("--platform", action="append", choices=sorted(DESTINATIONS),
                       help=f"repeat for several (default: ${PLATFORMS_VAR}, comma-separated)")
     sync.add_argument("--file-only", action="store_true",
                       help="write the changes as hashed files instead of calling the APIs")
@@ -187,7 +187,8 @@ def cmd_export(wh: Any, name: str, platform: str, directory: Path, allow_small: 
     wh = _warehouse(wh)
     members = segment_members(wh, seg)
     frame = members_identifier_frame(wh, members)
-    value_column = "lookalike_value" if seg.value and platform == "meta" else None
+    value_based = bool(seg.value) and get_destination(platform).value_based_seeds
+    value_column = "lookalike_value" if value_based else None
     result = export_segment_file(frame, platform, directory, seg.name, members.excluded_count,
                                  value_column, allow_small=allow_small, members=len(members))
     counts = result.manifest["counts"]

@@ -1,7 +1,7 @@
 """File-only export of a segment for one platform: hashed file(s) plus a manifest JSON.
 
 For users who upload by hand, and the record every sync keeps. The files hold only the
-platform's hashes (``audiences.platforms``); the manifest holds counts, the hash algorithm, the
+platform's hashes (``audiences.destinations``); the manifest holds counts, the hash algorithm, the
 time (passed in by the caller) and the files with their SHA-256 checksums, never an identifier.
 Platform minimum sizes are enforced (``AudienceTooSmall``) unless the caller passes
 ``allow_small=True``, which still writes the files and records ``below_minimum: true``.
@@ -21,22 +21,19 @@ from typing import Any
 
 import pandas as pd
 
-from audiences.platforms import Platform, PlatformFile, get_platform, platform_files
+from audiences.destinations import (
+    AudienceTooSmall,
+    Destination,
+    PlatformFile,
+    get_destination,
+)
+from audiences.platforms import platform_files
+
+__all__ = ["AudienceTooSmall", "ExportResult", "build_manifest", "export_segment_file",
+           "members_identifier_frame"]
 
 MANIFEST_VERSION = 1
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class AudienceTooSmall(ValueError):
-    """An export below the platform's minimum size."""
-
-    def __init__(self, platform: str, minimum: int, count: int, what: str = "rows") -> None:
-        self.platform, self.minimum, self.count, self.what = platform, minimum, count, what
-        super().__init__(
-            f"{platform} needs at least {minimum} {what}, this audience has {count}; "
-            f"not exported (--allow-small / allow_small=True writes it anyway, marked "
-            f"below_minimum)"
-        )
 
 
 @dataclass(frozen=True)
@@ -58,18 +55,14 @@ class ExportResult:
         return bool(self.manifest["below_minimum"])
 
 
-def check_minimum(platform: Platform, files: Sequence[PlatformFile]) -> list[AudienceTooSmall]:
-    """The minimum-size violations of ``files``: VK per users list (lines), the others per
-    file (rows). An export with no usable row at all is a violation too."""
-    what = "lines per users list" if platform.name == "vk" else "rows"
-    if not files:
-        return [AudienceTooSmall(platform.name, platform.min_rows, 0, what)]
-    return [AudienceTooSmall(platform.name, platform.min_rows, f.rows,
-                             f"{what} ({f.list_type})" if f.list_type else what)
-            for f in files if f.rows < platform.min_rows]
+def check_minimum(platform: Destination,
+                  files: Sequence[PlatformFile]) -> list[AudienceTooSmall]:
+    """The minimum-size violations of ``files`` (VK: per users list, in lines); an export
+    with no usable row at all is a violation too."""
+    return platform.files_too_small(files)
 
 
-def check_maximum(platform: Platform, files: Sequence[PlatformFile]) -> None:
+def check_maximum(platform: Destination, files: Sequence[PlatformFile]) -> None:
     """Refuse a list above the platform's maximum (VK: 5,000,000 lines)."""
     for f in files:
         if platform.max_rows is not None and f.rows > platform.max_rows:
@@ -77,7 +70,7 @@ def check_maximum(platform: Platform, files: Sequence[PlatformFile]) -> None:
                              f"list; {f.suffix} has {f.rows}")
 
 
-def build_manifest(*, segment: str, platform: Platform, files: Sequence[PlatformFile],
+def build_manifest(*, segment: str, platform: Destination, files: Sequence[PlatformFile],
                    customers: int, members: int, excluded: int, added: int, removed: int,
                    created_at: datetime, below_minimum: bool,
                    file_names: Sequence[str]) -> dict[str, Any]:
@@ -133,7 +126,7 @@ def export_segment_file(
     contactable members (default: the customers in ``members_frame``; a member without any
     phone or e-mail has no row there). Raises ``AudienceTooSmall``
     before writing anything when below the platform minimum, unless ``allow_small``."""
-    p = get_platform(platform)
+    p = get_destination(platform)
     if not _SAFE_NAME.match(segment_name):
         raise ValueError(f"segment name {segment_name!r} is not a safe file name "
                          "(letters, digits, '_', '.', '-')")

@@ -2,7 +2,7 @@
 
 Phones are E.164 with '+' and e-mails trimmed + lower-cased, normalised once in the warehouse
 (warehouse/contact_points.py). Platform transforms and hashes are applied later, at export
-time (``audiences.platforms``); this module only reads.
+time (``audiences.destinations``); this module only reads.
 """
 
 from __future__ import annotations

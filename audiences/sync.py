@@ -7,7 +7,7 @@ leaves a segment (or withdraws consent) must leave the platform list too. So eac
    static: frozen at the first computation, later minus anyone no longer contactable) and
    records entries and leaves in ``audiences.membership_history``;
 2. the members' identifiers become per-customer hashed rows with the platform's rules
-   (``audiences.platforms``: only hashes from here on);
+   (``audiences.destinations``: only hashes from here on);
 3. those rows are compared with what was last sent (``audiences.synced_members``): new or
    changed customers are added, gone or changed customers are removed with exactly the rows
    sent for them before;
@@ -18,8 +18,10 @@ leaves a segment (or withdraws consent) must leave the platform list too. So eac
    a failed call leaves the state as it was, so the next run re-sends the same diff (adds and
    removes are idempotent on every platform, so nothing is duplicated).
 
-VK differential lists need at least 25 lines: a smaller change of a list type is held back
-(``pending``, not marked synced) until it grows. ``client=None`` writes the changes as files
+Everything that differs per destination (rows, create, add/remove, files, minimums) is asked
+of its ``audiences.destinations.Destination``; a destination may hold back a small diff (VK:
+a differential list needs at least 25 lines), which stays ``pending``, not marked synced,
+until it grows. ``client=None`` writes the changes as files
 plus a manifest instead (status ``exported``). Every run is recorded in
 ``audiences.sync_runs``; with ``out_dir`` every run also writes a manifest (segment, platform,
 counts added/removed/excluded/pending, hash algorithm, time). ``now`` is always passed in: no
@@ -28,8 +30,6 @@ wall clock is read here.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -41,22 +41,20 @@ from typing import Any
 import pandas as pd
 
 from audiences import state
-from audiences.export import AudienceTooSmall, build_manifest
-from audiences.identifiers import customer_identifiers
-from audiences.platforms import (
-    MAX_GOOGLE_IDENTIFIERS,
-    PLATFORMS,
-    Platform,
+from audiences.destinations import (
+    DESTINATIONS,
+    SINGLE,
+    Destination,
     PlatformFile,
-    get_platform,
-    hashed_customers,
+    Rows,
+    get_destination,
 )
+from audiences.destinations.base import distinct_rows
+from audiences.export import build_manifest
+from audiences.identifiers import customer_identifiers
 from audiences.segments import Segment, segment_frame
 
 FILE_AUDIENCE = "file"  # the audience id of file-only exports in synced_members
-VK_MIN_DIFF_LINES = 25
-SINGLE = ""  # list type of platforms with one list per audience
-Rows = dict[str, list[Any]]  # customer_id -> hashed rows
 
 
 @dataclass(frozen=True)
@@ -158,61 +156,21 @@ def refresh_membership(wh: Any, seg: Segment, *, now: datetime,
                       tuple(entered), tuple(left))
 
 
-# -- hashed rows per platform ------------------------------------------------------------------
+# -- hashed rows per destination ---------------------------------------------------------------
 
-def meta_schema(value_based: bool) -> list[str]:
-    return ["EMAIL", "PHONE"] + (["LOOKALIKE_VALUE"] if value_based else [])
-
-
-def desired_rows(platform: Platform, identifiers: pd.DataFrame,
+def desired_rows(platform: Destination, identifiers: pd.DataFrame,
                  values: Mapping[str, float] | None = None) -> dict[str, Rows]:
-    """list type -> customer -> the platform's hashed rows for that customer.
-
-    Meta: one ``[EMAIL, PHONE(, LOOKALIKE_VALUE)]`` row (meta_payload's schema); Google: one
-    ``{"userData": {"userIdentifiers": [...]}}`` member; Yandex: one ``{"phone", "email"}`` CSV
-    row (no external id: nothing but hashes leaves); VK: the customer's MD5 lines per list type
-    (``phones`` / ``emails``)."""
-    frame = identifiers
-    value_column = None
-    if platform.name == "meta" and values is not None:
-        value_column = "lookalike_value"  # not "value": that is the identifier's column
-        frame = identifiers.assign(
-            lookalike_value=identifiers["customer_id"].map(dict(values)))
-    customers = hashed_customers(platform, frame, value_column)
-    if platform.name == "meta":
-        return {SINGLE: {c.customer_id: [[c.emails[0] if c.emails else "",
-                                          c.phones[0] if c.phones else ""]
-                                         + ([c.value] if value_column else [])]
-                         for c in customers}}
-    if platform.name == "google":
-        return {SINGLE: {c.customer_id: [{"userData": {"userIdentifiers": (
-            [{"emailAddress": h} for h in c.emails]
-            + [{"phoneNumber": h} for h in c.phones])[:MAX_GOOGLE_IDENTIFIERS]}}]
-            for c in customers}}
-    if platform.name == "yandex":
-        return {SINGLE: {c.customer_id: [{"phone": c.phones[0] if c.phones else "",
-                                          "email": c.emails[0] if c.emails else ""}]
-                         for c in customers}}
-    return {"phones": {c.customer_id: list(c.phones) for c in customers if c.phones},
-            "emails": {c.customer_id: list(c.emails) for c in customers if c.emails}}
-
-
-def list_types(platform: Platform) -> tuple[str, ...]:
-    return ("phones", "emails") if platform.name == "vk" else (SINGLE,)
+    """list type -> customer -> the destination's hashed rows for that customer (the
+    destination's shapes; ``values`` only matter for a value-based seed)."""
+    return platform.desired_rows(identifiers, values)
 
 
 # -- the diff ----------------------------------------------------------------------------------
 
 def _dedup(rows: list[Any], skip: set[str] | None = None) -> list[Any]:
     """Rows in order without repeats (and without those whose key is in ``skip``)."""
-    seen = set(skip or ())
-    out = []
-    for row in rows:
-        key = state.row_key(row)
-        if key not in seen:
-            seen.add(key)
-            out.append(row)
-    return out
+    skip = skip or set()
+    return [r for r in distinct_rows(rows) if state.row_key(r) not in skip]
 
 
 @dataclass
@@ -272,67 +230,17 @@ def diff_rows(old: Rows, new: Rows) -> Diff:
     return d
 
 
-def _vk_held_back(d: Diff) -> tuple[bool, bool]:
-    """(send adds, send removes): a VK differential list needs >= 25 lines."""
-    return (not d.add_rows or len(d.add_rows) >= VK_MIN_DIFF_LINES,
-            not d.remove_rows or len(d.remove_rows) >= VK_MIN_DIFF_LINES)
-
-
-# -- minimum size --------------------------------------------------------------------------
-
-def too_small(platform: Platform, rows: dict[str, Rows]) -> AudienceTooSmall | None:
-    """The first minimum-size violation of a new audience (VK: per users list, in lines)."""
-    if platform.name == "vk":
-        sizes = {lt: len(_dedup([r for rs in by_c.values() for r in rs]))
-                 for lt, by_c in rows.items()}
-        if not any(sizes.values()):
-            return AudienceTooSmall("vk", platform.min_rows, 0, "lines per users list")
-        for lt, n in sizes.items():
-            if 0 < n < platform.min_rows:
-                return AudienceTooSmall("vk", platform.min_rows, n,
-                                        f"lines per users list ({lt})")
-        return None
-    n = len(_dedup([r for rs in rows.get(SINGLE, {}).values() for r in rs]))
-    return AudienceTooSmall(platform.name, platform.min_rows, n) if n < platform.min_rows \
-        else None
-
-
 # -- platform calls ----------------------------------------------------------------------------
 
 def _audience_name(seg: Segment, list_type: str) -> str:
     return f"voronka-{seg.name}" + (f"-{list_type}" if list_type else "")
 
 
-def _create(client: Any, platform: Platform, seg: Segment, list_type: str,
-            rows: list[Any], value_based: bool, small: bool) -> tuple[str, bool]:
-    """Create the platform audience; (its id, whether ``rows`` went with the creation)."""
-    name = _audience_name(seg, list_type)
-    if platform.name == "meta":
-        return str(client.create_audience(name, seg.description,
-                                          value_based=value_based)), False
-    if platform.name == "google":
-        return str(client.create_user_list(name, seg.description)), False
-    if platform.name == "yandex":
-        created = client.create_segment(rows, name, check_size=not small)
-        return str(created["id"]), True
-    created = client.create_list(name, list_type, rows)
-    return str(created["id"]), True
-
-
-def _send(client: Any, platform: Platform, audience_id: str, list_type: str, op: str,
+def _send(client: Any, platform: Destination, audience_id: str, list_type: str, op: str,
           rows: list[Any], value_based: bool) -> None:
-    """One add/remove of hashed rows through the platform's client."""
-    if not rows:
-        return
-    call = getattr(client, op)
-    if platform.name == "meta":
-        call(audience_id, rows, schema=meta_schema(value_based))
-    elif platform.name == "yandex":
-        call(audience_id, rows, check_size=False)
-    elif platform.name == "vk":
-        call(audience_id, rows, list_type=list_type)
-    else:
-        call(audience_id, rows)
+    """One add/remove of hashed rows through the destination (nothing to send: no call)."""
+    if rows:
+        platform.send(client, audience_id, list_type, op, rows, value_based=value_based)
 
 
 # -- manifests and files -----------------------------------------------------------------------
@@ -341,26 +249,7 @@ def _stamp(now: datetime) -> str:
     return f"{state.naive_utc(now):%Y%m%dT%H%M%SZ}"
 
 
-def _file_of(platform: Platform, list_type: str, rows: list[Any], value_based: bool,
-             what: str) -> PlatformFile:
-    """Hashed rows in the platform's upload format (the shapes of audiences.platforms)."""
-    if platform.name == "meta":
-        text = json.dumps({"schema": meta_schema(value_based), "data": rows}, indent=1) + "\n"
-        return PlatformFile(f"{what}__meta.json", text, len(rows))
-    if platform.name == "google":
-        text = json.dumps({"encoding": "HEX", "audienceMembers": rows}, indent=1) + "\n"
-        return PlatformFile(f"{what}__google.json", text, len(rows))
-    if platform.name == "yandex":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(("phone", "email"))
-        writer.writerows((r["phone"], r["email"]) for r in rows)
-        return PlatformFile(f"{what}__yandex.csv", buffer.getvalue(), len(rows))
-    return PlatformFile(f"{what}__vk_{list_type}.txt", "".join(f"{r}\n" for r in rows),
-                        len(rows), list_type)
-
-
-def _write_manifest(out_dir: Path, seg: Segment, platform: Platform, now: datetime,
+def _write_manifest(out_dir: Path, seg: Segment, platform: Destination, now: datetime,
                     manifest: dict[str, Any]) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{seg.name}__{platform.name}__{_stamp(now)}.manifest.json"
@@ -368,7 +257,7 @@ def _write_manifest(out_dir: Path, seg: Segment, platform: Platform, now: dateti
     return path
 
 
-def sync_manifest(result: SyncResult, platform: Platform, now: datetime, members: int,
+def sync_manifest(result: SyncResult, platform: Destination, now: datetime, members: int,
                   customers: int, audience_ids: Mapping[str, str]) -> dict[str, Any]:
     """The manifest of an API sync (no file: the rows went to the platform)."""
     return {
@@ -396,7 +285,7 @@ def sync_manifest(result: SyncResult, platform: Platform, now: datetime, members
 class _Context:
     wh: Any
     seg: Segment
-    platform: Platform
+    platform: Destination
     now: datetime
     run_id: str
     membership: Membership
@@ -441,18 +330,6 @@ def _joined(ids: Mapping[str, str]) -> str | None:
     return ",".join(f"{lt}:{aid}" for lt, aid in sorted(ids.items()))
 
 
-def _given_ids(platform: Platform, audience_id: str | Mapping[str, str] | None
-               ) -> dict[str, str]:
-    if audience_id is None:
-        return {}
-    if isinstance(audience_id, Mapping):
-        return {str(k): str(v) for k, v in audience_id.items()}
-    if platform.name == "vk":
-        raise ValueError("VK keeps one users list per type: pass audience_id as "
-                         "{'phones': id, 'emails': id}")
-    return {SINGLE: str(audience_id)}
-
-
 def sync_segment(wh: Any, seg: Segment, platform: str, client: Any = None, *,
                  now: datetime, out_dir: str | Path | None = None, allow_small: bool = False,
                  audience_id: str | Mapping[str, str] | None = None) -> SyncResult:
@@ -462,18 +339,18 @@ def sync_segment(wh: Any, seg: Segment, platform: str, client: Any = None, *,
     changes as files into ``out_dir`` instead. ``audience_id``: an existing platform audience
     to use on the first sync (VK: ``{list type: id}``); otherwise one is created. Returns a
     ``SyncResult``; platform errors do not raise, they give status ``failed``."""
-    p = get_platform(platform)
+    p = get_destination(platform)
     with state.sync_lock(wh, seg.name, p.name):
         return _sync_locked(wh, seg, p, client, now=now, out_dir=out_dir,
                             allow_small=allow_small, audience_id=audience_id)
 
 
-def _sync_locked(wh: Any, seg: Segment, p: Platform, client: Any, *, now: datetime,
+def _sync_locked(wh: Any, seg: Segment, p: Destination, client: Any, *, now: datetime,
                  out_dir: str | Path | None, allow_small: bool,
                  audience_id: str | Mapping[str, str] | None) -> SyncResult:
     run_id = new_run_id(now)
     membership = refresh_membership(wh, seg, now=now, run_id=run_id)
-    value_based = bool(seg.value) and p.name == "meta"
+    value_based = bool(seg.value) and p.value_based_seeds
     identifiers = customer_identifiers(wh, membership.customer_ids)
     rows = desired_rows(p, identifiers, membership.values if value_based else None)
     ctx = _Context(wh, seg, p, now, run_id, membership, rows, value_based,
@@ -482,7 +359,7 @@ def _sync_locked(wh: Any, seg: Segment, p: Platform, client: Any, *, now: dateti
         if out_dir is None:
             raise ValueError("a file-only sync (client=None) needs out_dir")
         return _export(ctx, allow_small)
-    return _sync_api(ctx, client, allow_small, _given_ids(p, audience_id))
+    return _sync_api(ctx, client, allow_small, p.audience_ids(audience_id))
 
 
 def _load_state(ctx: _Context, given: dict[str, str]) -> tuple[dict[str, str], dict[str, Rows]]:
@@ -526,10 +403,10 @@ def _sync_api(ctx: _Context, client: Any, allow_small: bool,
     known, synced = _load_state(ctx, given)
     result = SyncResult(seg.name, p.name, _joined(known), "success",
                         excluded=ctx.membership.excluded, run_id=ctx.run_id)
-    to_create = [lt for lt in list_types(p) if lt not in known and ctx.rows.get(lt)]
+    to_create = [lt for lt in p.list_types if lt not in known and ctx.rows.get(lt)]
     if not known and not to_create:
-        to_create = list(list_types(p))[:1]  # nothing at all to upload: too small
-    small = too_small(p, {lt: ctx.rows.get(lt, {}) for lt in to_create}) if to_create else None
+        to_create = list(p.list_types[:1])  # nothing at all to upload: too small
+    small = p.too_small({lt: ctx.rows.get(lt, {}) for lt in to_create}) if to_create else None
     deferred: list[str] = []
     if small is not None and not allow_small:
         if not known:  # a first sync below the platform's minimum: nothing is created
@@ -537,7 +414,7 @@ def _sync_api(ctx: _Context, client: Any, allow_small: bool,
             result.pending = ctx.customers
             return _finish(ctx, result, known)
         # VK: another list already exists; this type waits until it is big enough
-        deferred = [lt for lt in to_create if too_small(p, {lt: ctx.rows[lt]}) is not None]
+        deferred = [lt for lt in to_create if p.too_small({lt: ctx.rows[lt]}) is not None]
         to_create = [lt for lt in to_create if lt not in deferred]
         small = None
     created_with_rows: set[str] = set()
@@ -546,10 +423,11 @@ def _sync_api(ctx: _Context, client: Any, allow_small: bool,
         for lt in to_create:
             rows = ctx.rows.get(lt, {})
             all_rows = _dedup([r for c in sorted(rows) for r in rows[c]])
-            if p.name == "vk" and not all_rows:
+            if not all_rows and not p.creates_empty:
                 continue
-            aid, with_rows = _create(client, p, seg, lt, all_rows, ctx.value_based,
-                                     small is not None)
+            aid, with_rows = p.create(client, _audience_name(seg, lt), seg.description, lt,
+                                      all_rows, value_based=ctx.value_based,
+                                      small=small is not None)
             _record_created(ctx, lt, aid, rows if with_rows else None)
             known[lt] = aid
             synced[lt] = dict(rows) if with_rows else {}
@@ -560,7 +438,7 @@ def _sync_api(ctx: _Context, client: Any, allow_small: bool,
         for lt, aid in sorted(known.items()):
             d = diff_rows(synced.get(lt, {}), ctx.rows.get(lt, {}))
             plans[lt] = d
-            sends[lt] = _vk_held_back(d) if p.name == "vk" else (True, True)
+            sends[lt] = p.held_back(d.add_rows, d.remove_rows)
             adds_ok, removes_ok = sends[lt]
             if removes_ok:
                 _send(client, p, aid, lt, "remove", d.remove_rows, ctx.value_based)
@@ -581,7 +459,7 @@ def _unplanned(ctx: _Context, synced: Mapping[str, Rows], plans: Mapping[str, Di
                ) -> set[str]:
     """Customers whose change was never attempted because an earlier call failed."""
     out: set[str] = set()
-    for lt in list_types(ctx.platform):
+    for lt in ctx.platform.list_types:
         if lt not in plans:
             d = diff_rows(synced.get(lt, {}), ctx.rows.get(lt, {}))
             out |= d.adding | d.removing
@@ -594,7 +472,7 @@ def _finish_success(ctx: _Context, result: SyncResult, known: Mapping[str, str],
     added, removed, pending = set(created_with_rows), set(), set()
     for lt in deferred:
         pending |= set(ctx.rows[lt])
-    held = [f"{lt} list not created: {too_small(ctx.platform, {lt: ctx.rows[lt]})}"
+    held = [f"{lt} list not created: {ctx.platform.too_small({lt: ctx.rows[lt]})}"
             for lt in deferred]
     after: dict[str, dict[str, list[Any] | None]] = {}
     for lt, d in plans.items():
@@ -609,8 +487,7 @@ def _finish_success(ctx: _Context, result: SyncResult, known: Mapping[str, str],
     result.added, result.removed, result.pending = len(added), len(removed), len(pending)
     result.message = f"added {len(added)}, removed {len(removed)} customers"
     if held:
-        result.message += f"; held back (VK minimums: {VK_MIN_DIFF_LINES} lines per " \
-                          f"differential list): {'; '.join(held)}"
+        result.message += f"; held back ({ctx.platform.held_back_note}): {'; '.join(held)}"
     return _finish(ctx, result, known, after)
 
 
@@ -620,28 +497,29 @@ def _export(ctx: _Context, allow_small: bool) -> SyncResult:
     with ctx.wh.connect() as conn:
         state.ensure_state(ctx.wh, conn)
         synced = {lt: state.synced_members(ctx.wh, conn, seg.name, p.name,
-                                           _file_audience(lt)) for lt in list_types(p)}
+                                           _file_audience(lt)) for lt in p.list_types}
         exported_before = state.has_run(ctx.wh, conn, seg.name, p.name, "exported")
     result = SyncResult(seg.name, p.name, None, "exported", excluded=ctx.membership.excluded,
                         run_id=ctx.run_id)
-    small = None if exported_before else too_small(p, ctx.rows)
+    small = None if exported_before else p.too_small(ctx.rows)
     if small is not None and not allow_small:
         result.status, result.message, result.pending = "skipped", str(small), ctx.customers
         return _finish(ctx, result, {})
     files: list[PlatformFile] = []
     added, removed, pending = set(), set(), set()
     after: dict[str, dict[str, list[Any] | None]] = {}
-    for lt in list_types(p):
+    for lt in p.list_types:
         d = diff_rows(synced[lt], ctx.rows.get(lt, {}))
-        adds_ok, removes_ok = _vk_held_back(d) if p.name == "vk" and exported_before \
+        adds_ok, removes_ok = p.held_back(d.add_rows, d.remove_rows) if exported_before \
             else (True, True)
         after[_file_audience(lt)] = d.after(adds_ok, removes_ok)
         (added if adds_ok else pending).update(d.adding)
         (removed if removes_ok else pending).update(d.removing)
         if removes_ok and d.remove_rows:
-            files.append(_file_of(p, lt, d.remove_rows, ctx.value_based, "remove"))
+            files.append(p.diff_file(lt, d.remove_rows, value_based=ctx.value_based,
+                                     what="remove"))
         if adds_ok and d.add_rows:
-            files.append(_file_of(p, lt, d.add_rows, ctx.value_based, "add"))
+            files.append(p.diff_file(lt, d.add_rows, value_based=ctx.value_based, what="add"))
     result.added, result.removed, result.pending = len(added), len(removed), len(pending)
     result.message = f"exported: added {len(added)}, removed {len(removed)} customers"
     assert ctx.out_dir is not None
@@ -665,7 +543,9 @@ def _file_audience(list_type: str) -> str:
     return f"{FILE_AUDIENCE}:{list_type}" if list_type else FILE_AUDIENCE
 
 
-__all__ = ["PLATFORMS", "Membership", "SyncResult", "desired_rows", "diff_rows",
+PLATFORMS = DESTINATIONS  # the older name
+
+__all__ = ["DESTINATIONS", "PLATFORMS", "Membership", "SyncResult", "desired_rows", "diff_rows",
            "refresh_membership", "sync_segment"]
 
 
@@ -678,7 +558,7 @@ def configured_platforms(env: Mapping[str, str]) -> list[str]:
     """The platforms named in VORONKA_AUDIENCE_PLATFORMS (comma-separated), validated."""
     names = [n.strip().lower() for n in env.get(PLATFORMS_VAR, "").split(",") if n.strip()]
     for name in names:
-        get_platform(name)  # a clear error naming the known platforms
+        get_destination(name)  # a clear error naming the known platforms
     return list(dict.fromkeys(names))
 
 

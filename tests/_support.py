@@ -59,7 +59,7 @@ def run_dbt(workdir: Path, env: dict[str, str], *args: str) -> tuple[int, str, d
     """`dbt <args>` in a subprocess with its own target and log dirs (tests may run in parallel),
     starting from the partial parse of the same target and vars that an earlier one kept."""
     target, logs = workdir / "dbt_target", workdir / "dbt_logs"
-    key = parse_key({**os.environ, **env}.get("VORONKA_WAREHOUSE", "duckdb"), args)
+    key = parse_key({**os.environ, **env}, args)
     if not (target / PARSE_FILE).exists():
         seed_target(target, DBT_PROJECT, key)
     cmd = [

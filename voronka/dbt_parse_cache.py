@@ -2,7 +2,7 @@
 
 dbt reuses `partial_parse.msgpack` only when the target and the `--vars` are the ones it was
 written with: another as-of date or warehouse kind makes it parse every model, test and macro
-again (~4 s of a ~7 s start on 2 cores). Each (target, vars) pair keeps its own copy under
+again (~4 s of a ~7 s start on 2 cores). Each (target, database, vars) keeps its own copy under
 `<project>/target/partial_parse/`; dbt itself still re-parses any file that changed since.
 """
 
@@ -12,32 +12,42 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 PARSE_FILE = "partial_parse.msgpack"
 
 
-def parse_key(target: str, dbt_args: Sequence[str]) -> str:
-    """The (target, --vars) an invocation parses with, as a file-name-safe key."""
+def parse_key(env: Mapping[str, str], dbt_args: Sequence[str]) -> str:
+    """The target, database and --vars an invocation parses with, as a file-name-safe key.
+
+    The database is part of it because dbt writes it into every parsed node (a source's
+    `database` is the profile's at parse time) yet does not compare it when it decides whether
+    a partial parse still holds: a parse made for another PostgreSQL database would point
+    the run's sources at that database."""
+    target = env.get("VORONKA_WAREHOUSE") or "duckdb"
+    if target == "postgres":
+        database = env.get("VORONKA_POSTGRES_DB") or "voronka"
+    else:  # DuckDB names the database after the file
+        database = Path(env.get("VORONKA_DUCKDB_PATH") or "warehouse.duckdb").stem
     args = list(dbt_args)
     variables = args[args.index("--vars") + 1] if "--vars" in args[:-1] else ""
-    return hashlib.sha256(f"{target}\0{variables}".encode()).hexdigest()[:16]
+    text = "\0".join((target, database, variables))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def cache_dir(project_dir: Path) -> Path:
     return Path(project_dir) / "target" / "partial_parse"
 
 
-def seed_target(target_path: Path, project_dir: Path, key: str,
-                fallback: Path | None = None) -> bool:
-    """Put the parse kept for `key` (else `fallback`) into a fresh target dir; True if any."""
-    for warm in (cache_dir(project_dir) / f"{key}.msgpack", fallback):
-        if warm is not None and warm.exists():
-            target_path.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(warm, target_path / PARSE_FILE)
-            return True
-    return False
+def seed_target(target_path: Path, project_dir: Path, key: str) -> bool:
+    """Put the parse kept for `key` into a fresh target dir; True if there was one."""
+    warm = cache_dir(project_dir) / f"{key}.msgpack"
+    if not warm.exists():
+        return False
+    target_path.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(warm, target_path / PARSE_FILE)
+    return True
 
 
 def keep_parse(target_path: Path, project_dir: Path, key: str) -> None:

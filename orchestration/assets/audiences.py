@@ -25,6 +25,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from audiences.destinations import DESTINATIONS
 from audiences.segments import BadSegmentFile, Segment, SegmentScan, scan_segments
 from audiences.sync import (
     PLATFORMS_VAR,
@@ -88,7 +89,7 @@ def build_audience_asset(seg: Segment) -> dg.AssetsDefinition:
         platforms = configured_platforms(os.environ)
         out_dir = Path(os.environ.get(OUT_DIR_VAR) or DEFAULT_OUT_DIR)
         membership = refresh_membership(wh, seg, now=now)
-        results = sync_to_platforms(wh, seg, platforms or ["meta", "google", "yandex", "vk"],
+        results = sync_to_platforms(wh, seg, platforms or list(DESTINATIONS),
                                     now=now, out_dir=out_dir, file_only=not platforms)
         for r in results:
             context.log.info("%s -> %s: %s (+%d -%d, pending %d) %s", seg.name, r.platform,

@@ -125,7 +125,7 @@ def voronka_dbt_models(
     tests check the SQL, not the data, so they run in the test suite, not in every run."""
     warehouse.export_for_dbt()
     args = ["build", "--exclude-resource-type", "unit_test", *vars_args()]
-    key = parse_key(settings.WarehouseSettings.from_env().kind, args)
+    key = parse_key(os.environ, args)  # export_for_dbt set the profile's variables
     with warehouse.open().writer():
         target = run_target_path(context.run_id, key)
         invocation = dbt.cli(args, context=context, target_path=target)
@@ -208,8 +208,8 @@ def stream_bound_to_run(invocation: Any) -> Iterator[Any]:
 
 
 def run_target_path(run_id: str, key: str, project: DbtProject = DBT_PROJECT) -> Path:
-    """A run's own dbt target directory, seeded with a partial parse of the same target and
-    vars: the one the last run with them kept, else the one ensure_manifest made.
+    """A run's own dbt target directory, seeded with the partial parse the last run with the
+    same target, database and vars kept (voronka.dbt_parse_cache).
 
     The run never writes the project's target/ (whose manifest.json other processes read
     when they load the definitions), yet dbt still partial-parses. Earlier runs' directories
@@ -221,8 +221,7 @@ def run_target_path(run_id: str, key: str, project: DbtProject = DBT_PROJECT) ->
             shutil.rmtree(old, ignore_errors=True)
     target = runs / run_id
     target.mkdir(parents=True)
-    seed_target(target, Path(project.project_dir), key,
-                fallback=project_target / "partial_parse.msgpack")
+    seed_target(target, Path(project.project_dir), key)
     return target
 
 

@@ -1,0 +1,46 @@
+"""dbt's partial parse is reused only for the same target, database and vars.
+
+dbt itself does not notice another PostgreSQL database (it compares the profile's keys, not
+their values), yet every parsed source carries the database it was parsed for: a parse kept for
+one database and reused for another pointed a run's staging at the wrong database.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from voronka.dbt_parse_cache import PARSE_FILE, cache_dir, keep_parse, parse_key, seed_target
+
+PG = {"VORONKA_WAREHOUSE": "postgres", "VORONKA_POSTGRES_DB": "shop_a"}
+VARS = ["build", "--vars", '{"as_of_date": "2026-10-31"}']
+
+
+def test_the_key_follows_target_database_and_vars_only() -> None:
+    assert parse_key(PG, VARS) == parse_key(dict(PG), ["test", *VARS[1:]])
+    assert parse_key(PG, VARS) != parse_key({**PG, "VORONKA_POSTGRES_DB": "shop_b"}, VARS)
+    assert parse_key(PG, VARS) != parse_key(PG, ["build", "--vars", '{"as_of_date": null}'])
+    assert parse_key(PG, VARS) != parse_key({"VORONKA_WAREHOUSE": "duckdb"}, VARS)
+    duck = {"VORONKA_WAREHOUSE": "duckdb", "VORONKA_DUCKDB_PATH": "/a/warehouse.duckdb"}
+    # DuckDB names the database after the file: another folder is the same database name
+    moved = {**duck, "VORONKA_DUCKDB_PATH": "/b/warehouse.duckdb"}
+    renamed = {**duck, "VORONKA_DUCKDB_PATH": "/a/other.duckdb"}
+    assert parse_key(duck, VARS) == parse_key(moved, VARS)
+    assert parse_key(duck, VARS) != parse_key(renamed, VARS)
+
+
+def test_a_kept_parse_seeds_only_its_own_key(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    first = tmp_path / "run1"
+    first.mkdir()
+    (first / PARSE_FILE).write_bytes(b"parsed for shop_a")
+    key = parse_key(PG, VARS)
+    keep_parse(first, project, key)
+    assert (cache_dir(project) / f"{key}.msgpack").read_bytes() == b"parsed for shop_a"
+    assert seed_target(tmp_path / "run2", project, key)
+    assert (tmp_path / "run2" / PARSE_FILE).read_bytes() == b"parsed for shop_a"
+    other = parse_key({**PG, "VORONKA_POSTGRES_DB": "shop_b"}, VARS)
+    assert not seed_target(tmp_path / "run3", project, other)
+    assert not (tmp_path / "run3" / PARSE_FILE).exists()
+    # an invocation that wrote no parse (it failed before parsing) keeps nothing
+    keep_parse(tmp_path / "empty", project, other)
+    assert not (cache_dir(project) / f"{other}.msgpack").exists()
