@@ -565,6 +565,31 @@
     notice(t("page_error") + ": " + data._error, "vk-error");
   }
 
+  function isNum(v) { return v !== null && v !== undefined && isFinite(v); }
+  function ratio(a, b) { return isNum(a) && isNum(b) && b > 0 ? a / b : null; }
+
+  /* An empty card slot appended to `parent` (default: the page's #content). */
+  function slot(id, cls, parent) {
+    var div = document.createElement("div");
+    div.id = id;
+    div.className = cls || "voronka-card-slot";
+    (parent || document.getElementById("content")).appendChild(div);
+    return div;
+  }
+
+  /* A notice box: hidden while it has nothing to say. */
+  function note(node, text) {
+    node.textContent = text;
+    node.style.display = text ? "" : "none";
+  }
+
+  /* The incomplete-period marks of a month axis as {shapes, annotations}. */
+  function marks(ms, flags) {
+    var out = incompleteShapes(ms, flags);
+    if (Array.isArray(out)) { return {shapes: out, annotations: []}; }
+    return {shapes: (out && out.shapes) || [], annotations: (out && out.annotations) || []};
+  }
+
   window.Voronka = {
     data: data, lang: lang, meta: meta,
     fmt: fmt, fmtMonth: fmtMonth, fmtDate: fmtDate,
@@ -572,6 +597,7 @@
     filters: filters, inRange: inRange, matches: matches,
     chart: chart, table: table, incompleteShapes: incompleteShapes,
     incompletePattern: incompletePattern,
-    el: el, container: container, notice: notice, missingPage: missingPage
+    el: el, container: container, notice: notice, missingPage: missingPage,
+    isNum: isNum, ratio: ratio, slot: slot, note: note, marks: marks
   };
 })();

@@ -42,30 +42,9 @@
     (stagesOf[s.pipeline] = stagesOf[s.pipeline] || []).push(s);
   });
 
-  function isNum(v) { return v !== null && v !== undefined && isFinite(v); }
-  function ratio(a, b) { return isNum(a) && isNum(b) && b > 0 ? a / b : null; }
+  var isNum = V.isNum, ratio = V.ratio, note = V.note, marks = V.marks;
+  function slot(parent, id, cls) { return V.slot(id, cls, parent); }
   function chosen(value) { return value && value !== ALL ? value : null; }
-
-  function slot(parent, id, cls) {
-    var div = document.createElement("div");
-    div.id = id;
-    div.className = cls || "voronka-card-slot";
-    parent.appendChild(div);
-    return div;
-  }
-
-  /* A notice box: hidden while it has nothing to say. */
-  function note(node, text) {
-    node.textContent = text;
-    node.style.display = text ? "" : "none";
-  }
-
-  /* incompleteShapes may return shapes or {shapes, annotations}: accept both. */
-  function marks(ms, flags) {
-    var out = V.incompleteShapes ? V.incompleteShapes(ms, flags) : [];
-    if (Array.isArray(out)) { return {shapes: out, annotations: []}; }
-    return {shapes: (out && out.shapes) || [], annotations: (out && out.annotations) || []};
-  }
 
   var content = document.getElementById("content");
   slot(content, "fn-note", "vk-notice vk-wide");

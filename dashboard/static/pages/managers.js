@@ -10,6 +10,8 @@
   var U = data.units || {};
   var ALL = "all";
 
+  var isNum = V.isNum, ratio = V.ratio, slot = V.slot, note = V.note, marks = V.marks;
+
   V.labels(data.labels || {});
 
   var managers = data.managers || [];
@@ -23,30 +25,6 @@
 
   var CHARTS = ["leads_assigned", "leads_won", "leads_lost", "win_rate", "revenue", "aov",
                 "median_sales_cycle_days"];
-
-  function isNum(v) { return v !== null && v !== undefined && isFinite(v); }
-  function ratio(a, b) { return isNum(a) && isNum(b) && b > 0 ? a / b : null; }
-
-  function slot(id, cls) {
-    var div = document.createElement("div");
-    div.id = id;
-    div.className = cls || "voronka-card-slot";
-    document.getElementById("content").appendChild(div);
-    return div;
-  }
-
-  /* A notice box: hidden while it has nothing to say. */
-  function note(node, text) {
-    node.textContent = text;
-    node.style.display = text ? "" : "none";
-  }
-
-  /* incompleteShapes may return shapes or {shapes, annotations}: accept both. */
-  function marks(ms, flags) {
-    var out = V.incompleteShapes ? V.incompleteShapes(ms, flags) : [];
-    if (Array.isArray(out)) { return {shapes: out, annotations: []}; }
-    return {shapes: (out && out.shapes) || [], annotations: (out && out.annotations) || []};
-  }
 
   slot("mg-table", "vk-wide");
   slot("mg-note", "vk-notice vk-wide");

@@ -11,30 +11,9 @@
   var waterfalls = data.waterfall || [];
   var FACTORS = data.factors || [];
 
+  var isNum = V.isNum, slot = V.slot, note = V.note, marks = V.marks;
+
   V.labels(data.labels || {});
-
-  function slot(id, cls) {
-    var div = document.createElement("div");
-    div.id = id;
-    div.className = cls || "voronka-card-slot";
-    document.getElementById("content").appendChild(div);
-    return div;
-  }
-
-  /* A notice box: hidden while it has nothing to say. */
-  function note(node, text) {
-    node.textContent = text;
-    node.style.display = text ? "" : "none";
-  }
-
-  /* incompleteShapes may return shapes or {shapes, annotations}: accept both. */
-  function marks(ms, flags) {
-    var out = V.incompleteShapes ? V.incompleteShapes(ms, flags) : [];
-    if (Array.isArray(out)) { return {shapes: out, annotations: []}; }
-    return {shapes: (out && out.shapes) || [], annotations: (out && out.annotations) || []};
-  }
-
-  function isNum(v) { return v !== null && v !== undefined && isFinite(v); }
 
   var CHARTS = ["value"].concat(FACTORS);
   slot("sf-note", "vk-notice vk-wide");
