@@ -10,6 +10,7 @@ one list per identifier type (VK).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,7 +78,7 @@ def distinct_rows(rows: Sequence[Any]) -> list[Any]:
     return out
 
 
-class Destination:
+class Destination(ABC):
     """One destination's rules; subclasses override what differs (see the module docstring).
 
     ``min_rows``: fewest rows (VK: lines per list) the platform accepts or can target;
@@ -126,10 +127,10 @@ class Destination:
 
     # -- rows ----------------------------------------------------------------------------
 
+    @abstractmethod
     def customer_rows(self, customers: Sequence[HashedCustomer],
                       value_based: bool) -> dict[str, Rows]:
         """list type -> customer -> the hashed rows this destination holds for them."""
-        raise NotImplementedError
 
     def desired_rows(self, members: pd.DataFrame,
                      values: Mapping[str, float] | None = None) -> dict[str, Rows]:
@@ -142,15 +143,15 @@ class Destination:
 
     # -- the platform calls -----------------------------------------------------------------
 
+    @abstractmethod
     def create(self, client: Any, name: str, description: str, list_type: str,
                rows: list[Any], *, value_based: bool, small: bool) -> tuple[str, bool]:
         """Create the audience; (its id, whether ``rows`` went with the creation)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def send(self, client: Any, audience_id: str, list_type: str, op: str, rows: list[Any],
              *, value_based: bool) -> None:
         """One ``add`` / ``remove`` of hashed rows through the client."""
-        raise NotImplementedError
 
     def held_back(self, add_rows: Sequence[Any],
                   remove_rows: Sequence[Any]) -> tuple[bool, bool]:
@@ -183,15 +184,15 @@ class Destination:
 
     # -- files ------------------------------------------------------------------------------
 
+    @abstractmethod
     def diff_file(self, list_type: str, rows: list[Any], *, value_based: bool,
                   what: str) -> PlatformFile:
         """Rows to ``what`` (add / remove) in the platform's upload format."""
-        raise NotImplementedError
 
+    @abstractmethod
     def export_files(self, members: pd.DataFrame,
                      value_column: str | None = None) -> list[PlatformFile]:
         """The whole audience of a members frame as upload files (hashes only)."""
-        raise NotImplementedError
 
 
 def _lookalike_value(raw: Any, customer_id: str) -> float | int:
