@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from audiences.destinations import DESTINATIONS, get_destination
+from audiences.destinations import DESTINATIONS, FILE_DESTINATIONS, get_destination
 from audiences.export import AudienceTooSmall, export_segment_file, members_identifier_frame
 from audiences.segments import (
     PREVIEW_COLUMNS,
@@ -56,16 +56,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     export = actions.add_parser("export", help="the whole segment as hashed files for one "
                                                "platform, plus a manifest (upload by hand)")
     export.add_argument("name")
-    export.add_argument("--platform", required=True, choices=sorted(DESTINATIONS))
+    export.add_argument("--platform", required=True, choices=sorted(FILE_DESTINATIONS))
     _output_options(export)
     export.set_defaults(func=run)
     sync = actions.add_parser("sync", help="send the additions and removals since the last "
-                                           "successful sync to the platforms' APIs")
+                                           "successful sync to the platforms' APIs (ad "
+                                           "platforms, CRM tags and tasks, e-mail lists)")
     sync.add_argument("name")
     sync.add_argument("--platform", action="append", choices=sorted(DESTINATIONS),
                       help=f"repeat for several (default: ${PLATFORMS_VAR}, comma-separated)")
     sync.add_argument("--file-only", action="store_true",
-                      help="write the changes as hashed files instead of calling the APIs")
+                      help="write the changes as hashed files instead of calling the APIs "
+                           "(ad platforms only)")
+    sync.add_argument("--dry-run", action="store_true",
+                      help="show what would be added, removed and created (tasks, deals) "
+                           "without writing anything anywhere")
     _output_options(sync)
     sync.set_defaults(func=run)
     aud.set_defaults(func=run)
@@ -112,7 +117,8 @@ def run(args: argparse.Namespace, wh: Any = None) -> int:
                               args.allow_small, _segments_dir(args))
         if command == "sync":
             return cmd_sync(wh, args.name, args.platform, out_dir(args.out), args.file_only,
-                            args.allow_small, _segments_dir(args))
+                            args.allow_small, _segments_dir(args),
+                            dry_run=getattr(args, "dry_run", False))
     except (SegmentError, AudienceTooSmall, ValueError) as exc:
         print(f"voronka audiences: {exc}", file=sys.stderr)
         return 2
@@ -208,16 +214,19 @@ def cmd_export(wh: Any, name: str, platform: str, directory: Path, allow_small: 
 
 def cmd_sync(wh: Any, name: str, platforms: list[str] | None, directory: Path,
              file_only: bool = False, allow_small: bool = False,
-             segments_dir: str | None = None) -> int:
-    """Sync one segment to the platforms; exit 1 when any platform failed."""
+             segments_dir: str | None = None, *, dry_run: bool = False) -> int:
+    """Sync one segment to the platforms (``dry_run``: only say what a sync would do); exit 1
+    when any platform failed."""
     seg = get_segment(name, segments_dir)
     chosen = platforms or configured_platforms(os.environ)
     if not chosen:
         raise ValueError(f"name a platform (--platform meta) or set {PLATFORMS_VAR}")
     wh = _warehouse(wh)
     results = sync_to_platforms(wh, seg, chosen, now=datetime.now(UTC), out_dir=directory,
-                                file_only=file_only, allow_small=allow_small)
-    print(f"segment: {seg.name} ({seg.kind})")
+                                file_only=file_only, allow_small=allow_small,
+                                dry_run=dry_run)
+    print(f"segment: {seg.name} ({seg.kind})" + ("  [dry run: nothing written]" if dry_run
+                                                  else ""))
     for result in results:
         print(format_result(result))
     return 1 if any(r.status == "failed" for r in results) else 0
@@ -225,12 +234,14 @@ def cmd_sync(wh: Any, name: str, platforms: list[str] | None, directory: Path,
 
 def format_result(result: SyncResult) -> str:
     """One readable line per platform: status, counts, audience and message."""
-    line = (f"  {result.platform:<7} {result.status:<8} +{result.added} -{result.removed} "
+    line = (f"  {result.platform:<9} {result.status:<8} +{result.added} -{result.removed} "
             f"excluded {result.excluded} pending {result.pending}")
     if result.audience_id:
         line += f"  audience {result.audience_id}"
     if result.message:
-        line += f"\n          {result.message}"
+        line += f"\n            {result.message}"
+    if result.actions is not None and result.actions.summary():
+        line += f"\n            actions: {result.actions.summary()}"
     if result.manifest_path:
-        line += f"\n          manifest {result.manifest_path}"
+        line += f"\n            manifest {result.manifest_path}"
     return line

@@ -127,6 +127,9 @@ def export_segment_file(
     phone or e-mail has no row there). Raises ``AudienceTooSmall``
     before writing anything when below the platform minimum, unless ``allow_small``."""
     p = get_destination(platform)
+    if not p.file_export:
+        raise ValueError(f"{p.name} has no file export (raw identifiers or CRM ids never go to "
+                         f"files); sync it through its API")
     if not _SAFE_NAME.match(segment_name):
         raise ValueError(f"segment name {segment_name!r} is not a safe file name "
                          "(letters, digits, '_', '.', '-')")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from audiences.destinations import DESTINATIONS, get_destination
+from audiences.destinations import FILE_DESTINATIONS, get_destination
 from audiences.destinations.base import (
     KINDS,
     Destination,
@@ -34,7 +34,7 @@ from audiences.destinations.vk import VK_LIST_TYPES, vk_files, vk_lines
 from audiences.destinations.yandex import YANDEX_HEADER, yandex_csv, yandex_rows
 
 Platform = Destination
-PLATFORMS = DESTINATIONS
+PLATFORMS = FILE_DESTINATIONS  # the ad platforms (the older name)
 get_platform = get_destination
 
 

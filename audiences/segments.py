@@ -14,6 +14,10 @@ A segment file (``audiences/segments/*.yml``)::
       - bought_category_within_days: {category: Outerwear, days: 30}
       - top_share: {field: revenue, share: 0.1}
       - birthday_within_days: {days: 7}   # where the birthday is known
+    actions:                 # optional, at most 5: CRM work per member (audiences.actions_spec)
+      - task: {text: "Напомнить о повторной покупке: {{ product_category }}", due_in_days: 0,
+               responsible: customer_manager}   # or a CRM user id
+      - deal: {pipeline: "Повторные продажи", stage: first}
 
 Safety: column names come only from ``FIELDS`` (a whitelist of ``marts.dim_customers``
 columns), operators only from ``OPS``; every value is a bound parameter (``?`` for DuckDB,
@@ -45,6 +49,9 @@ from typing import Any
 
 import pandas as pd
 import yaml
+
+from audiences import actions_spec
+from audiences.actions_spec import Action
 
 SEGMENTS_DIR = Path(__file__).resolve().parent / "segments"
 CUSTOMERS = "marts.dim_customers"
@@ -90,7 +97,7 @@ VALUE_FIELDS = tuple(f for f, (_, t) in FIELDS.items() if t in ("int", "number")
 DERIVED = ("bought_category_within_days", "top_share", "birthday_within_days")
 MAX_BIRTHDAY_DAYS = 366
 KINDS = ("static", "dynamic")
-TOP_KEYS = ("name", "description", "kind", "value", "conditions")
+TOP_KEYS = ("name", "description", "kind", "value", "conditions", "actions")
 NAME_RE = re.compile(r"[a-z0-9_]{1,64}")
 MAX_FILE_BYTES = 64 * 1024  # the shipped segments are < 1 KiB
 MAX_DEPTH = 24  # nesting levels: 12 levels of ``any:`` inside each other
@@ -159,6 +166,7 @@ class Segment:
     conditions: tuple[Any, ...]
     file: str = "<string>"
     value: str | None = None
+    actions: tuple[Action, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -261,8 +269,54 @@ class _Parser:
         if not isinstance(cond_node, yaml.SequenceNode) or not cond_node.value:
             raise self.fail(cond_node, "conditions must be a non-empty list")
         conditions = tuple(self.condition(n) for n in cond_node.value)
+        actions = self.actions(seen["actions"][1]) if "actions" in seen else ()
         return Segment(name=name, description=str(description or "").strip(),
-                       kind=kind, conditions=conditions, file=self.file, value=value)
+                       kind=kind, conditions=conditions, file=self.file, value=value,
+                       actions=actions)
+
+    def actions(self, node: yaml.Node) -> tuple[Action, ...]:
+        help_ = (f"actions is a list of at most {actions_spec.MAX_ACTIONS} items, each "
+                 "task: {text, due_in_days, responsible, task_type} or "
+                 "deal: {pipeline, stage, name, responsible}")
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.fail(node, help_)
+        if len(node.value) > actions_spec.MAX_ACTIONS:
+            raise self.fail(node.value[actions_spec.MAX_ACTIONS],
+                            f"more than {actions_spec.MAX_ACTIONS} actions; {help_}")
+        return tuple(self.action(n, help_) for n in node.value)
+
+    def action(self, node: yaml.Node, help_: str) -> Action:
+        items = self.mapping(node, "an action")
+        if len(items) != 1 or items[0][0] not in actions_spec.ACTION_KEYS:
+            where = items[0][1] if items else node
+            kinds = [k for k, _, _ in items]
+            unknown = [k for k in kinds if k not in actions_spec.ACTION_KEYS]
+            problem = (f"unknown action kind {unknown[0]!r}" if unknown
+                       else f"an action has exactly one kind, got {', '.join(kinds) or 'none'}")
+            raise self.fail(where, f"{problem}; {help_}")
+        kind, _, body = items[0]
+        cls, checks = actions_spec.ACTION_KEYS[kind]
+        allowed = ", ".join(checks)
+        values: dict[str, Any] = {}
+        for key, key_node, value_node in self.mapping(body, f"{kind}: {{{allowed}}}"):
+            if key not in checks:
+                raise self.fail(key_node, f"unknown {kind} key {key!r}; allowed: {allowed}")
+            if key in values:
+                raise self.fail(key_node, f"{kind} key {key!r} given twice")
+            if key in actions_spec.TEMPLATE_KEYS and not isinstance(value_node,
+                                                                   yaml.ScalarNode):
+                raise self.fail(value_node, f"{kind} {key} must be a text; quote a template "
+                                            f"that starts with {{{{: {key}: \"{{{{ segment }}}}"
+                                            f" ...\"")
+            raw = self.scalar(value_node)
+            try:
+                values[key] = checks[key](raw)
+            except ValueError as exc:
+                raise self.fail(value_node, f"{kind} {key}: {exc}") from None
+        for required in actions_spec.REQUIRED_KEYS[kind]:
+            if required not in values:
+                raise self.fail(body, f"{kind} needs {required}; allowed keys: {allowed}")
+        return cls(**values)
 
     def condition(self, node: yaml.Node) -> Any:
         items = self.mapping(node, "a condition")

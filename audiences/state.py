@@ -13,7 +13,10 @@ record must survive the process and be queryable next to the marts. Tables:
   rows last sent for that customer, so a removal sends exactly what was added (hashes only:
   nothing raw is ever stored here);
 - ``sync_runs``: one row per sync attempt with its status (success | failed | skipped |
-  exported) and counts.
+  exported) and counts;
+- ``actions``: one row per action (task, deal) of a segment entry on a CRM: which stint
+  (``entered_run``), the CRM record it created (``crm_id``), its status (pending | created |
+  failed | skipped) and attempts, so an entry is acted on once, however often a run is retried.
 
 The same SQL runs on both backends; every value is a bound parameter (``wh._marks``). Table
 and column names are module constants, never input.
@@ -34,6 +37,7 @@ STATIC = f"{SCHEMA}.static_members"
 DESTINATIONS = f"{SCHEMA}.destinations"
 SYNCED = f"{SCHEMA}.synced_members"
 RUNS = f"{SCHEMA}.sync_runs"
+ACTIONS = f"{SCHEMA}.actions"
 _CHUNK = 500  # rows per multi-row insert / ids per "in (...)" (bound parameters)
 
 DDL = (
@@ -60,6 +64,14 @@ DDL = (
         finished_at timestamp not null, status varchar not null, added integer not null,
         removed integer not null, excluded integer not null, pending integer not null,
         message varchar)""",
+    f"""create table if not exists {ACTIONS} (
+        action_key varchar not null primary key, segment varchar not null,
+        platform varchar not null, customer_id varchar not null, entered_run varchar not null,
+        action_index integer not null, action_kind varchar not null, contact_id varchar,
+        responsible_user_id varchar, crm_id varchar, status varchar not null,
+        attempts integer not null, message varchar, first_run varchar not null,
+        last_run varchar not null, created_at timestamp not null,
+        updated_at timestamp not null)""",
 )
 
 
@@ -133,6 +145,16 @@ def record_leaves(wh: Any, conn: Any, segment: str, reasons: dict[str, str], run
                         f"and customer_id in ({wh._marks(len(chunk))})",
                         [naive_utc(when), run_id, reason, segment, *chunk])
     return len(reasons)
+
+
+def open_stints(wh: Any, conn: Any, segment: str) -> dict[str, str]:
+    """customer_id -> the run that opened the customer's current stint in ``segment`` (an
+    entry: actions are keyed by it, so a customer who leaves and comes back is acted on
+    again, and only then)."""
+    p = wh._param
+    rows = _fetch(conn, f"select customer_id, entered_run from {HISTORY} where segment = {p} "
+                        f"and left_at is null", [segment])
+    return {str(c): str(r) for c, r in rows}
 
 
 def history(wh: Any, segment: str) -> list[dict[str, Any]]:
@@ -294,3 +316,45 @@ def sync_lock(wh: Any, segment: str, platform: str) -> Iterator[None]:
 
     with writer_lock(f"{wh.path}.audiences.{segment}.{platform}"):
         yield
+
+
+# -- actions on entry --------------------------------------------------------------------------
+
+ACTION_COLUMNS = ("action_key", "segment", "platform", "customer_id", "entered_run",
+                  "action_index", "action_kind", "contact_id", "responsible_user_id", "crm_id",
+                  "status", "attempts", "message", "first_run", "last_run", "created_at",
+                  "updated_at")
+
+
+def action_records(wh: Any, conn: Any, segment: str, platform: str) -> dict[str, dict[str, Any]]:
+    """action_key -> the recorded action of (segment, platform)."""
+    p = wh._param
+    rows = _fetch(conn, f"select {', '.join(ACTION_COLUMNS)} from {ACTIONS} "
+                        f"where segment = {p} and platform = {p}", [segment, platform])
+    return {str(r[0]): dict(zip(ACTION_COLUMNS, r, strict=True)) for r in rows}
+
+
+def upsert_actions(wh: Any, conn: Any, records: Sequence[dict[str, Any]]) -> None:
+    """Write (replace) whole action records, keyed by ``action_key``."""
+    if not records:
+        return
+    cur = conn.cursor()
+    keys = [r["action_key"] for r in records]
+    for chunk in _in_chunks(keys):
+        cur.execute(f"delete from {ACTIONS} where action_key in ({wh._marks(len(chunk))})",
+                    chunk)
+    insert_rows(wh, conn, ACTIONS, ACTION_COLUMNS,
+                [tuple(naive_utc(r[c]) if isinstance(r[c], datetime) else r[c]
+                       for c in ACTION_COLUMNS) for r in records])
+
+
+def actions(wh: Any, segment: str | None = None) -> list[dict[str, Any]]:
+    """The recorded actions (of one segment), oldest first (for reports and tests)."""
+    p = wh._param
+    where, params = (f" where segment = {p}", [segment]) if segment else ("", [])
+    with wh.connect() as conn:
+        ensure_state(wh, conn)
+        cur = conn.cursor()
+        cur.execute(f"select {', '.join(ACTION_COLUMNS)} from {ACTIONS}{where} "
+                    f"order by created_at, action_key", params)
+        return [dict(zip(ACTION_COLUMNS, r, strict=True)) for r in cur.fetchall()]

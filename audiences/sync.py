@@ -41,6 +41,7 @@ from typing import Any
 import pandas as pd
 
 from audiences import state
+from audiences.actions import ActionsResult, plan_actions, run_actions
 from audiences.destinations import (
     DESTINATIONS,
     SINGLE,
@@ -51,7 +52,6 @@ from audiences.destinations import (
 )
 from audiences.destinations.base import distinct_rows
 from audiences.export import build_manifest
-from audiences.identifiers import customer_identifiers
 from audiences.segments import Segment, segment_frame
 
 FILE_AUDIENCE = "file"  # the audience id of file-only exports in synced_members
@@ -90,6 +90,8 @@ class SyncResult:
     manifest_path: Path | None = None
     run_id: str = ""
     files: list[Path] = field(default_factory=list)
+    actions: ActionsResult | None = None  # a CRM's tasks / deals on entry
+    dry_run: bool = False
 
 
 def new_run_id(now: datetime) -> str:
@@ -348,10 +350,13 @@ def sync_segment(wh: Any, seg: Segment, platform: str, client: Any = None, *,
 def _sync_locked(wh: Any, seg: Segment, p: Destination, client: Any, *, now: datetime,
                  out_dir: str | Path | None, allow_small: bool,
                  audience_id: str | Mapping[str, str] | None) -> SyncResult:
+    if client is None and not p.file_export:
+        raise ValueError(f"{p.name} has no file mode (it needs its API: raw identifiers or CRM "
+                         f"ids never go to files); configure its client")
     run_id = new_run_id(now)
     membership = refresh_membership(wh, seg, now=now, run_id=run_id)
     value_based = bool(seg.value) and p.value_based_seeds
-    identifiers = customer_identifiers(wh, membership.customer_ids)
+    identifiers = p.identifiers(wh, membership.customer_ids, client)
     rows = desired_rows(p, identifiers, membership.values if value_based else None)
     ctx = _Context(wh, seg, p, now, run_id, membership, rows, value_based,
                    Path(out_dir) if out_dir is not None else None)
@@ -359,7 +364,67 @@ def _sync_locked(wh: Any, seg: Segment, p: Destination, client: Any, *, now: dat
         if out_dir is None:
             raise ValueError("a file-only sync (client=None) needs out_dir")
         return _export(ctx, allow_small)
-    return _sync_api(ctx, client, allow_small, p.audience_ids(audience_id))
+    result = _sync_api(ctx, client, allow_small, p.audience_ids(audience_id))
+    if p.supports_actions and seg.actions:
+        result.actions = _actions(ctx, client, identifiers)
+    return result
+
+
+def _actions(ctx: _Context, client: Any, contacts: pd.DataFrame) -> ActionsResult:
+    """The segment's actions on this CRM; an error that stops them all is recorded in the
+    result (the records stay pending or failed and are retried next run)."""
+    try:
+        return run_actions(ctx.wh, ctx.seg, ctx.platform, client, contacts, now=ctx.now,
+                           run_id=ctx.run_id)
+    except Exception as exc:
+        out = ActionsResult()
+        out.failed, out.errors = 1, [_safe_message(exc)]
+        return out
+
+
+def plan_segment(wh: Any, seg: Segment, platform: str, client: Any = None, *,
+                 now: datetime) -> SyncResult:
+    """What ``sync_segment`` would do now (``--dry-run``): customers to add and remove, the
+    audience to create and, on a CRM, the tasks and deals to create. Nothing is written and,
+    with ``client``, only reads are sent (none without one)."""
+    p = get_destination(platform)
+    matching, excluded = _matching(wh, seg)
+    file_mode = client is None and p.file_export
+    with wh.connect() as conn:
+        state.ensure_state(wh, conn)
+        current = matching
+        if seg.kind == "static":
+            frozen = state.frozen_members(wh, conn, seg.name)
+            if frozen is not None:
+                still = _contactable(wh, conn, sorted(frozen))
+                current = {c: v for c, v in frozen.items() if c in still}
+                excluded = len(frozen) - len(current)
+        before = state.open_members(wh, conn, seg.name)
+        known = {lt: d.audience_id for lt, d in
+                 state.destinations(wh, conn, seg.name, p.name).items()}
+        audiences = ({lt: _file_audience(lt) for lt in p.list_types} if file_mode else known)
+        synced = {lt: state.synced_members(wh, conn, seg.name, p.name, aid)
+                  for lt, aid in audiences.items()}
+    value_based = bool(seg.value) and p.value_based_seeds
+    values = {c: (v or 0.0) for c, v in current.items()} if value_based else None
+    identifiers = p.identifiers(wh, sorted(current), client)
+    rows = p.desired_rows(identifiers, values)
+    adding: set[str] = set()
+    removing: set[str] = set()
+    for lt in p.list_types:
+        d = diff_rows(synced.get(lt, {}), rows.get(lt, {}))
+        adding |= d.adding
+        removing |= d.removing
+    result = SyncResult(seg.name, p.name, None if file_mode else _joined(known), "dry_run",
+                        added=len(adding), removed=len(removing), excluded=excluded,
+                        dry_run=True)
+    result.message = f"would add {len(adding)}, remove {len(removing)} customers"
+    if not file_mode and not known:
+        result.message += f"; would create the {p.name} audience voronka-{seg.name}"
+    if p.supports_actions and seg.actions:
+        result.actions = plan_actions(wh, seg, p, identifiers, members=set(current),
+                                      entering=sorted(set(current) - before), now=now)
+    return result
 
 
 def _load_state(ctx: _Context, given: dict[str, str]) -> tuple[dict[str, str], dict[str, Rows]]:
@@ -401,6 +466,8 @@ def _sync_api(ctx: _Context, client: Any, allow_small: bool,
               given: dict[str, str]) -> SyncResult:
     p, seg = ctx.platform, ctx.seg
     known, synced = _load_state(ctx, given)
+    touched = set(ctx.membership.customer_ids).union(*(set(rows) for rows in synced.values()))
+    client = p.bind(client, ctx.wh, sorted(touched))
     result = SyncResult(seg.name, p.name, _joined(known), "success",
                         excluded=ctx.membership.excluded, run_id=ctx.run_id)
     to_create = [lt for lt in p.list_types if lt not in known and ctx.rows.get(lt)]
@@ -546,7 +613,7 @@ def _file_audience(list_type: str) -> str:
 PLATFORMS = DESTINATIONS  # the older name
 
 __all__ = ["DESTINATIONS", "PLATFORMS", "Membership", "SyncResult", "desired_rows", "diff_rows",
-           "refresh_membership", "sync_segment"]
+           "plan_segment", "refresh_membership", "sync_segment"]
 
 
 # -- several platforms at once (the CLI's `sync` and the Dagster assets) ----------------------
@@ -565,15 +632,31 @@ def configured_platforms(env: Mapping[str, str]) -> list[str]:
 def sync_to_platforms(wh: Any, seg: Segment, platforms: Sequence[str], *, now: datetime,
                       out_dir: str | Path | None, file_only: bool = False,
                       allow_small: bool = False, env: Mapping[str, str] | None = None,
-                      client_factory: Any = None) -> list[SyncResult]:
+                      client_factory: Any = None, dry_run: bool = False) -> list[SyncResult]:
     """Sync ``seg`` to each platform in turn: its client from the environment (secrets never
-    leave it), or files only. A platform whose client cannot be configured fails on its own
-    (status failed, the missing variable named) without stopping the others."""
+    leave it), or files only (``dry_run``: only plan, see ``plan_segment``). A platform
+    whose client cannot be configured fails on its own (status failed, the missing variable
+    named) without stopping the others."""
     from audiences.clients import client_from_env
 
     make_client = client_factory or (lambda name: client_from_env(name, env))
     results = []
     for name in platforms:
+        if dry_run:  # the client only names the account; nothing is sent
+            try:
+                client = None if file_only else make_client(name)
+            except ValueError:
+                client = None
+            try:
+                results.append(plan_segment(wh, seg, name, client, now=now))
+            finally:
+                if client is not None:
+                    client.close()
+            continue
+        if file_only and not get_destination(name).file_export:
+            results.append(SyncResult(seg.name, name, None, "skipped",
+                                      message=f"{name} has no file mode; configure its API"))
+            continue
         if file_only:
             results.append(sync_segment(wh, seg, name, None, now=now, out_dir=out_dir,
                                         allow_small=allow_small))

@@ -20,6 +20,7 @@ from .audiences import (
 from .bitrix24 import Bitrix24Emulator
 from .google_ads import GoogleAdsEmulator
 from .meta_ads import MetaAdsEmulator
+from .unisender import UniSenderEmulator
 from .vk_ads import VKAdsEmulator
 from .yandex_direct import YandexDirectEmulator
 
@@ -32,6 +33,7 @@ __all__ = [
     "GoogleDataManagerEmulator",
     "MetaAdsEmulator",
     "MetaAudiencesEmulator",
+    "UniSenderEmulator",
     "VKAdsEmulator",
     "VKAudiencesEmulator",
     "YandexAudiencesEmulator",

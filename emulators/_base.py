@@ -33,7 +33,8 @@ class FaultPlan:
 
     ``add("5xx", count=2, path_prefix="/api/v4/leads", status=502)`` makes the next two
     requests whose path starts with ``/api/v4/leads`` fail with 502. Faults are matched in the
-    order they were added.
+    order they were added. ``add("drop", after_write=True)`` serves the request (a write is
+    applied) and then drops the connection: the client never learns that the server acted.
     """
 
     def __init__(self) -> None:
@@ -279,6 +280,8 @@ class EmulatorServer(abc.ABC):
         if fault is not None:
             entry["fault"] = fault.kind
             if fault.kind == "drop":
+                if fault.params.get("after_write"):
+                    self.handle(request)  # the server acts; its answer is lost on the way
                 return None
             if fault.kind == "slow":
                 time.sleep(float(fault.params.get("seconds", 1.0)))

@@ -30,6 +30,15 @@ Faithful to the reference notes (crm_apis.md §2):
   the 429). Other error bodies are the documented ``{error, error_description}`` only.
 - fault switch ``edit_between_pages`` (entities): after each list page one row of it is edited
   (``DATE_MODIFY`` bumped); ``page_edits`` lists them (issue 12 item 1).
+- the write side (activation_apis.md §2, issue 15): ``crm.contact.userfield.list``/``.add``
+  (``UF_CRM_`` prefix, <= 50 chars, ``A-Z0-9_``), ``crm.contact.get``/``.update`` (user-field
+  values checked against their definitions; a boolean is stored ``"1"``/``"0"`` [decided]),
+  ``crm.activity.todo.add``/``crm.activity.list``/``crm.activity.update`` and
+  ``crm.deal.add`` (stage must belong to the category; a stage-history row is written). Writes
+  count in the same leaky bucket (a batch is one request). The fault
+  ``faults.add("drop", path_prefix=..., after_write=True)`` applies the call, then drops the
+  connection (the client never learns the outcome). Inspection: ``todos()``,
+  ``contact_field()``, ``created_deals()``, ``write_requests()``.
 
 Each call is charged a simulated ``operating_cost_s`` of execution time (real calls here take
 microseconds). The operating budget reads ``self.clock`` so tests can move time forward.
@@ -65,6 +74,20 @@ _STAGEHISTORY_FILTER_FIELDS = frozenset({"ID", "TYPE_ID", "OWNER_ID", "CREATED_T
                                          "CATEGORY_ID", "STAGE_ID", "STAGE_SEMANTIC_ID",
                                          "STATUS_ID", "STATUS_SEMANTIC_ID"})
 _REF = re.compile(r"\$result\[([^\]]+)\]((?:\[[^\]]*\])*)")
+# the methods that change the portal (logged by write_requests(); after_write drops apply)
+WRITE_METHODS = frozenset({"crm.contact.userfield.add", "crm.contact.update",
+                           "crm.activity.todo.add", "crm.activity.update", "crm.deal.add"})
+# crm.contact.userfield.add USER_TYPE_ID values (activation_apis.md §2.b)
+UF_TYPES = frozenset({"string", "integer", "double", "boolean", "datetime", "date", "money",
+                      "url", "address", "enumeration", "file", "employee", "crm_status",
+                      "iblock_section", "iblock_element", "crm"})
+UF_PREFIX = "UF_CRM_"
+UF_MAX_LEN = 50
+OWNER_TYPES = {1: "leads", 2: "deals", 3: "contacts"}  # 4 (company) exists but has no rows here
+_READ_ONLY_CONTACT_FIELDS = frozenset({"ID", "DATE_CREATE", "DATE_MODIFY", "CREATED_BY_ID",
+                                       "MODIFY_BY_ID"})
+_TRUE = frozenset({"1", "y", "true"})
+_FALSE = frozenset({"0", "n", "false"})
 
 
 class _Error(Exception):
@@ -255,6 +278,7 @@ class Bitrix24Emulator(EmulatorServer):
         operating_limit_s: float | None = None,
         operating_cost_s: float = 0.05,
         edit_between_pages: tuple[str, ...] = (),
+        contact_userfields: tuple[dict[str, Any], ...] = (),
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -292,6 +316,20 @@ class Bitrix24Emulator(EmulatorServer):
         self.token_refreshes = 0
         # method -> [(code, description, remaining)]: sub-call faults (work inside batch too)
         self._method_faults: dict[str, list[list[Any]]] = {}
+        # the write side: contact user-field definitions (every UF_* key the contacts already
+        # carry is a "string" field unless ``contact_userfields`` defines it), to-dos, created
+        # deals and the log of write requests
+        self._userfields: list[dict[str, Any]] = []
+        for definition in contact_userfields:
+            self._add_userfield(dict(definition))
+        known = {f["FIELD_NAME"] for f in self._userfields}
+        for name in sorted({k for row in self.data["contacts"] for k in row
+                            if k.startswith("UF_") and k not in known}):
+            self._add_userfield({"FIELD_NAME": name, "USER_TYPE_ID": "string"})
+        self._activities: list[dict[str, Any]] = []
+        self._created_deal_ids: list[int] = []
+        self._writes: list[tuple[str, int]] = []
+        self._modified_high: dict[str, float] = {}
 
     # -- public helpers ----------------------------------------------------------------------
     @property
@@ -345,6 +383,40 @@ class Bitrix24Emulator(EmulatorServer):
         if row is not None:
             self.update(entity, row["ID"])
             self.page_edits.append((entity, row["ID"]))
+
+    # -- inspection (tests) ------------------------------------------------------------------
+    def todos(self) -> list[dict]:
+        """Every to-do (``crm.activity.todo.add``), native values, in creation order."""
+        with self._state_lock:
+            return copy.deepcopy(self._activities)
+
+    def contact_field(self, contact_id: Any, field_name: str) -> Any:
+        """The stored value of one contact field (None when unset); KeyError for no contact."""
+        with self._state_lock:
+            row = self._row("contacts", contact_id)
+            if row is None:
+                raise KeyError(f"contact {contact_id} not found")
+            return copy.deepcopy(row.get(field_name))
+
+    def created_deals(self) -> list[dict]:
+        """The deals ``crm.deal.add`` created, in creation order."""
+        with self._state_lock:
+            return [copy.deepcopy(r) for i in self._created_deal_ids
+                    if (r := self._row("deals", i)) is not None]
+
+    def write_requests(self) -> list[tuple[str, int]]:
+        """``(method, n_commands)`` per HTTP request that carried a write: a direct write call
+        is ``(method, 1)``; a batch holding any write is ``("batch", len(cmd))``."""
+        with self._state_lock:
+            return list(self._writes)
+
+    def complete_todo(self, activity_id: Any) -> None:
+        """A manager ticks the to-do off (as ``crm.activity.update`` ``COMPLETED=Y``)."""
+        with self._state_lock:
+            row = self._activity(activity_id)
+            row["COMPLETED"] = "Y"
+            row["STATUS"] = 2
+            row["LAST_UPDATED"] = iso(time.time())
 
     # -- faults ------------------------------------------------------------------------------
     def fault_response(self, fault: Fault, request: Request) -> Response:
@@ -418,6 +490,7 @@ class Bitrix24Emulator(EmulatorServer):
                 self._check_token(request, params)
             if not self._bucket_take():
                 raise _Error(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
+            self._log_write(method, params)
             body = self._batch(params) if method == "batch" else self._call(method, params)
         except _Error as exc:
             err = exc.body()
@@ -556,6 +629,14 @@ class Bitrix24Emulator(EmulatorServer):
             "crm.stagehistory.list": self._stagehistory_list,
             "user.get": self._user_get,
             "user.current": self._user_current,
+            "crm.contact.userfield.list": self._userfield_list,
+            "crm.contact.userfield.add": self._userfield_add,
+            "crm.contact.get": self._contact_get,
+            "crm.contact.update": self._contact_update,
+            "crm.activity.todo.add": self._todo_add,
+            "crm.activity.list": self._activity_list,
+            "crm.activity.update": self._activity_update,
+            "crm.deal.add": self._deal_add,
         }
         if method not in _LIST_METHODS and method not in handlers:
             raise _Error(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
@@ -696,6 +777,350 @@ class Bitrix24Emulator(EmulatorServer):
                    if str(r.get("ID")) == str(self.webhook_user_id)),
                   {"ID": self.webhook_user_id, "ACTIVE": True})
         return {"result": stringify(me)}
+
+    # -- write side (activation_apis.md §2) ---------------------------------------------------
+    def _log_write(self, method: str, params: dict[str, Any]) -> None:
+        if method == "batch":
+            cmd = params.get("cmd")
+            lines = list(cmd.values()) if isinstance(cmd, dict) else (
+                cmd if isinstance(cmd, list) else [])
+            methods = [str(line).partition("?")[0].strip().lower() for line in lines]
+            if any(m in WRITE_METHODS for m in methods):
+                with self._state_lock:
+                    self._writes.append(("batch", len(methods)))
+        elif method in WRITE_METHODS:
+            with self._state_lock:
+                self._writes.append((method, 1))
+
+    @staticmethod
+    def _param(params: dict[str, Any], name: str) -> Any:
+        """A parameter by name, any case (legacy methods take ``ID``/``id``, ``FIELDS``/
+        ``fields``)."""
+        if name in params:
+            return params[name]
+        lower = name.lower()
+        return next((v for k, v in params.items() if str(k).lower() == lower), None)
+
+    def _fields_param(self, params: dict[str, Any]) -> dict[str, Any]:
+        fields = self._param(params, "fields")
+        if not isinstance(fields, dict):
+            raise _Error(400, "", "Parameter 'fields' must be array.")
+        return fields
+
+    def _row(self, entity: str, item_id: Any) -> dict | None:
+        key = str(item_id)
+        return next((r for r in self.data[entity] if str(r.get("ID")) == key), None)
+
+    def _user_exists(self, user_id: Any) -> bool:
+        if not self.data["users"]:  # a portal without user rows: anyone goes
+            return True
+        return self._row("users", user_id) is not None
+
+    def _now_after(self, entity: str) -> float:
+        """Now, but strictly after every ``DATE_MODIFY`` of ``entity`` (the synthetic portal
+        may be dated ahead of the wall clock: a new row must still land in the next
+        incremental window)."""
+        high = self._modified_high.get(entity)
+        if high is None:
+            stamps = [p.timestamp() for r in self.data[entity]
+                      if (p := parse_datetime(r.get("DATE_MODIFY"))) is not None]
+            high = max(stamps, default=0.0)
+        ts = max(time.time(), high + 1.0)
+        self._modified_high[entity] = ts
+        return ts
+
+    @staticmethod
+    def _int(value: Any, name: str, code: str = "") -> int:
+        try:
+            return int(str(value).strip())
+        except (TypeError, ValueError):
+            raise _Error(400, code, f"Parameter '{name}' must be an integer.") from None
+
+    # user fields ------------------------------------------------------------------------------
+    def _add_userfield(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Validate and store one contact user-field definition (``crm.contact.userfield.add``
+        rules); returns it."""
+        type_id = str(fields.get("USER_TYPE_ID") or "").strip()
+        raw_name = str(fields.get("FIELD_NAME") or "").strip().upper()
+        if not type_id or not raw_name:
+            raise _Error(400, "ERROR_CORE", "FIELD_NAME and USER_TYPE_ID are required.")
+        if type_id not in UF_TYPES:
+            raise _Error(400, "ERROR_CORE", f"Unknown user field type '{type_id}'.")
+        # [decided] a code that already carries the prefix is kept as is
+        name = raw_name if raw_name.startswith(UF_PREFIX) else UF_PREFIX + raw_name
+        if not re.fullmatch(r"[A-Z0-9_]+", name):
+            raise _Error(400, "ERROR_CORE", "FIELD_NAME may contain only A-Z, 0-9 and _.")
+        if len(name) > UF_MAX_LEN:
+            raise _Error(400, "ERROR_CORE",
+                         f"FIELD_NAME is longer than {UF_MAX_LEN} characters with the "
+                         f"{UF_PREFIX} prefix.")
+        if any(f["FIELD_NAME"] == name for f in self._userfields):
+            raise _Error(400, "", f"A user field named {name} already exists.")
+        multiple = str(fields.get("MULTIPLE") or "N").upper() in ("Y", "1", "TRUE")
+        if multiple and type_id == "boolean":
+            raise _Error(400, "ERROR_CORE", "A boolean user field cannot be multiple.")
+        label = fields.get("LABEL") or fields.get("EDIT_FORM_LABEL") or name
+        if isinstance(label, dict):  # per-language labels
+            label = label.get("ru") or label.get("en") or next(iter(label.values()), name)
+        items = []
+        for n, item in enumerate(fields.get("LIST") or [], start=1):
+            value = item.get("VALUE") if isinstance(item, dict) else item
+            items.append({"ID": str(len(self._userfields) * 100 + n), "VALUE": str(value)})
+        definition = {
+            "ID": len(self._userfields) + 1, "ENTITY_ID": "CRM_CONTACT", "FIELD_NAME": name,
+            "USER_TYPE_ID": type_id, "XML_ID": fields.get("XML_ID"),
+            "SORT": int(fields.get("SORT") or 100), "MULTIPLE": "Y" if multiple else "N",
+            "MANDATORY": "Y" if str(fields.get("MANDATORY") or "N").upper() == "Y" else "N",
+            "SHOW_FILTER": str(fields.get("SHOW_FILTER") or "N"), "SHOW_IN_LIST": "Y",
+            "EDIT_IN_LIST": "Y", "IS_SEARCHABLE": "N", "SETTINGS": fields.get("SETTINGS") or {},
+            "EDIT_FORM_LABEL": str(label), "LIST_COLUMN_LABEL": str(label),
+            "LIST_FILTER_LABEL": str(label), "ERROR_MESSAGE": None, "HELP_MESSAGE": None,
+        }
+        if type_id == "enumeration":
+            definition["LIST"] = items
+        self._userfields.append(definition)
+        return definition
+
+    def _userfield_list(self, params: dict[str, Any]) -> dict[str, Any]:
+        filters = {k: v for k, v in self._dict_param(params, "filter").items()
+                   if str(k).upper() != "LANG"}
+        rows = _sort([f for f in self._userfields if _match(f, filters)],
+                     self._dict_param(params, "order") or {"SORT": "ASC", "ID": "ASC"})
+        chunk, total, nxt = _page(rows, params)
+        body: dict[str, Any] = {"result": [stringify(r) for r in chunk], "total": total}
+        if nxt is not None:
+            body["next"] = nxt
+        return body
+
+    def _userfield_add(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"result": self._add_userfield(self._fields_param(params))["ID"]}
+
+    def _uf_value(self, definition: dict[str, Any], value: Any) -> Any:
+        """A user-field value as the portal stores it, or a 400 naming the field (never the
+        value: it may be personal data)."""
+        name, type_id = definition["FIELD_NAME"], definition["USER_TYPE_ID"]
+        if definition["MULTIPLE"] == "Y":
+            values = value if isinstance(value, list) else ([] if value in (None, "") else
+                                                            [value])
+            return [self._uf_scalar(name, type_id, definition, v) for v in values]
+        if isinstance(value, list):
+            raise _Error(400, "", f"Field {name} is not multiple.")
+        return self._uf_scalar(name, type_id, definition, value)
+
+    @staticmethod
+    def _uf_scalar(name: str, type_id: str, definition: dict[str, Any], value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        text = str(value).strip()
+        bad = _Error(400, "", f"Invalid value for user field {name} ({type_id}).")
+        if type_id == "boolean":  # [decided] Y/N, 1/0, true/false; stored "1"/"0"
+            if text.lower() in _TRUE:
+                return "1"
+            if text.lower() in _FALSE:
+                return "0"
+            raise bad
+        if type_id in ("integer", "employee"):
+            if not re.fullmatch(r"-?\d+", text):
+                raise bad
+            return int(text)
+        if type_id == "double":
+            try:
+                return float(text)
+            except ValueError:
+                raise bad from None
+        if type_id == "date":
+            try:
+                return dt.date.fromisoformat(text[:10]).isoformat()
+            except ValueError:
+                raise bad from None
+        if type_id == "datetime":
+            parsed = parse_datetime(text)
+            if parsed is None:
+                raise bad
+            return parsed.astimezone(PORTAL_TZ).isoformat(timespec="seconds")
+        if type_id == "enumeration":  # item IDs (activation_apis.md §2.b)
+            if text not in {i["ID"] for i in definition.get("LIST", [])}:
+                raise bad
+            return text
+        return text
+
+    def _contact_get(self, params: dict[str, Any]) -> dict[str, Any]:
+        row = self._row("contacts", self._param(params, "id"))
+        if row is None:
+            raise _Error(400, "", "Not found")
+        return {"result": stringify(copy.deepcopy(row))}
+
+    def _contact_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        raw_id = self._param(params, "id")
+        if raw_id in (None, "") or not re.fullmatch(r"\d+", str(raw_id).strip()):
+            raise _Error(400, "", "ID is not defined or invalid.")
+        fields = self._fields_param(params)
+        if self._row("contacts", raw_id) is None:
+            raise _Error(400, "", "Contact is not found")
+        definitions = {f["FIELD_NAME"]: f for f in self._userfields}
+        changes: dict[str, Any] = {}
+        for key, value in fields.items():
+            name = str(key).upper()
+            if name in _READ_ONLY_CONTACT_FIELDS:
+                continue  # read-only: ignored, as the portal does
+            if name in MULTIFIELDS:
+                raise _Error(400, "", f"The emulator does not update multifield {name}.")
+            if name.startswith("UF_"):
+                definition = definitions.get(name)
+                if definition is None:  # [decided] an unknown user field is refused
+                    raise _Error(400, "", f"Unknown user field {name}.")
+                changes[name] = self._uf_value(definition, value)
+            else:
+                changes[name] = value
+        self.update("contacts", raw_id, **changes)
+        return {"result": True}
+
+    # to-dos -----------------------------------------------------------------------------------
+    def _todo_add(self, params: dict[str, Any]) -> dict[str, Any]:
+        for name in ("ownerTypeId", "ownerId", "deadline"):
+            if params.get(name) in (None, ""):
+                raise _Error(400, "100", f"Could not find value for parameter {{{name}}}")
+        owner_type = self._int(params["ownerTypeId"], "ownerTypeId", "100")
+        owner_id = self._int(params["ownerId"], "ownerId", "100")
+        deadline = parse_datetime(params["deadline"])
+        if deadline is None or not re.search(r"\d[T ]\d", str(params["deadline"])):
+            raise _Error(400, "WRONG_DATETIME_FORMAT", "Wrong datetime format.")
+        entity = OWNER_TYPES.get(owner_type)
+        if entity is None and owner_type != 4:
+            raise _Error(400, "NOT_FOUND", "Not found.")
+        if entity is None or self._row(entity, owner_id) is None:
+            raise _Error(400, "OWNER_NOT_FOUND", "Owner not found.")
+        # [decided] the default responsible is the calling user (the reference leaves it open)
+        responsible = params.get("responsibleId")
+        responsible = (self.webhook_user_id if responsible in (None, "")
+                       else self._int(responsible, "responsibleId"))
+        if not self._user_exists(responsible):
+            raise _Error(400, "NOT_FOUND", "Responsible user not found.")
+        pings = params.get("pingOffsets") or []
+        now = iso(time.time())
+        activity = {
+            "ID": max((a["ID"] for a in self._activities), default=0) + 1,
+            "OWNER_TYPE_ID": owner_type, "OWNER_ID": owner_id, "TYPE_ID": 6,
+            "PROVIDER_ID": "CRM_TODO", "PROVIDER_TYPE_ID": "TODO",
+            "SUBJECT": str(params.get("title") or ""),
+            "DESCRIPTION": str(params.get("description") or ""), "DESCRIPTION_TYPE": 1,
+            "RESPONSIBLE_ID": responsible, "AUTHOR_ID": self.webhook_user_id,
+            "EDITOR_ID": self.webhook_user_id,
+            "DEADLINE": deadline.astimezone(PORTAL_TZ).isoformat(timespec="seconds"),
+            "COMPLETED": "N", "STATUS": 1, "CREATED": now, "LAST_UPDATED": now,
+            "PARENT_ID": params.get("parentActivityId") or 0,
+            "PING_OFFSETS": [int(p) for p in pings] if isinstance(pings, list) else [],
+        }
+        self._activities.append(activity)
+        return {"result": {"id": activity["ID"]}}
+
+    def _activity(self, activity_id: Any) -> dict[str, Any]:
+        key = str(activity_id)
+        row = next((a for a in self._activities if str(a["ID"]) == key), None)
+        if row is None:
+            raise _Error(400, "NOT_FOUND", "Activity not found.")
+        return row
+
+    def _activity_list(self, params: dict[str, Any]) -> dict[str, Any]:
+        filters = self._dict_param(params, "filter")
+        rows = _sort([a for a in self._activities if _match(a, filters)],
+                     self._dict_param(params, "order"))
+        chunk, total, nxt = _page(rows, params)
+        select = params.get("select") or []
+        if isinstance(select, str):
+            select = [select]
+        names = {str(s) for s in select}
+        out = [{k: v for k, v in a.items() if not names or "*" in names or k in names
+                or k == "ID"} for a in chunk]
+        body: dict[str, Any] = {"result": stringify(out), "total": total}
+        if nxt is not None:
+            body["next"] = nxt
+        return body
+
+    def _activity_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        row = self._activity(self._param(params, "id"))
+        fields = self._fields_param(params)
+        for key, value in fields.items():
+            name = str(key).upper()
+            if name == "COMPLETED":
+                done = str(value).upper() in ("Y", "1", "TRUE")
+                row["COMPLETED"], row["STATUS"] = ("Y", 2) if done else ("N", 1)
+            elif name == "DEADLINE":
+                parsed = parse_datetime(value)
+                if parsed is None:
+                    raise _Error(400, "WRONG_DATETIME_FORMAT", "Wrong datetime format.")
+                row["DEADLINE"] = parsed.astimezone(PORTAL_TZ).isoformat(timespec="seconds")
+            elif name == "RESPONSIBLE_ID":
+                row["RESPONSIBLE_ID"] = self._int(value, "RESPONSIBLE_ID")
+            elif name in ("SUBJECT", "DESCRIPTION"):
+                row[name] = str(value)
+        row["LAST_UPDATED"] = iso(time.time())
+        return {"result": True}
+
+    # deals ------------------------------------------------------------------------------------
+    def _stages(self, category: int) -> list[dict]:
+        entity_id = "DEAL_STAGE" if category == 0 else f"DEAL_STAGE_{category}"
+        return _sort([s for s in self.data["statuses"] if s.get("ENTITY_ID") == entity_id],
+                     {"SORT": "ASC"})
+
+    def _deal_add(self, params: dict[str, Any]) -> dict[str, Any]:
+        fields = {str(k).upper(): v for k, v in self._fields_param(params).items()}
+        category = self._int(fields.get("CATEGORY_ID") or 0, "CATEGORY_ID")
+        if not any(str(c.get("id")) == str(category) for c in self.data["categories"]) and (
+                category != 0):
+            raise _Error(400, "", f"Category {category} is not found.")  # [decided]
+        stages = self._stages(category)
+        stage_id = fields.get("STAGE_ID")
+        if stage_id in (None, ""):
+            if not stages:
+                raise _Error(400, "", f"Category {category} has no stages.")
+            stage = stages[0]
+        else:
+            stage = next((s for s in stages if s.get("STATUS_ID") == str(stage_id)), None)
+            if stage is None:  # [decided] a stage of another pipeline is refused
+                raise _Error(400, "", f"Stage {stage_id} does not belong to category "
+                                      f"{category}.")
+        contact_ids = fields.pop("CONTACT_IDS", None)
+        contacts = [fields["CONTACT_ID"]] if fields.get("CONTACT_ID") not in (None, "") else []
+        if isinstance(contact_ids, list):
+            contacts = [*contact_ids, *contacts]
+        for contact in contacts:
+            if self._row("contacts", contact) is None:
+                raise _Error(400, "", f"Contact {contact} is not found.")
+        assigned = self._int(fields.get("ASSIGNED_BY_ID") or self.webhook_user_id,
+                             "ASSIGNED_BY_ID")
+        if not self._user_exists(assigned):
+            raise _Error(400, "", f"User {assigned} is not found.")
+        opportunity = fields.get("OPPORTUNITY")
+        try:
+            opportunity = float(opportunity) if opportunity not in (None, "") else 0.0
+        except (TypeError, ValueError):
+            raise _Error(400, "", "OPPORTUNITY must be a number.") from None
+        semantic = {"S": "S", "F": "F"}.get(str(stage.get("SEMANTICS") or ""), "P")
+        deal_id = max((int(r["ID"]) for r in self.data["deals"]), default=0) + 1
+        now = iso(self._now_after("deals"))
+        row = {k: v for k, v in fields.items()
+               if k not in ("ID", "DATE_CREATE", "DATE_MODIFY", "STAGE_SEMANTIC_ID")}
+        row.update({
+            "ID": deal_id, "TITLE": str(fields.get("TITLE") or f"Сделка #{deal_id}"),
+            "TYPE_ID": fields.get("TYPE_ID") or "SALE", "CATEGORY_ID": category,
+            "STAGE_ID": stage["STATUS_ID"], "STAGE_SEMANTIC_ID": semantic,
+            "OPPORTUNITY": opportunity, "CURRENCY_ID": fields.get("CURRENCY_ID") or "RUB",
+            "ASSIGNED_BY_ID": assigned, "CREATED_BY_ID": self.webhook_user_id,
+            "MODIFY_BY_ID": self.webhook_user_id, "DATE_CREATE": now, "DATE_MODIFY": now,
+            "MOVED_TIME": now, "OPENED": "Y", "CLOSED": "N" if semantic == "P" else "Y",
+            "CONTACT_ID": int(contacts[0]) if contacts else None,
+            "ORIGINATOR_ID": fields.get("ORIGINATOR_ID"), "ORIGIN_ID": fields.get("ORIGIN_ID"),
+        })
+        self.data["deals"].append(row)
+        self._created_deal_ids.append(deal_id)
+        history = [int(r["ID"]) for r in self.data["stagehistory"]
+                   if int(r.get("ENTITY_TYPE_ID", 0)) == 2]
+        self.data["stagehistory"].append({
+            "ID": max(history, default=0) + 1, "ENTITY_TYPE_ID": 2, "TYPE_ID": 1,
+            "OWNER_ID": deal_id, "CREATED_TIME": now, "CATEGORY_ID": category,
+            "STAGE_SEMANTIC_ID": semantic, "STAGE_ID": stage["STATUS_ID"]})
+        return {"result": deal_id}
 
     # -- batch -------------------------------------------------------------------------------
     def _batch(self, params: dict[str, Any]) -> dict[str, Any]:

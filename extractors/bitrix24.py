@@ -304,15 +304,23 @@ class Bitrix24Source:
 
     # -- calls --------------------------------------------------------------------------------
 
-    def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One REST call (POST, JSON body) → the decoded envelope; handles 401/429/503."""
+    def call(self, method: str, params: dict[str, Any] | None = None, *,
+             idempotent: bool = True) -> dict[str, Any]:
+        """One REST call (POST, JSON body) → the decoded envelope; handles 401/429/503.
+
+        ``idempotent=False`` (a create: a to-do, a deal) is never re-sent once the portal may
+        have acted on it (a dropped connection, a bad 2xx body, a 5xx other than the rate
+        limit's ``QUERY_LIMIT_EXCEEDED``): it raises ``ApiError`` and the caller looks up what
+        exists. The rate limit (503/429) and an expired token are still retried: the portal
+        refused those requests before doing anything."""
         refreshed = False
         limit_retries = op_waits = 0
         while True:
             body = dict(params or {})
             if not self.webhook:
                 body["auth"] = self.access_token()
-            resp = self.client.post(f"{method}.json", json=body, ok_statuses=(401, 429, 503))
+            resp = self.client.post(f"{method}.json", json=body, ok_statuses=(401, 429, 503),
+                                    idempotent=idempotent)
             shown = self.client.safe_url(self.client.url_for(f"{method}.json"))
             status = resp.status_code
             if 200 <= status < 300:
@@ -342,7 +350,9 @@ class Bitrix24Source:
                         "the app")
                 raise AuthorizationError(401, shown, excerpt, SOURCE, error_code=code,
                                          message=f"{describe_error_body(excerpt)} ({hint})")
-            if status == 503 and code in (None, "QUERY_LIMIT_EXCEEDED"):
+            # a bare 503 (a proxy's page) may follow a create that was applied: not re-sent
+            if status == 503 and (code == "QUERY_LIMIT_EXCEEDED"
+                                  or (code is None and idempotent)):
                 if limit_retries >= self.options.max_retries:
                     raise ApiError(status, shown, excerpt, SOURCE, error_code=code,
                                    attempts=limit_retries + 1)
@@ -379,12 +389,15 @@ class Bitrix24Source:
             return max(60.0, self.client.backoff(attempt))
         return max(1.0, reset_at - time.time() + 1.0)
 
-    def batch(self, cmds: dict[str, str], *, halt: bool = False) -> dict[str, Any]:
+    def batch(self, cmds: dict[str, str], *, halt: bool = False,
+              idempotent: bool = True) -> dict[str, Any]:
         """Run a ``batch``; returns ``{"result", "result_error", "result_total",
-        "result_next", "result_time"}`` as dicts (empty PHP arrays normalised)."""
+        "result_next", "result_time"}`` as dicts (empty PHP arrays normalised).
+        ``idempotent=False`` when any command creates something (see ``call``)."""
         if len(cmds) > MAX_BATCH:
             raise ValueError(f"a Bitrix24 batch holds at most {MAX_BATCH} commands")
-        data = self.call("batch", {"halt": 1 if halt else 0, "cmd": cmds})
+        data = self.call("batch", {"halt": 1 if halt else 0, "cmd": cmds},
+                         idempotent=idempotent)
         res = _as_dict(data.get("result"))
         return {k: _as_dict(res.get(k)) for k in
                 ("result", "result_error", "result_total", "result_next", "result_time")}

@@ -860,11 +860,15 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         authenticate: bool = True,
         ok_statuses: Iterable[int] = (),
+        idempotent: bool = True,
     ) -> requests.Response:
         """Send a request; return the response for any 2xx (or a status in ``ok_statuses``).
 
         ``authenticate=False`` skips the auth headers and the 401 refresh (the token endpoint
-        itself must not recurse into a refresh).
+        itself must not recurse into a refresh). ``idempotent=False`` (a create: a task, a
+        deal) is not re-sent after a dropped connection or a 5xx, which the server may have
+        acted on: it raises, and the caller checks what exists before trying again. A 429 and
+        a 401 refresh are still retried (the server did nothing).
         """
         url = self.url_for(path_or_url)
         shown = self.safe_url(url, params)
@@ -876,7 +880,8 @@ class HttpClient:
                 resp = self._send(method, url, shown, params=params, json=json, data=data,
                                   headers=headers, authenticate=authenticate)
             except DROPPED as exc:
-                self._wait_after_drop(exc, method, shown, attempt)
+                self._wait_after_drop(exc, method, shown,
+                                      attempt if idempotent else self.max_retries)
                 attempt += 1
                 continue
             status = resp.status_code
@@ -884,7 +889,8 @@ class HttpClient:
                 problem = transient_body_problem(resp) if 200 <= status < 300 else None
                 if problem is None:
                     return resp
-                self._wait_after_bad_body(resp, problem, method, shown, attempt)
+                self._wait_after_bad_body(resp, problem, method, shown,
+                                          attempt if idempotent else self.max_retries)
                 attempt += 1
                 continue
             if (status == 401 and authenticate and self.on_unauthorized is not None
@@ -893,7 +899,7 @@ class HttpClient:
                 log.info("%s %s -> 401; refreshing credentials and retrying", self.source, shown)
                 self.on_unauthorized()
                 continue
-            if status not in RETRY_STATUSES:
+            if status not in RETRY_STATUSES or (not idempotent and status != 429):
                 raise self._final_error(resp, attempt + 1)
             self._wait_to_retry(resp, method, shown, attempt)
             attempt += 1

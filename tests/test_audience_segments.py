@@ -26,7 +26,7 @@ SHIPPED = {
     "lapsed_90_days", "due_for_repurchase", "bought_last_30_days",
     "top_10_percent_ltv_lookalike", "one_time_buyers", "high_value_at_risk",
     "birthday_next_7_days", "reminder_30_days_before", "reminder_7_days_before",
-    "reminder_1_day_before",
+    "reminder_1_day_before", "win_back_lapsed",
 }
 #: reminder segment -> the days until the expected next order it covers (inclusive)
 REMINDER_DAYS = {"reminder_30_days_before": (8, 30), "reminder_7_days_before": (2, 7),
@@ -206,6 +206,8 @@ def _expected(name: str, dim: pd.DataFrame, orders: pd.DataFrame, as_of: dt.date
         return pd.Series([pd.notna(m) and (int(m), int(d)) in window
                           for m, d in zip(dim["birthday_month"], dim["birthday_day"],
                                           strict=True)], index=dim.index)
+    if name == "win_back_lapsed":
+        return dim["repurchase_status"] == "lapsed"
     if name in REMINDER_DAYS:
         low, high = REMINDER_DAYS[name]
         return pd.Series([pd.notna(d) and low <= (pd.Timestamp(d).date() - as_of).days <= high

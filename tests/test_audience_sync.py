@@ -483,7 +483,8 @@ def test_state_tables_are_created_once_and_hold_hashes_only(shop):
     refresh_membership(shop.wh, LAPSED, now=at(1))  # idempotent: no second stint
     assert len(state.history(shop.wh, "lapsed")) == 130
     assert set(shop.wh.list_tables("audiences")) == {
-        "destinations", "membership_history", "static_members", "synced_members", "sync_runs"}
+        "actions", "destinations", "membership_history", "static_members", "synced_members",
+        "sync_runs"}
 
 
 def test_two_concurrent_syncs_of_one_audience_create_it_once(shop: Shop, meta) -> None:

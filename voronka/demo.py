@@ -27,6 +27,7 @@ from emulators import (
     GoogleDataManagerEmulator,
     MetaAdsEmulator,
     MetaAudiencesEmulator,
+    UniSenderEmulator,
     VKAdsEmulator,
     YandexAudiencesEmulator,
     YandexDirectEmulator,
@@ -55,8 +56,10 @@ DEMO_META = {"ad_account_id": "act_1234567890", "access_token": "demo-meta-token
 DEMO_DATA_MANAGER_TOKEN = "demo-google-token"
 DEMO_YANDEX_AUDIENCE_TOKEN = "demo-yandex-token"
 # VK's users lists need 2,000 lines, more than the demo's segments have: the demo syncs the
-# other three (VK is exercised against its emulator in tests/test_audience_sync.py).
-DEMO_AUDIENCE_PLATFORMS = "meta,google,yandex"
+# other three (VK is exercised against its emulator in tests/test_audience_sync.py), and marks
+# members in both CRMs (with the segments' tasks and deals) and in UniSender's lists.
+DEMO_AUDIENCE_PLATFORMS = "meta,google,yandex,amocrm,bitrix24,unisender"
+DEMO_UNISENDER_KEY = "demo-unisender-key-6h3d"
 DEMO_BITRIX24_WEBHOOK_CODE = "demo-b24-webhook-7kq2"  # a secret inside the webhook URL
 VORONKA_SCHEMAS = ("raw", "seeds", "staging", "intermediate", "marts", "marts_build")
 
@@ -90,9 +93,12 @@ class AudienceServers:
     meta: MetaAudiencesEmulator
     google: GoogleDataManagerEmulator
     yandex: YandexAudiencesEmulator
+    unisender: UniSenderEmulator
 
     def environment(self) -> dict[str, str]:
         return {
+            "UNISENDER_BASE_URL": self.unisender.base_url,
+            "UNISENDER_API_KEY": DEMO_UNISENDER_KEY,
             "VORONKA_AUDIENCE_PLATFORMS": DEMO_AUDIENCE_PLATFORMS,
             "META_AUDIENCES_BASE_URL": self.meta.base_url,
             "GOOGLE_DATA_MANAGER_BASE_URL": self.google.base_url,
@@ -202,9 +208,10 @@ def _emulators(business: SyntheticBusiness, amocrm_port: int, direct_port: int,
                               ad_account_id=DEMO_META["ad_account_id"]),
         GoogleDataManagerEmulator(access_token=DEMO_DATA_MANAGER_TOKEN),
         YandexAudiencesEmulator(oauth_token=DEMO_YANDEX_AUDIENCE_TOKEN),
+        UniSenderEmulator(api_key=DEMO_UNISENDER_KEY),
     )
     with amocrm, direct, vk, google, meta, bitrix24, audiences.meta, audiences.google, \
-            audiences.yandex:
+            audiences.yandex, audiences.unisender:
         yield DemoServers(business, amocrm, direct, vk, google, meta, bitrix24, files_dir,
                           audiences)
 

@@ -88,6 +88,48 @@ def audience_lines(wh: Any) -> list[str]:
     return [*lines, ""]
 
 
+ACTIVATION_PLATFORMS = {"amocrm": "tag", "bitrix24": "field", "unisender": "list"}
+
+
+def activation_lines(wh: Any) -> list[str]:
+    """Per segment and CRM / e-mail destination: the tag, field or list, how many customers
+    carry it now, and the tasks and deals created on entry (counts only)."""
+    from audiences.state import DESTINATIONS, SYNCED, actions, ensure_state
+
+    with wh.connect() as conn:
+        ensure_state(wh, conn)
+        cur = conn.cursor()
+        cur.execute(f"select d.segment, d.platform, d.audience_id, count(s.customer_id) "
+                    f"from {DESTINATIONS} d left join {SYNCED} s on s.segment = d.segment "
+                    f"and s.platform = d.platform and s.audience_id = d.audience_id "
+                    f"group by d.segment, d.platform, d.audience_id")
+        marks = {(str(seg), str(pl)): (str(aid), int(n)) for seg, pl, aid, n in cur.fetchall()
+                 if str(pl) in ACTIVATION_PLATFORMS}
+    made: dict[tuple[str, str], dict[str, int]] = {}
+    for action in actions(wh):
+        key = (action["segment"], action["platform"])
+        status = action["action_kind"] if action["status"] == "created" else action["status"]
+        made.setdefault(key, {}).setdefault(status, 0)
+        made[key][status] += 1
+    if not marks and not made:
+        return []
+    by_segment: dict[str, list[str]] = {}
+    for segment, platform in sorted(set(marks) | set(made)):
+        aid, members = marks.get((segment, platform), ("-", 0))
+        counts = made.get((segment, platform), {})
+        text = f"{platform}: {ACTIVATION_PLATFORMS[platform]} {aid} on {members} customers"
+        for kind in ("task", "deal", "failed", "pending"):
+            if counts.get(kind):
+                text += f", {counts[kind]} {kind}{'s' if kind in ('task', 'deal') else ''}"
+        by_segment.setdefault(segment, []).append(text)
+    width = max(len(name) for name in by_segment)
+    lines = ["CRM and e-mail activation (tags/fields on contacts, tasks and deals on entry, "
+             "e-mail/SMS lists):"]
+    lines += [f"  {segment.ljust(width)}  {' | '.join(parts)}"
+              for segment, parts in sorted(by_segment.items())]
+    return [*lines, ""]
+
+
 BUYER_FUNNEL_QUERY = (
     "select month, period_end, status_name, status_sort, buyers_at_month_end, "
     "purchases_expected, purchases_made, buyers_overdue_at_month_end "
@@ -156,6 +198,7 @@ def print_summary(
     lines += check_lines(result)[1]
     lines.append("")
     lines += audience_lines(wh)
+    lines += activation_lines(wh)
     lines += buyer_funnel_lines(wh)
     if conf.kind == "duckdb":
         lines += [

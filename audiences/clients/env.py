@@ -1,6 +1,7 @@
 """Audience upload clients configured from environment variables (listed in ``.env.example``).
 
-``client_from_env("meta" | "google" | "yandex" | "vk", env)`` reads the platform's variables
+``client_from_env("meta" | "google" | "yandex" | "vk" | "amocrm" | "bitrix24" | "unisender",
+env)`` reads the platform's variables
 from ``env`` (``os.environ`` by default) and returns its client. A missing variable is a
 ``ValueError`` that names every missing variable and never a value. Tokens go only into the
 client, which masks them in every log line, exception and ``repr``.
@@ -23,6 +24,7 @@ import os
 from collections.abc import Callable, Mapping
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from extractors.google_ads import GoogleAdsSource, normalise_customer_id
 from extractors.http import HttpOptions
@@ -183,17 +185,51 @@ def _own(client: AudienceClientBase, env: Env, secrets: tuple[str, ...],
         client.on_close(source.close)
 
 
-BUILDERS: dict[str, Callable[..., AudienceClientBase]] = {
+def amocrm_from_env(env: Env, *, http_options: HttpOptions | None = None,
+                    base_url: str | None = None) -> Any:
+    """amoCRM writes with the extractor's AMOCRM_* settings and token store."""
+    from .amocrm import AmoCRMWriteClient
+
+    return AmoCRMWriteClient.from_env(_with(env, "AMOCRM_BASE_URL", base_url),
+                                      http_options=http_options)
+
+
+def bitrix24_from_env(env: Env, *, http_options: HttpOptions | None = None,
+                      base_url: str | None = None) -> Any:
+    """Bitrix24 writes with the extractor's BITRIX24_* settings (webhook or OAuth)."""
+    from .bitrix24 import Bitrix24WriteClient
+
+    return Bitrix24WriteClient.from_env(_with(env, "BITRIX24_PORTAL_URL", base_url),
+                                        http_options=http_options)
+
+
+def unisender_from_env(env: Env, *, http_options: HttpOptions | None = None,
+                       base_url: str | None = None) -> Any:
+    """UniSender: UNISENDER_API_KEY, UNISENDER_BASE_URL, UNISENDER_LANG."""
+    from .unisender import UniSenderClient
+
+    return UniSenderClient.from_env(_with(env, "UNISENDER_BASE_URL", base_url),
+                                    http_options=http_options)
+
+
+def _with(env: Env, name: str, value: str | None) -> Env:
+    return {**env, name: value} if value else env
+
+
+BUILDERS: dict[str, Callable[..., Any]] = {
     "meta": meta_from_env,
     "google": google_from_env,
     "yandex": yandex_from_env,
     "vk": vk_from_env,
+    "amocrm": amocrm_from_env,
+    "bitrix24": bitrix24_from_env,
+    "unisender": unisender_from_env,
 }
 
 
 def client_from_env(platform: str, env: Env | None = None, *,
                     http_options: HttpOptions | None = None,
-                    base_url: str | None = None) -> AudienceClientBase:
+                    base_url: str | None = None) -> Any:
     """The ``platform``'s audience client from ``env`` (``os.environ`` when None);
     ``base_url`` overrides the variable (an emulator)."""
     build = BUILDERS.get(platform)

@@ -83,7 +83,8 @@ class Destination(ABC):
 
     ``min_rows``: fewest rows (VK: lines per list) the platform accepts or can target;
     ``max_rows``: most rows in one list/file (None: no practical limit);
-    ``max_batch``: most rows per upload call."""
+    ``max_batch``: most rows per upload call; ``file_export``: whether the rows can be written
+    as files for a manual upload (only hashes can: a CRM or e-mail destination cannot)."""
 
     name: str = ""
     min_rows: int = 0
@@ -95,11 +96,26 @@ class Destination(ABC):
     creates_empty = True  # an audience may be created with no row (allow_small)
     size_unit = "rows"  # how the minimum is counted, for messages
     held_back_note = ""  # why a diff may be held back, for the sync message
+    file_export = False
+    supports_actions = False  # creates tasks / deals on entry (a CRM)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
     # -- identifiers --------------------------------------------------------------------
+
+    def identifiers(self, wh: Any, customer_ids: Sequence[str], client: Any = None
+                    ) -> pd.DataFrame:
+        """What this destination addresses the customers by: their normalised phones and
+        e-mails (customer_id, kind, value); a CRM overrides it with its contacts."""
+        from audiences.identifiers import customer_identifiers
+
+        return customer_identifiers(wh, customer_ids)
+
+    def bind(self, client: Any, wh: Any, customer_ids: Sequence[str]) -> Any:
+        """The client ``send`` gets for a sync touching ``customer_ids``; a destination that
+        needs the raw identifiers behind its stored hashes (e-mail) wraps it here."""
+        return client
 
     def phone(self, value: Any) -> str:
         """The destination's unhashed form of a phone (E.164 or raw); "" when invalid."""
@@ -128,18 +144,10 @@ class Destination(ABC):
     # -- rows ----------------------------------------------------------------------------
 
     @abstractmethod
-    def customer_rows(self, customers: Sequence[HashedCustomer],
-                      value_based: bool) -> dict[str, Rows]:
-        """list type -> customer -> the hashed rows this destination holds for them."""
-
     def desired_rows(self, members: pd.DataFrame,
                      values: Mapping[str, float] | None = None) -> dict[str, Rows]:
-        """The rows a members frame should have; ``values`` only for value-based seeds."""
-        value_column = None
-        if self.value_based_seeds and values is not None:
-            value_column = "lookalike_value"  # not "value": that is the identifier's column
-            members = members.assign(lookalike_value=members["customer_id"].map(dict(values)))
-        return self.customer_rows(self.customers(members, value_column), value_column is not None)
+        """list type -> customer -> the rows a members frame (``identifiers``) should have;
+        ``values`` only for value-based seeds."""
 
     # -- the platform calls -----------------------------------------------------------------
 
@@ -151,7 +159,7 @@ class Destination(ABC):
     @abstractmethod
     def send(self, client: Any, audience_id: str, list_type: str, op: str, rows: list[Any],
              *, value_based: bool) -> None:
-        """One ``add`` / ``remove`` of hashed rows through the client."""
+        """One ``add`` / ``remove`` of rows through the client."""
 
     def held_back(self, add_rows: Sequence[Any],
                   remove_rows: Sequence[Any]) -> tuple[bool, bool]:
@@ -181,6 +189,26 @@ class Destination(ABC):
                                  f"{self.size_unit} ({f.list_type})" if f.list_type
                                  else self.size_unit)
                 for f in files if f.rows < self.min_rows]
+
+
+class HashedDestination(Destination):
+    """An ad platform: hashed phones and e-mails, uploaded through its API or as files."""
+
+    file_export = True
+
+    @abstractmethod
+    def customer_rows(self, customers: Sequence[HashedCustomer],
+                      value_based: bool) -> dict[str, Rows]:
+        """list type -> customer -> the hashed rows this destination holds for them."""
+
+    def desired_rows(self, members: pd.DataFrame,
+                     values: Mapping[str, float] | None = None) -> dict[str, Rows]:
+        """The rows a members frame should have; ``values`` only for value-based seeds."""
+        value_column = None
+        if self.value_based_seeds and values is not None:
+            value_column = "lookalike_value"  # not "value": that is the identifier's column
+            members = members.assign(lookalike_value=members["customer_id"].map(dict(values)))
+        return self.customer_rows(self.customers(members, value_column), value_column is not None)
 
     # -- files ------------------------------------------------------------------------------
 

@@ -11,8 +11,8 @@ import pandas as pd
 
 from audiences.destinations.base import (
     SINGLE,
-    Destination,
     HashedCustomer,
+    HashedDestination,
     PlatformFile,
     Rows,
     batches,
@@ -33,7 +33,7 @@ def google_member(c: HashedCustomer) -> dict[str, Any]:
     return {"userData": {"userIdentifiers": identifiers[:MAX_GOOGLE_IDENTIFIERS]}}
 
 
-class GoogleDestination(Destination):
+class GoogleDestination(HashedDestination):
     """Google: one user list, created empty, members added in batches of 10,000."""
 
     name = "google"

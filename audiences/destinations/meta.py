@@ -12,8 +12,8 @@ import pandas as pd
 
 from audiences.destinations.base import (
     SINGLE,
-    Destination,
     HashedCustomer,
+    HashedDestination,
     PlatformFile,
     Rows,
     batches,
@@ -35,7 +35,7 @@ def meta_row(c: HashedCustomer, value_based: bool) -> list[Any]:
     return [*row, c.value] if value_based else row
 
 
-class MetaDestination(Destination):
+class MetaDestination(HashedDestination):
     """Meta: one list, rows added after an empty audience is created."""
 
     name = "meta"

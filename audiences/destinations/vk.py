@@ -11,8 +11,8 @@ import pandas as pd
 
 from audiences.destinations.base import (
     AudienceTooSmall,
-    Destination,
     HashedCustomer,
+    HashedDestination,
     PlatformFile,
     Rows,
     distinct_rows,
@@ -27,7 +27,7 @@ VK_LIST_TYPES = {"phone": "phones", "email": "emails"}
 VK_MIN_DIFF_LINES = 25
 
 
-class VKDestination(Destination):
+class VKDestination(HashedDestination):
     """VK: a users list per identifier type, each created with its lines."""
 
     name = "vk"

@@ -16,8 +16,8 @@ import pandas as pd
 
 from audiences.destinations.base import (
     SINGLE,
-    Destination,
     HashedCustomer,
+    HashedDestination,
     PlatformFile,
     Rows,
     hashed_customers,
@@ -43,7 +43,7 @@ def yandex_row(c: HashedCustomer) -> dict[str, str]:
     return {"phone": c.phones[0] if c.phones else "", "email": c.emails[0] if c.emails else ""}
 
 
-class YandexDestination(Destination):
+class YandexDestination(HashedDestination):
     """Yandex: one segment, created with its first rows (the upload is the creation)."""
 
     name = "yandex"

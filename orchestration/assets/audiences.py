@@ -14,6 +14,11 @@ logged as a warning when they load and becomes an asset ``audiences/<name>`` (th
 seems to define) that fails every run with the file, line and problem; the other segments'
 assets are built and run as usual.
 
+VORONKA_AUDIENCE_PLATFORMS may name the CRMs (amocrm, bitrix24: a tag / contact field per
+segment, and the segment's ``actions:`` tasks and deals on entry) and UniSender (an e-mail and
+SMS list per segment); they have no file mode, so with no platform configured only the ad
+platforms' files are written.
+
 Metadata carries counts and statuses only: never an identifier, a hash or a token.
 """
 
@@ -25,7 +30,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from audiences.destinations import DESTINATIONS
+from audiences.destinations import FILE_DESTINATIONS
 from audiences.segments import BadSegmentFile, Segment, SegmentScan, scan_segments
 from audiences.sync import (
     PLATFORMS_VAR,
@@ -70,7 +75,20 @@ def result_metadata(results: list[SyncResult]) -> dict[str, dg.MetadataValue]:
         metadata[f"{r.platform}_pending"] = dg.MetadataValue.int(r.pending)
         if r.message:
             metadata[f"{r.platform}_message"] = dg.MetadataValue.text(r.message)
+        if r.actions is not None:
+            for kind in ("task", "deal"):
+                metadata[f"{r.platform}_{kind}s_created"] = dg.MetadataValue.int(
+                    r.actions.created.get(kind, 0))
+            metadata[f"{r.platform}_actions_failed"] = dg.MetadataValue.int(r.actions.failed)
     return metadata
+
+
+def _failure(r: SyncResult) -> str:
+    """Why one platform's sync fails the asset: its error, or its actions' errors."""
+    parts = [r.message] if r.status == "failed" else []
+    if r.actions is not None and r.actions.failed:
+        parts.append(f"actions: {r.actions.summary()}")
+    return f"{r.platform}: {'; '.join(parts)}"
 
 
 def build_audience_asset(seg: Segment) -> dg.AssetsDefinition:
@@ -89,15 +107,20 @@ def build_audience_asset(seg: Segment) -> dg.AssetsDefinition:
         platforms = configured_platforms(os.environ)
         out_dir = Path(os.environ.get(OUT_DIR_VAR) or DEFAULT_OUT_DIR)
         membership = refresh_membership(wh, seg, now=now)
-        results = sync_to_platforms(wh, seg, platforms or list(DESTINATIONS),
+        results = sync_to_platforms(wh, seg, platforms or list(FILE_DESTINATIONS),
                                     now=now, out_dir=out_dir, file_only=not platforms)
         for r in results:
             context.log.info("%s -> %s: %s (+%d -%d, pending %d) %s", seg.name, r.platform,
                              r.status, r.added, r.removed, r.pending, r.message)
-        failed = [r for r in results if r.status == "failed"]
+        for r in results:
+            if r.actions is not None and r.actions.summary():
+                context.log.info("%s -> %s actions: %s", seg.name, r.platform,
+                                 r.actions.summary())
+        failed = [r for r in results if r.status == "failed"
+                  or (r.actions is not None and r.actions.failed)]
         if failed:
             raise dg.Failure(
-                description="; ".join(f"{r.platform}: {r.message}" for r in failed),
+                description="; ".join(_failure(r) for r in failed),
                 metadata=result_metadata(results))
         return dg.MaterializeResult(metadata={
             "members": dg.MetadataValue.int(len(membership.customer_ids)),
