@@ -102,7 +102,7 @@ def test_all_configured_sources_good(monkeypatch, tmp_path, capsys, servers, sha
     for subject, words in expected.items():
         [line] = lines_of(out, subject)
         assert line.lstrip().startswith("ok") and words in line, line
-    assert len(lines_of(out, "audiences")) == 3
+    assert len(lines_of(out, "audiences")) == 6  # meta, google, yandex, amocrm, bitrix24, unisender
     assert "FAIL" not in out and "all good" in out
     paths = [e["path"] for e in servers.amocrm.request_log[before:]]
     assert "/api/v4/account" in paths and not any(p.startswith("/api/v4/leads") for p in paths)

@@ -6,6 +6,7 @@ Known answers: the marts equal the synthetic business's own ground truth, over e
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -28,8 +29,10 @@ SEED, SCALE = 11, 0.25
 POSTGRES_SCALE = 0.1
 SECRETS = ("demo-secret", "demo-refresh-0", "demo-direct-token", "demo-webhook-code",
            "demo-vk-secret", "demo-google-secret", "demo-google-refresh", "demo-meta-token",
-           "demo-google-token", "demo-yandex-token")
-DEMO_AUDIENCE_PLATFORMS = ("meta", "google", "yandex")
+           "demo-google-token", "demo-yandex-token", "demo-unisender-key-6h3d",
+           "demo-b24-webhook-7kq2")
+DEMO_AUDIENCE_PLATFORMS = ("meta", "google", "yandex")  # the ad platforms (hashed audiences)
+ACTIVATION_PLATFORMS = ("amocrm", "bitrix24", "unisender")
 
 
 def _platform_hashes(servers, platform: str, audience_id: str) -> tuple[int, set[str]]:
@@ -65,7 +68,8 @@ def assert_audiences_mirror_segments(wh, servers) -> int:
         frame = segment_frame(wh, seg)
         members = customer_identifiers(wh, frame.customer_id[frame.is_contactable])
         excluded = customer_identifiers(wh, frame.customer_id[~frame.is_contactable])
-        runs = {r["platform"]: r for r in state.sync_runs(wh, seg.name)}
+        runs = {r["platform"]: r for r in state.sync_runs(wh, seg.name)
+                if r["platform"] in DEMO_AUDIENCE_PLATFORMS}
         assert set(runs) == set(DEMO_AUDIENCE_PLATFORMS), seg.name
         if members.customer_id.nunique() < 100:
             assert {r["status"] for r in runs.values()} == {"skipped"}, seg.name
@@ -84,6 +88,59 @@ def assert_audiences_mirror_segments(wh, servers) -> int:
             assert not hashed(platform, excluded) & hashes, (seg.name, platform)
             checked += 1
     return checked
+
+
+def _markers(texts) -> list[str]:
+    return [m.group(1) for t in texts if (m := re.search(r"\[(vrn-[0-9a-f]+)\]", str(t)))]
+
+
+def assert_crm_mirrors_actions(wh, servers) -> dict[str, int]:
+    """The CRM emulators hold exactly the tasks and deals the warehouse recorded as created,
+    each once (one marker, one record), and every member of the shipped reminder segments
+    carries the segment's amoCRM tag; returns what was created, by CRM and kind."""
+    from audiences import state
+
+    created: dict[str, int] = {}
+    for a in state.actions(wh):
+        if a["status"] == "created":
+            key = f"{a['platform']}_{a['action_kind']}"
+            created[key] = created.get(key, 0) + 1
+    in_crm = {
+        "amocrm_task": _markers(t["text"] for t in servers.amocrm.tasks()),
+        "amocrm_deal": _markers(lead["name"] for lead in servers.amocrm.created_leads()),
+        "bitrix24_task": _markers(t.get("DESCRIPTION") for t in servers.bitrix24.todos()),
+        "bitrix24_deal": [d["ORIGIN_ID"] for d in servers.bitrix24.created_deals()],
+    }
+    for key, markers in in_crm.items():
+        assert len(markers) == len(set(markers)), key  # never twice
+        assert len(markers) == created.get(key, 0), (key, len(markers), created)
+    assert created.get("amocrm_task", 0) > 0 and created.get("bitrix24_task", 0) > 0
+    for seg in ("reminder_30_days_before", "reminder_7_days_before", "reminder_1_day_before"):
+        tag = f"voronka_{seg}"
+        with wh.connect() as conn:
+            synced = state.synced_members(wh, conn, seg, "amocrm", tag)
+        for contact in (c for rows in synced.values() for c in rows):
+            assert tag in servers.amocrm.contact_tags(contact), (seg, contact)
+        runs = {r["platform"]: r["status"] for r in state.sync_runs(wh, seg)}
+        assert all(runs[p] == "success" for p in ACTIVATION_PLATFORMS), (seg, runs)
+    return created
+
+
+def write_back_growth(servers) -> dict[str, int]:
+    """Raw rows the next extraction lands because of voronka's own write-back: a new version
+    of each contact it tagged or flagged, each lead or deal it created (and a Bitrix24 deal's
+    first stage-history row)."""
+    def changed(served: list[dict], original: list[dict], key: str) -> int:
+        before = {x[key]: x for x in original}
+        return sum(1 for x in served if before.get(x[key]) != x)
+
+    b24_deals = len(servers.bitrix24.created_deals())
+    return {"amocrm__contacts": changed(servers.amocrm.data["contacts"],
+                                        servers.business.amocrm["contacts"], "id"),
+            "amocrm__leads": len(servers.amocrm.created_leads()),
+            "bitrix24__contacts": changed(servers.bitrix24.data["contacts"],
+                                          servers.business.bitrix24["contacts"], "ID"),
+            "bitrix24__deals": b24_deals, "bitrix24__stagehistory": b24_deals}
 
 
 def vk_horizon(business) -> date:
@@ -161,6 +218,9 @@ def test_demo_pipeline_on_duckdb_matches_ground_truth_and_reruns_idempotently(
         # The dynamic segments were synced to the audience emulators after publication.
         assert assert_audiences_mirror_segments(wh, servers) >= 3
         meta_calls = len(servers.audiences.meta.batches)
+        # ... and acted on in the CRMs: tags, and the shipped segments' tasks and deals
+        assert_crm_mirrors_actions(wh, servers)
+        growth = write_back_growth(servers)
 
         # BI users read the published copy, even while a writer holds the working file.
         published = settings.WarehouseSettings.from_env().published_path
@@ -170,20 +230,24 @@ def test_demo_pipeline_on_duckdb_matches_ground_truth_and_reruns_idempotently(
                                             vk_horizon(servers.business))
 
         # Same data again, except one lead deleted in amoCRM after it was extracted: nothing
-        # lands twice (a re-run adds no duplicates), only the deletion record is new, and the
-        # deleted lead leaves the marts.
+        # lands twice (a re-run adds no duplicates), only the deletion record and what
+        # voronka's own write-back changed in the CRMs are new, and the deleted lead leaves
+        # the marts.
         gone = live_leads[0]["id"]
         servers.amocrm.delete_lead(gone)
         second = _run(servers, instance, monkeypatch)
         assert second.success
         expected_counts = {**raw_counts,
                            "amocrm__deleted_leads": raw_counts["amocrm__deleted_leads"] + 1}
+        for table, extra in growth.items():
+            expected_counts[table] += extra
         assert wh.table_counts("raw") == expected_counts
         assert wh.query_df(f"select count(*) as n from marts.fct_leads "
                            f"where lead_id = 'amocrm_{gone}'").n[0] == 0
         # The re-run synced only what changed: the platforms still mirror the segments.
         assert assert_audiences_mirror_segments(wh, servers) >= 3
         assert len(servers.audiences.meta.batches) - meta_calls <= 2  # the one lead's change
+        assert_crm_mirrors_actions(wh, servers)  # no task or deal created twice
 
     logged = " ".join(
         str(e.dagster_event) + str(e.user_message) for e in instance.all_logs(first.run_id)

@@ -1,9 +1,10 @@
 """Yandex Audiences (``audiences.clients.yandex``): SHA-256 hex of digits-only phones and
 lower-cased e-mails, one CSV row per customer.
 
-Two CSV shapes are kept because the tests pin both: the full export
-(``external_id,phone,email``, the row number as external id so the file identifies nobody
-without the hashes) and the diff rows of a sync (``phone,email``)."""
+One CSV shape, ``phone,email``, for the API upload, the full export and the diff files of a
+sync alike: Yandex requires a segment's later files (``modify_data``) to have the structure of
+its first upload (ad_apis.md B3), so a segment created from a hand-uploaded export can take
+the diffs. ``external_id`` is optional there and would add nothing."""
 
 from __future__ import annotations
 
@@ -26,8 +27,7 @@ from audiences.destinations.base import (
 if TYPE_CHECKING:
     from audiences.clients.yandex import YandexAudienceClient
 
-YANDEX_HEADER = ("external_id", "phone", "email")
-DIFF_HEADER = ("phone", "email")
+YANDEX_HEADER = ("phone", "email")
 
 
 def _csv(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -66,7 +66,7 @@ class YandexDestination(HashedDestination):
 
     def diff_file(self, list_type: str, rows: list[Any], *, value_based: bool,
                   what: str) -> PlatformFile:
-        text = _csv(DIFF_HEADER, ((r["phone"], r["email"]) for r in rows))
+        text = _csv(YANDEX_HEADER, ((r["phone"], r["email"]) for r in rows))
         return PlatformFile(f"{what}__yandex.csv", text, len(rows))
 
     def export_files(self, members: pd.DataFrame,
@@ -78,13 +78,12 @@ class YandexDestination(HashedDestination):
 YANDEX = YandexDestination()
 
 
-def yandex_rows(members: pd.DataFrame) -> list[tuple[str, str, str]]:
-    """Yandex CRM rows: (external_id = row number, phone hash or "", e-mail hash or "")."""
-    return [(str(n), row["phone"], row["email"])
-            for n, row in enumerate(map(yandex_row, hashed_customers(YANDEX, members)),
-                                    start=1)]
+def yandex_rows(members: pd.DataFrame) -> list[tuple[str, str]]:
+    """Yandex CRM rows: (phone hash or "", e-mail hash or "")."""
+    return [(row["phone"], row["email"])
+            for row in map(yandex_row, hashed_customers(YANDEX, members))]
 
 
 def yandex_csv(members: pd.DataFrame) -> str:
-    """The Yandex Audiences CRM CSV: header ``external_id,phone,email`` then one row each."""
+    """The Yandex Audiences CRM CSV: header ``phone,email`` then one row each."""
     return _csv(YANDEX_HEADER, yandex_rows(members))
