@@ -1,4 +1,6 @@
-"""Audience upload clients for Meta, Google (Data Manager API), Yandex Audiences and VK Ads.
+"""Audience upload clients for Meta, Google (Data Manager API), Yandex Audiences and VK Ads,
+and the write clients of amoCRM, Bitrix24 and UniSender (``amocrm.py``, ``bitrix24.py``,
+``unisender.py``: CRM marks, tasks and deals, e-mail and SMS lists).
 
 Every client sits on the shared HTTP layer (``extractors.http.HttpClient``): a client-side rate
 limiter, retries with backoff on 429/5xx and dropped connections (honouring ``Retry-After``), and
@@ -196,11 +198,14 @@ class AudienceClientBase:
 
 __all__ = [
     "CLIENT_ERRORS",
+    "AmoCRMWriteClient",
     "ApiError",
     "AudienceClientBase",
+    "Bitrix24WriteClient",
     "GoogleAudienceClient",
     "HttpOptions",
     "MetaAudienceClient",
+    "UniSenderClient",
     "UploadResult",
     "VKAudienceClient",
     "YandexAudienceClient",
@@ -225,5 +230,14 @@ def __getattr__(name: str) -> Any:  # lazy: the platform modules import this one
     if name == "VKAudienceClient":
         from .vk import VKAudienceClient
         return VKAudienceClient
+    if name == "AmoCRMWriteClient":
+        from .amocrm import AmoCRMWriteClient
+        return AmoCRMWriteClient
+    if name == "Bitrix24WriteClient":
+        from .bitrix24 import Bitrix24WriteClient
+        return Bitrix24WriteClient
+    if name == "UniSenderClient":
+        from .unisender import UniSenderClient
+        return UniSenderClient
     raise AttributeError(name)
 
