@@ -460,3 +460,37 @@ def test_crm_and_email_destinations_have_no_file_mode(shop, tmp_path):
         with pytest.raises(ValueError, match=f"{platform} has no file mode"):
             sync_segment(shop.wh, seg, platform, None, now=at(0), out_dir=tmp_path)
     assert list(tmp_path.glob("*.json")) == []
+
+
+def test_cli_sync_to_a_crm_with_dry_run_then_for_real(shop, amo, tmp_path, monkeypatch, capsys):
+    import argparse
+
+    from audiences import cli as audiences_cli
+
+    segments = tmp_path / "segments"
+    segments.mkdir()
+    (segments / "call_lapsed.yml").write_text(TASKS_SEGMENT, encoding="utf-8")
+    for name, value in {"VORONKA_WAREHOUSE": "duckdb", "VORONKA_DUCKDB_PATH": str(shop.wh.path),
+                        "VORONKA_STATE_DIR": str(tmp_path / "state"),
+                        "VORONKA_SEGMENTS_DIR": str(segments),
+                        "AMOCRM_BASE_URL": amo.base_url, "AMOCRM_SUBDOMAIN": ACCOUNT,
+                        "AMOCRM_LONG_LIVED_TOKEN": LONG_LIVED}.items():
+        monkeypatch.setenv(name, value)
+
+    def voronka(*argv: str) -> tuple[int, str]:
+        parser = argparse.ArgumentParser(prog="voronka")
+        audiences_cli.add_parser(parser.add_subparsers(dest="command", required=True))
+        code = audiences_cli.run(parser.parse_args(["audiences", *argv]))
+        return code, capsys.readouterr().out
+
+    code, out = voronka("sync", "call_lapsed", "--platform", "amocrm", "--dry-run")
+    assert code == 0 and "[dry run: nothing written]" in out
+    assert f"would add {LAPSED}, remove 0 customers" in out
+    assert f"actions: {LAPSED} tasks would be created" in out
+    assert amo.write_requests() == [] and state.sync_runs(shop.wh) == []
+    code, out = voronka("sync", "call_lapsed", "--platform", "amocrm")
+    assert code == 0 and f"actions: {LAPSED} tasks created" in out
+    assert "audience voronka_call_lapsed" in out and len(tasks_of(amo)) == LAPSED
+    code, out = voronka("sync", "call_lapsed", "--platform", "amocrm", "--dry-run")
+    assert code == 0 and "would add 0, remove 0 customers" in out and "actions:" not in out
+    assert LONG_LIVED not in out
