@@ -44,3 +44,25 @@ def test_a_kept_parse_seeds_only_its_own_key(tmp_path: Path) -> None:
     # an invocation that wrote no parse (it failed before parsing) keeps nothing
     keep_parse(tmp_path / "empty", project, other)
     assert not (cache_dir(project) / f"{other}.msgpack").exists()
+
+
+def test_a_run_never_removes_another_runs_target_only_a_killed_ones_leftovers(tmp_path: Path):
+    """Runs on two warehouses share the project's target/runs: the second run to start must
+    leave the first one's directory alone (dbt was still writing into it), and only a
+    directory a day old (a killed run's) is cleared."""
+    import os
+    import time
+    from types import SimpleNamespace
+
+    from orchestration.assets.dbt import STALE_RUN_DIR_S, run_target_path
+
+    # the two paths run_target_path reads of a dagster_dbt.DbtProject
+    project = SimpleNamespace(project_dir=tmp_path, target_path=tmp_path / "target")
+    first = run_target_path("run-a", "key", project)
+    (first / "compiled").mkdir()
+    killed = run_target_path("run-killed", "key", project)
+    old = time.time() - STALE_RUN_DIR_S - 60
+    os.utime(killed, (old, old))
+    second = run_target_path("run-b", "key", project)
+    assert first.is_dir() and (first / "compiled").is_dir() and second.is_dir()
+    assert not killed.exists()

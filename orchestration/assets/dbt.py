@@ -1,6 +1,7 @@
 """dbt models as Dagster assets (dagster-dbt); dbt tests become asset checks."""
 
 
+import contextlib
 import fcntl
 import importlib.metadata
 import json
@@ -9,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -29,6 +31,7 @@ DBT_PROJECT = DbtProject(
 )
 
 
+STALE_RUN_DIR_S = 24 * 3600  # a run directory this old belongs to a run that was killed
 DBT_EXECUTABLE = Path(sys.executable).with_name("dbt")  # the venv's dbt, whatever PATH says
 
 
@@ -128,9 +131,12 @@ def voronka_dbt_models(
     key = parse_key(os.environ, args)  # export_for_dbt set the profile's variables
     with warehouse.open().writer():
         target = run_target_path(context.run_id, key)
-        invocation = dbt.cli(args, context=context, target_path=target)
-        yield from stream_bound_to_run(invocation)
-        keep_parse(target, Path(DBT_PROJECT.project_dir), key)
+        try:
+            invocation = dbt.cli(args, context=context, target_path=target)
+            yield from stream_bound_to_run(invocation)
+            keep_parse(target, Path(DBT_PROJECT.project_dir), key)
+        finally:
+            shutil.rmtree(target, ignore_errors=True)
 
 
 # How long dbt may take to cancel its queries after SIGINT before it is killed (dagster-dbt
@@ -212,13 +218,17 @@ def run_target_path(run_id: str, key: str, project: DbtProject = DBT_PROJECT) ->
     same target, database and vars kept (voronka.dbt_parse_cache).
 
     The run never writes the project's target/ (whose manifest.json other processes read
-    when they load the definitions), yet dbt still partial-parses. Earlier runs' directories
-    are removed: the writer lock held here means no other run is using them."""
+    when they load the definitions), yet dbt still partial-parses. A run removes its own
+    directory when it ends; here only leftovers of killed runs go, a day old: runs on other
+    warehouses (another writer lock) may share the project and be building right now."""
     project_target = Path(project.project_dir) / project.target_path  # absolute stays absolute
     runs = project_target / "runs"
     if runs.exists():
+        cutoff = time.time() - STALE_RUN_DIR_S
         for old in runs.iterdir():
-            shutil.rmtree(old, ignore_errors=True)
+            with contextlib.suppress(OSError):  # another run may remove it first
+                if old.stat().st_mtime < cutoff:
+                    shutil.rmtree(old, ignore_errors=True)
     target = runs / run_id
     target.mkdir(parents=True)
     seed_target(target, Path(project.project_dir), key)
