@@ -282,14 +282,20 @@ def has_run(wh: Any, conn: Any, segment: str, platform: str, status: str) -> boo
 
 def sync_runs(wh: Any, segment: str | None = None) -> list[dict[str, Any]]:
     """The recorded sync attempts (of one segment), oldest first."""
+    return _records(wh, RUNS, RUN_COLUMNS, segment, "started_at, run_id")
+
+
+def _records(wh: Any, table: str, columns: Sequence[str], segment: str | None,
+             order: str) -> list[dict[str, Any]]:
+    """Every row of a state table (of one segment) as a dict, in ``order``."""
     p = wh._param
     where, params = (f" where segment = {p}", [segment]) if segment else ("", [])
     with wh.connect() as conn:
         ensure_state(wh, conn)
         cur = conn.cursor()
-        cur.execute(f"select {', '.join(RUN_COLUMNS)} from {RUNS}{where} "
-                    f"order by started_at, run_id", params)
-        return [dict(zip(RUN_COLUMNS, r, strict=True)) for r in cur.fetchall()]
+        cur.execute(f"select {', '.join(columns)} from {table}{where} order by {order}",
+                    params)
+        return [dict(zip(columns, r, strict=True)) for r in cur.fetchall()]
 
 
 # -- one sync of a segment to a platform at a time ---------------------------------------------
@@ -350,11 +356,4 @@ def upsert_actions(wh: Any, conn: Any, records: Sequence[dict[str, Any]]) -> Non
 
 def actions(wh: Any, segment: str | None = None) -> list[dict[str, Any]]:
     """The recorded actions (of one segment), oldest first (for reports and tests)."""
-    p = wh._param
-    where, params = (f" where segment = {p}", [segment]) if segment else ("", [])
-    with wh.connect() as conn:
-        ensure_state(wh, conn)
-        cur = conn.cursor()
-        cur.execute(f"select {', '.join(ACTION_COLUMNS)} from {ACTIONS}{where} "
-                    f"order by created_at, action_key", params)
-        return [dict(zip(ACTION_COLUMNS, r, strict=True)) for r in cur.fetchall()]
+    return _records(wh, ACTIONS, ACTION_COLUMNS, segment, "created_at, action_key")

@@ -49,6 +49,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from extractors.http import (
     ApiError,
@@ -174,6 +175,24 @@ def _as_int(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+def account_address(base_url: str, subdomain: str) -> tuple[str, str]:
+    """(base URL, subdomain) of an account from either (the other is derived): ``acme`` ->
+    https://acme.amocrm.ru; https://acme.kommo.com -> ``acme``. Names the settings
+    (AMOCRM_BASE_URL, AMOCRM_SUBDOMAIN) when neither says which account."""
+    base_url, subdomain = base_url.strip(), subdomain.strip()
+    if not base_url and not subdomain:
+        raise ValueError("amoCRM needs AMOCRM_BASE_URL (https://<subdomain>.amocrm.ru) "
+                         "or AMOCRM_SUBDOMAIN")
+    if not base_url:
+        base_url = f"https://{subdomain}.amocrm.ru"
+    if not subdomain:
+        host = urlsplit(base_url).hostname or ""
+        subdomain = host.split(".")[0] if host else ""
+        if not subdomain:
+            raise ValueError(f"AMOCRM_BASE_URL {base_url!r} names no host; set AMOCRM_SUBDOMAIN")
+    return base_url, subdomain
 
 
 class AmoCRMSource:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 
-from extractors.amocrm import AmoCRMSource
+from extractors.amocrm import AmoCRMSource, account_address
 from extractors.bitrix24 import OAUTH_URL as BITRIX24_OAUTH_URL
 from extractors.bitrix24 import Bitrix24Source
 from extractors.files import FilesSource
@@ -87,19 +87,8 @@ class AmoCRMResource(dg.ConfigurableResource):
 def amocrm_account(base_url: str = "", subdomain: str = "") -> tuple[str, str]:
     """(base URL, subdomain) from the arguments or AMOCRM_BASE_URL / AMOCRM_SUBDOMAIN: either
     one is enough (``acme`` -> https://acme.amocrm.ru; https://acme.kommo.com -> ``acme``)."""
-    base_url = base_url or os.environ.get("AMOCRM_BASE_URL", "").strip()
-    subdomain = subdomain or os.environ.get("AMOCRM_SUBDOMAIN", "").strip()
-    if not base_url and not subdomain:
-        raise ValueError("amoCRM needs AMOCRM_BASE_URL (https://<subdomain>.amocrm.ru) "
-                         "or AMOCRM_SUBDOMAIN")
-    if not base_url:
-        base_url = f"https://{subdomain}.amocrm.ru"
-    if not subdomain:
-        host = urlsplit(base_url).hostname or ""
-        subdomain = host.split(".")[0] if host else ""
-        if not subdomain:
-            raise ValueError(f"AMOCRM_BASE_URL {base_url!r} names no host; set AMOCRM_SUBDOMAIN")
-    return base_url, subdomain
+    return account_address(base_url or os.environ.get("AMOCRM_BASE_URL", ""),
+                           subdomain or os.environ.get("AMOCRM_SUBDOMAIN", ""))
 
 
 # Entities an account may not have (companies, the buyer funnel, the bin): AMOCRM_SKIP_ENTITIES

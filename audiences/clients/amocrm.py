@@ -26,11 +26,10 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 
-from extractors.amocrm import AmoCRMSource, strip_links
+from extractors.amocrm import AmoCRMSource, account_address, strip_links
 from extractors.http import ApiError, HttpOptions, iter_hal_pages, parse_error_body
 from extractors.state import TokenStore
 
@@ -55,21 +54,9 @@ _MAX_NAMED = 5  # failing items named in one error message
 
 def amocrm_account(env: Mapping[str, str]) -> tuple[str, str]:
     """(base URL, subdomain) from AMOCRM_BASE_URL / AMOCRM_SUBDOMAIN of ``env``; either one
-    is enough. Mirrors ``orchestration.resources.amocrm_account``, which reads os.environ and
-    lives beside Dagster."""
-    base_url = _get(env, "AMOCRM_BASE_URL") or ""
-    subdomain = _get(env, "AMOCRM_SUBDOMAIN") or ""
-    if not base_url and not subdomain:
-        raise ValueError("amoCRM needs AMOCRM_BASE_URL (https://<subdomain>.amocrm.ru) "
-                         "or AMOCRM_SUBDOMAIN")
-    if not base_url:
-        base_url = f"https://{subdomain}.amocrm.ru"
-    if not subdomain:
-        host = urlsplit(base_url).hostname or ""
-        subdomain = host.split(".")[0] if host else ""
-        if not subdomain:
-            raise ValueError(f"AMOCRM_BASE_URL {base_url!r} names no host; set AMOCRM_SUBDOMAIN")
-    return base_url, subdomain
+    is enough (as for the extractor: ``extractors.amocrm.account_address``)."""
+    return account_address(_get(env, "AMOCRM_BASE_URL") or "",
+                           _get(env, "AMOCRM_SUBDOMAIN") or "")
 
 
 def _item_label(index: int, request_id: str | None, what: str) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
@@ -102,10 +102,40 @@ class CrmDestination(Destination):
     def find_created(self, client: Any, items: Sequence[ActionItem]) -> dict[str, str]:
         """action key -> id of the CRM record an earlier attempt already created."""
 
-    @abstractmethod
     def create_actions(self, client: Any, items: Sequence[ActionItem]
                        ) -> list[str | Exception]:
-        """Create the tasks / deals of ``items``: per item the new record's id or the error."""
+        """Create the tasks / deals of ``items`` in batches: per item the new record's id or
+        the error (a call that fails as a whole fails each item of its batch: it is retried
+        next run, after ``find_created``)."""
+        out: dict[str, str | Exception] = {}
+        tasks = [i for i in items if i.kind == "task"]
+        deals = [i for i in items if i.kind == "deal"]
+        for batch in _batches(tasks, self.max_batch):
+            _collect(out, batch, lambda b=batch: self.create_tasks(client, b))
+        if deals:
+            try:
+                stages = self.deal_stages(client, deals)
+            except Exception as exc:  # an unknown pipeline or stage: every deal fails
+                out.update({i.key: exc for i in deals})
+                deals = []
+            for batch in _batches(deals, self.max_batch):
+                _collect(out, batch, lambda b=batch: self.create_deals(client, b, stages))
+        return [out[i.key] for i in items]
+
+    @abstractmethod
+    def create_tasks(self, client: Any, batch: Sequence[ActionItem]) -> list[Any]:
+        """One call creating ``batch``'s tasks: per item its id or its error."""
+
+    @abstractmethod
+    def create_deals(self, client: Any, batch: Sequence[ActionItem],
+                     stages: Mapping[str, tuple[int, Any]]) -> list[Any]:
+        """One call creating ``batch``'s deals at their stages: per item its id or error."""
+
+    @abstractmethod
+    def deal_stages(self, client: Any, deals: Sequence[ActionItem]
+                    ) -> dict[str, tuple[int, Any]]:
+        """action key -> (pipeline id, stage id) of each deal; raises naming what exists
+        when a pipeline or stage is not there."""
 
 
 class AmoCRMDestination(CrmDestination):
@@ -146,30 +176,13 @@ class AmoCRMDestination(CrmDestination):
                 found[item.key] = str(leads[0]["id"])
         return found
 
-    def create_actions(self, client: AmoCRMWriteClient,
-                       items: Sequence[ActionItem]) -> list[str | Exception]:
-        out: dict[str, str | Exception] = {}
-        tasks = [i for i in items if i.kind == "task"]
-        deals = [i for i in items if i.kind == "deal"]
-        for batch in _batches(tasks, self.max_batch):
-            try:
-                ids = client.create_tasks([self._task(i) for i in batch])
-                out.update({i.key: str(n) for i, n in zip(batch, ids, strict=True)})
-            except Exception as exc:  # the whole call failed: every task of it is retried
-                out.update({i.key: exc for i in batch})
-        if deals:
-            try:
-                stages = self._stages(client, deals)
-            except Exception as exc:
-                out.update({i.key: exc for i in deals})
-                deals = []
-            for batch in _batches(deals, self.max_batch):
-                try:
-                    ids = client.create_leads([self._lead(i, stages[i.key]) for i in batch])
-                    out.update({i.key: str(n) for i, n in zip(batch, ids, strict=True)})
-                except Exception as exc:
-                    out.update({i.key: exc for i in batch})
-        return [out[i.key] for i in items]
+    def create_tasks(self, client: AmoCRMWriteClient,
+                     batch: Sequence[ActionItem]) -> list[Any]:
+        return client.create_tasks([self._task(i) for i in batch])
+
+    def create_deals(self, client: AmoCRMWriteClient, batch: Sequence[ActionItem],
+                     stages: Mapping[str, tuple[int, Any]]) -> list[Any]:
+        return client.create_leads([self._lead(i, stages[i.key]) for i in batch])
 
     @staticmethod
     def _task(item: ActionItem) -> dict[str, Any]:
@@ -183,7 +196,7 @@ class AmoCRMDestination(CrmDestination):
         return body
 
     @staticmethod
-    def _lead(item: ActionItem, stage: tuple[int, int]) -> dict[str, Any]:
+    def _lead(item: ActionItem, stage: tuple[int, Any]) -> dict[str, Any]:
         body: dict[str, Any] = {
             "name": marker_text(item.text, item.marker), "pipeline_id": stage[0],
             "status_id": stage[1], "request_id": item.marker,
@@ -192,11 +205,8 @@ class AmoCRMDestination(CrmDestination):
             body["responsible_user_id"] = item.responsible
         return body
 
-    @staticmethod
-    def _stages(client: AmoCRMWriteClient, deals: Sequence[ActionItem]
-                ) -> dict[str, tuple[int, int]]:
-        """action key -> (pipeline id, status id) of its deal; an unknown pipeline or stage
-        is an error naming it and the ones that exist."""
+    def deal_stages(self, client: AmoCRMWriteClient, deals: Sequence[ActionItem]
+                    ) -> dict[str, tuple[int, Any]]:
         pipelines = {str(p["name"]).strip().casefold(): p for p in client.pipelines()}
         out = {}
         for item in deals:
@@ -259,30 +269,13 @@ class Bitrix24Destination(CrmDestination):
                     found[key] = str(deal["ID"])
         return found
 
-    def create_actions(self, client: Bitrix24WriteClient,
-                       items: Sequence[ActionItem]) -> list[str | Exception]:
-        out: dict[str, str | Exception] = {}
-        tasks = [i for i in items if i.kind == "task"]
-        deals = [i for i in items if i.kind == "deal"]
-        for batch in _batches(tasks, self.max_batch):
-            try:
-                answers = client.add_todos([self._todo(i) for i in batch])
-                out.update({i.key: _answer(a) for i, a in zip(batch, answers, strict=True)})
-            except Exception as exc:
-                out.update({i.key: exc for i in batch})
-        if deals:
-            try:
-                stages = self._stages(client, deals)
-            except Exception as exc:
-                out.update({i.key: exc for i in deals})
-                deals = []
-            for batch in _batches(deals, self.max_batch):
-                try:
-                    answers = client.add_deals([self._deal(i, stages[i.key]) for i in batch])
-                    out.update({i.key: _answer(a) for i, a in zip(batch, answers, strict=True)})
-                except Exception as exc:
-                    out.update({i.key: exc for i in batch})
-        return [out[i.key] for i in items]
+    def create_tasks(self, client: Bitrix24WriteClient,
+                     batch: Sequence[ActionItem]) -> list[Any]:
+        return client.add_todos([self._todo(i) for i in batch])
+
+    def create_deals(self, client: Bitrix24WriteClient, batch: Sequence[ActionItem],
+                     stages: Mapping[str, tuple[int, Any]]) -> list[Any]:
+        return client.add_deals([self._deal(i, stages[i.key]) for i in batch])
 
     @staticmethod
     def _todo(item: ActionItem) -> dict[str, Any]:
@@ -295,7 +288,7 @@ class Bitrix24Destination(CrmDestination):
         return body
 
     @staticmethod
-    def _deal(item: ActionItem, stage: tuple[int, str]) -> dict[str, Any]:
+    def _deal(item: ActionItem, stage: tuple[int, Any]) -> dict[str, Any]:
         body: dict[str, Any] = {
             "TITLE": item.text, "CATEGORY_ID": stage[0], "STAGE_ID": stage[1],
             "CONTACT_ID": item.contact_id, "ORIGINATOR_ID": "voronka",
@@ -304,9 +297,8 @@ class Bitrix24Destination(CrmDestination):
             body["ASSIGNED_BY_ID"] = item.responsible
         return body
 
-    @staticmethod
-    def _stages(client: Bitrix24WriteClient, deals: Sequence[ActionItem]
-                ) -> dict[str, tuple[int, str]]:
+    def deal_stages(self, client: Bitrix24WriteClient, deals: Sequence[ActionItem]
+                    ) -> dict[str, tuple[int, Any]]:
         categories = {str(c["name"]).strip().casefold(): c for c in client.deal_categories()}
         open_stages: dict[int, list[dict[str, Any]]] = {}  # one stage list per category
         out = {}
@@ -338,8 +330,15 @@ def _stage_id(item: ActionItem, stages: Sequence[Mapping[str, Any]], crm: str) -
                      f"{', '.join(str(s['name']) for s in stages)}")
 
 
-def _answer(answer: Any) -> str | Exception:
-    return answer if isinstance(answer, Exception) else str(answer)
+def _collect(out: dict[str, str | Exception], batch: Sequence[ActionItem],
+             call: Callable[[], list[Any]]) -> None:
+    """Record per item of ``batch`` what ``call`` answered: its id or its error."""
+    try:
+        answers = call()
+        out.update({i.key: a if isinstance(a, Exception) else str(a)
+                    for i, a in zip(batch, answers, strict=True)})
+    except Exception as exc:  # the whole call failed: every item of it is retried
+        out.update({i.key: exc for i in batch})
 
 
 def _batches(items: Sequence[ActionItem], size: int) -> list[list[ActionItem]]:
