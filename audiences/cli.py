@@ -32,7 +32,13 @@ from audiences.segments import (
     segment_frame,
     segment_members,
 )
-from audiences.sync import PLATFORMS_VAR, SyncResult, configured_platforms, sync_to_platforms
+from audiences.sync import (
+    PLATFORMS_VAR,
+    SyncResult,
+    configured_platforms,
+    segment_platforms,
+    sync_to_platforms,
+)
 
 OUT_DIR_VAR = "VORONKA_AUDIENCES_DIR"
 DEFAULT_OUT_DIR = "data/audiences"
@@ -218,9 +224,10 @@ def cmd_sync(wh: Any, name: str, platforms: list[str] | None, directory: Path,
     """Sync one segment to the platforms (``dry_run``: only say what a sync would do); exit 1
     when any platform failed."""
     seg = get_segment(name, segments_dir)
-    chosen = platforms or configured_platforms(os.environ)
+    chosen = platforms or segment_platforms(seg, configured_platforms(os.environ))
     if not chosen:
-        raise ValueError(f"name a platform (--platform meta) or set {PLATFORMS_VAR}")
+        raise ValueError(f"name a platform (--platform meta) or set {PLATFORMS_VAR} (the "
+                         f"segment's destinations: {', '.join(seg.destinations) or 'any'})")
     wh = _warehouse(wh)
     results = sync_to_platforms(wh, seg, chosen, now=datetime.now(UTC), out_dir=directory,
                                 file_only=file_only, allow_small=allow_small,

@@ -18,6 +18,7 @@ A segment file (``audiences/segments/*.yml``)::
       - task: {text: "Напомнить о повторной покупке: {{ product_category }}", due_in_days: 0,
                responsible: customer_manager}   # or a CRM user id
       - deal: {pipeline: "Повторные продажи", stage: first}
+    destinations: [amocrm, unisender]   # optional: only these of the configured platforms
 
 Safety: column names come only from ``FIELDS`` (a whitelist of ``marts.dim_customers``
 columns), operators only from ``OPS``; every value is a bound parameter (``?`` for DuckDB,
@@ -97,7 +98,7 @@ VALUE_FIELDS = tuple(f for f, (_, t) in FIELDS.items() if t in ("int", "number")
 DERIVED = ("bought_category_within_days", "top_share", "birthday_within_days")
 MAX_BIRTHDAY_DAYS = 366
 KINDS = ("static", "dynamic")
-TOP_KEYS = ("name", "description", "kind", "value", "conditions", "actions")
+TOP_KEYS = ("name", "description", "kind", "value", "conditions", "actions", "destinations")
 NAME_RE = re.compile(r"[a-z0-9_]{1,64}")
 MAX_FILE_BYTES = 64 * 1024  # the shipped segments are < 1 KiB
 MAX_DEPTH = 24  # nesting levels: 12 levels of ``any:`` inside each other
@@ -167,6 +168,7 @@ class Segment:
     file: str = "<string>"
     value: str | None = None
     actions: tuple[Action, ...] = ()
+    destinations: tuple[str, ...] = ()  # () = every configured platform
 
 
 @dataclass(frozen=True)
@@ -270,9 +272,28 @@ class _Parser:
             raise self.fail(cond_node, "conditions must be a non-empty list")
         conditions = tuple(self.condition(n) for n in cond_node.value)
         actions = self.actions(seen["actions"][1]) if "actions" in seen else ()
+        destinations = (self.destinations(seen["destinations"][1]) if "destinations" in seen
+                        else ())
         return Segment(name=name, description=str(description or "").strip(),
                        kind=kind, conditions=conditions, file=self.file, value=value,
-                       actions=actions)
+                       actions=actions, destinations=destinations)
+
+    def destinations(self, node: yaml.Node) -> tuple[str, ...]:
+        """The platforms this segment goes to (of those configured): known names, no repeat."""
+        from audiences.destinations import DESTINATIONS
+
+        known = ", ".join(sorted(DESTINATIONS))
+        if not isinstance(node, yaml.SequenceNode) or not node.value:
+            raise self.fail(node, f"destinations must be a non-empty list of: {known}")
+        names: list[str] = []
+        for item in node.value:
+            name = self.scalar(item)
+            if name not in DESTINATIONS:
+                raise self.fail(item, f"unknown destination {name!r}; allowed: {known}")
+            if name in names:
+                raise self.fail(item, f"destination {name!r} given twice")
+            names.append(name)
+        return tuple(names)
 
     def actions(self, node: yaml.Node) -> tuple[Action, ...]:
         help_ = (f"actions is a list of at most {actions_spec.MAX_ACTIONS} items, each "

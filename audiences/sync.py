@@ -621,6 +621,14 @@ __all__ = ["DESTINATIONS", "PLATFORMS", "Membership", "SyncResult", "desired_row
 PLATFORMS_VAR = "VORONKA_AUDIENCE_PLATFORMS"
 
 
+def segment_platforms(seg: Segment, configured: Sequence[str]) -> list[str]:
+    """The configured platforms ``seg`` goes to: all of them, or those of its
+    ``destinations:`` (a segment file's choice; an explicit --platform overrides it)."""
+    if not seg.destinations:
+        return list(configured)
+    return [p for p in configured if p in seg.destinations]
+
+
 def configured_platforms(env: Mapping[str, str]) -> list[str]:
     """The platforms named in VORONKA_AUDIENCE_PLATFORMS (comma-separated), validated."""
     names = [n.strip().lower() for n in env.get(PLATFORMS_VAR, "").split(",") if n.strip()]

@@ -494,3 +494,22 @@ def test_cli_sync_to_a_crm_with_dry_run_then_for_real(shop, amo, tmp_path, monke
     code, out = voronka("sync", "call_lapsed", "--platform", "amocrm", "--dry-run")
     assert code == 0 and "would add 0, remove 0 customers" in out and "actions:" not in out
     assert LONG_LIVED not in out
+
+
+def test_a_segment_file_chooses_its_destinations_among_the_configured_ones():
+    from audiences.segments import SegmentError
+    from audiences.sync import segment_platforms
+
+    text = TASKS_SEGMENT + "destinations: [amocrm, unisender]\n"
+    seg = parse_segment(text, "call_lapsed.yml")
+    assert seg.destinations == ("amocrm", "unisender")
+    configured = ["meta", "unisender", "amocrm", "bitrix24"]
+    assert segment_platforms(seg, configured) == ["unisender", "amocrm"]
+    everywhere = parse_segment(TASKS_SEGMENT, "call_lapsed.yml")
+    assert segment_platforms(everywhere, configured) == configured
+    for bad, problem in (("[amocrm, mailchimp]", "unknown destination 'mailchimp'"),
+                         ("[amocrm, amocrm]", "destination 'amocrm' given twice"),
+                         ("[]", "destinations must be a non-empty list")):
+        with pytest.raises(SegmentError, match=problem) as err:
+            parse_segment(TASKS_SEGMENT + f"destinations: {bad}\n", "call_lapsed.yml")
+        assert "call_lapsed.yml, line 9" in str(err.value)

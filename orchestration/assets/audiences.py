@@ -37,6 +37,7 @@ from audiences.sync import (
     SyncResult,
     configured_platforms,
     refresh_membership,
+    segment_platforms,
     sync_to_platforms,
 )
 from orchestration.resources import WarehouseResource
@@ -107,8 +108,9 @@ def build_audience_asset(seg: Segment) -> dg.AssetsDefinition:
         platforms = configured_platforms(os.environ)
         out_dir = Path(os.environ.get(OUT_DIR_VAR) or DEFAULT_OUT_DIR)
         membership = refresh_membership(wh, seg, now=now)
-        results = sync_to_platforms(wh, seg, platforms or list(FILE_DESTINATIONS),
-                                    now=now, out_dir=out_dir, file_only=not platforms)
+        chosen = segment_platforms(seg, platforms or list(FILE_DESTINATIONS))
+        results = sync_to_platforms(wh, seg, chosen, now=now, out_dir=out_dir,
+                                    file_only=not platforms)
         for r in results:
             context.log.info("%s -> %s: %s (+%d -%d, pending %d) %s", seg.name, r.platform,
                              r.status, r.added, r.removed, r.pending, r.message)
@@ -127,8 +129,8 @@ def build_audience_asset(seg: Segment) -> dg.AssetsDefinition:
             "excluded_for_consent": dg.MetadataValue.int(membership.excluded),
             "entered": dg.MetadataValue.int(len(membership.entered)),
             "left": dg.MetadataValue.int(len(membership.left)),
-            "platforms": dg.MetadataValue.text(", ".join(platforms) or
-                                               f"files only (set {PLATFORMS_VAR})"),
+            "platforms": dg.MetadataValue.text(
+                ", ".join(chosen) if platforms else f"files only (set {PLATFORMS_VAR})"),
             **result_metadata(results),
         })
 
