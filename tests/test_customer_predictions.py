@@ -1,0 +1,96 @@
+"""Customer predictions from an order history (issue 16, the part that is built): order days,
+the per-customer summary in weeks, the fit with its holdout check, and the prediction columns,
+on order histories simulated from known BG/NBD + Gamma-Gamma parameters."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from predictions.btyd import p_alive
+from predictions.customers import (
+    Settings,
+    customer_predictions,
+    fit_models,
+    fit_table,
+    order_days,
+    summarise,
+)
+
+AS_OF = date(2026, 10, 31)
+START = AS_OF - timedelta(weeks=104)
+
+
+def simulate(n: int, seed: int, *, r: float = 0.5, alpha: float = 8.0, a: float = 0.8,
+             b: float = 2.5, homogeneous: bool = False) -> pd.DataFrame:
+    """Orders of ``n`` customers acquired uniformly over two years: each buys at a gamma-
+    distributed weekly rate and, after each purchase, drops out with a beta-distributed
+    probability (one fixed probability when ``homogeneous``); amounts are gamma-distributed."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        first = START + timedelta(days=int(rng.integers(0, 600)))
+        rate = rng.gamma(r, 1 / alpha)
+        drop = a / (a + b) if homogeneous else rng.beta(a, b)
+        spend = rng.gamma(6.0, 15.0 / rng.gamma(3.7, 1.0))
+        day = first
+        while day <= AS_OF:
+            rows.append((f"c{i:05d}", day, round(float(rng.gamma(6.0, spend / 6.0)), 2)))
+            if rng.random() < drop or rate <= 0:
+                break
+            gap = rng.exponential(1 / rate) * 7
+            if gap > (AS_OF - day).days:
+                break
+            day += timedelta(days=max(1, round(gap)))
+    return pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
+
+
+def test_summary_counts_repeat_days_in_weeks_and_leaves_out_a_first_order_on_the_end_date():
+    orders = pd.DataFrame({
+        "customer_id": ["a", "a", "a", "b", "c"],
+        "order_date": [date(2026, 1, 1), date(2026, 1, 1), date(2026, 1, 15), date(2026, 1, 8),
+                       date(2026, 1, 29)],
+        "amount": [100.0, 50.0, 30.0, 10.0, 5.0]})
+    days = order_days(orders)
+    assert len(days) == 4  # two orders of one day are one purchase, worth their sum
+    summary = summarise(days, date(2026, 1, 29)).set_index("customer_id")
+    assert list(summary.index) == ["a", "b"]  # c first bought on the end date: T = 0
+    assert summary.loc["a"].tolist() == [1.0, 2.0, 4.0, 30.0]
+    assert summary.loc["b", "frequency"] == 0 and np.isnan(summary.loc["b", "monetary_value"])
+
+
+def test_a_heterogeneous_history_fits_passes_the_holdout_and_predicts_sensibly():
+    orders = simulate(3000, seed=5)
+    settings = Settings()
+    fit = fit_models(orders, AS_OF, settings)
+    assert fit.status == "ok", fit.message
+    assert fit.holdout_error is not None and fit.holdout_error <= settings.max_holdout_error
+    assert 0.5 < fit.bgnbd.a / (fit.bgnbd.a + fit.bgnbd.b) / (0.8 / 3.3) < 2
+    table = fit_table(fit, settings)
+    assert list(table["group_name"]) == ["total", "0", "1", "2", "3", "4", "5", "6+"]
+    assert set(table["status"]) == {"ok"} and table["bgnbd_r"].notna().all()
+    predictions = customer_predictions(orders, fit, settings)
+    assert predictions["p_alive"].between(0, 1).all()
+    assert (predictions["expected_purchases_365d"] >= predictions["expected_purchases_90d"]).all()
+    assert (predictions["expected_purchases_90d"] >= predictions["expected_purchases_30d"]).all()
+    assert (predictions["predicted_value_12m"] >= 0).all()
+    # with the fitted parameters: of two customers with 3 repeat purchases in 100 weeks, the
+    # one whose last purchase was 90 weeks ago is less likely alive than one who just bought
+    silent, recent = p_alive(fit.bgnbd, [3, 3], [10, 99], [100, 100])
+    assert silent < 0.5 * recent
+
+
+def test_one_dropout_probability_for_everyone_is_reported_not_predicted():
+    """A history where every customer drops out with the same probability (the demo's
+    synthetic business) sends the BG/NBD dropout heterogeneity to infinity: the fit says so
+    and no prediction is made from it."""
+    orders = simulate(1500, seed=9, homogeneous=True)
+    fit = fit_models(orders, AS_OF, Settings())
+    assert fit.status in ("not_converged", "does_not_fit") and not fit.usable
+    assert "customers=" in fit.message and "repeat_buyers=" in fit.message
+    with pytest.raises(ValueError, match="no usable fit"):
+        customer_predictions(orders, fit, Settings())
+    assert fit_table(fit, Settings())["status"].tolist() == [fit.status]
