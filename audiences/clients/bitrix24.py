@@ -40,8 +40,9 @@ log = logging.getLogger("voronka.audiences")
 
 UF_PREFIX = "UF_CRM_"
 UF_MAX_LEN = 50  # the final name, prefix included
-TODO_SELECT = ("ID", "OWNER_TYPE_ID", "OWNER_ID", "PROVIDER_ID", "SUBJECT", "DESCRIPTION",
-               "RESPONSIBLE_ID", "DEADLINE", "COMPLETED", "CREATED")
+# the fields of a to-do activity (crm.activity.list) that the actions read back
+ACTIVITY_SELECT = ("ID", "OWNER_TYPE_ID", "OWNER_ID", "PROVIDER_ID", "SUBJECT", "DESCRIPTION",
+                   "RESPONSIBLE_ID", "DEADLINE", "COMPLETED", "CREATED")
 DEAL_SELECT = ("ID", "TITLE", "CATEGORY_ID", "STAGE_ID", "CONTACT_ID", "ASSIGNED_BY_ID",
                "OPPORTUNITY", "ORIGINATOR_ID", "ORIGIN_ID", "DATE_CREATE")
 MAX_ERRORS_SHOWN = 10  # contact ids named in one error message
@@ -288,7 +289,7 @@ class Bitrix24WriteClient:
             if open_only:
                 filters["COMPLETED"] = "N"
             rows += self._list_all("crm.activity.list", {"filter": filters,
-                                                         "select": list(TODO_SELECT),
+                                                         "select": list(ACTIVITY_SELECT),
                                                          "order": {"ID": "ASC"}})
         return rows
 
