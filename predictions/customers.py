@@ -42,6 +42,29 @@ DISCOUNT_VAR = "VORONKA_CLV_ANNUAL_DISCOUNT_RATE"
 GROUPS = ("0", "1", "2", "3", "4", "5", "6+")
 
 
+PREDICTIONS_MODEL = "fct_customer_predictions"
+FIT_MODEL = "fct_clv_model_fit"
+# column DDL of the two tables, in the order customer_predictions / fit_table return them
+PREDICTIONS_DDL = (
+    "customer_id varchar not null, frequency double precision, recency_weeks double precision, "
+    "t_weeks double precision, p_alive double precision, p_alive_30d_ago double precision, "
+    "p_alive_change_30d double precision, expected_purchases_30d double precision, "
+    "expected_purchases_90d double precision, expected_purchases_365d double precision, "
+    "expected_order_value double precision, predicted_value_12m double precision, "
+    "model_version varchar, fit_date date"
+)
+FIT_DDL = (
+    "group_name varchar not null, customers integer, predicted_repeat_purchases double "
+    "precision, actual_repeat_purchases double precision, relative_error double precision, "
+    "model_version varchar, fit_date date, status varchar, message varchar, "
+    "holdout_weeks integer, max_holdout_error double precision, holdout_error double "
+    "precision, bgnbd_r double precision, bgnbd_alpha double precision, bgnbd_a double "
+    "precision, bgnbd_b double precision, gg_p double precision, gg_q double precision, "
+    "gg_v double precision, bgnbd_log_likelihood double precision, gg_log_likelihood double "
+    "precision"
+)
+
+
 @dataclass(frozen=True)
 class Settings:
     """What a fit is configured with (environment, with defaults)."""
@@ -72,7 +95,8 @@ def order_days(orders: pd.DataFrame) -> pd.DataFrame:
     """customer_id, order_date, amount: one row per customer and day with an order."""
     frame = orders[["customer_id", "order_date", "amount"]].dropna(
         subset=["customer_id", "order_date"])
-    frame = frame.assign(order_date=pd.to_datetime(frame["order_date"]).dt.date,
+    frame = frame.assign(customer_id=frame["customer_id"].astype(str),
+                         order_date=pd.to_datetime(frame["order_date"]).dt.date,
                          amount=pd.to_numeric(frame["amount"]).fillna(0.0).astype(float))
     return frame.groupby(["customer_id", "order_date"], as_index=False)["amount"].sum()
 
@@ -200,6 +224,8 @@ def customer_predictions(orders: pd.DataFrame, fit: ModelFit,
     out = summary.rename(columns={"recency": "recency_weeks", "T": "t_weeks"}).drop(
         columns=["monetary_value"])
     out["p_alive"] = p_alive(fit.bgnbd, x, tx, t)
+    out["p_alive_30d_ago"] = _p_alive_days_ago(orders, fit, out["customer_id"], 30)
+    out["p_alive_change_30d"] = out["p_alive"] - out["p_alive_30d_ago"]
     for days in (30, 90, 365):
         out[f"expected_purchases_{days}d"] = expected_purchases(fit.bgnbd, days / 7, x, tx, t)
     out["expected_order_value"] = expected_order_value(fit.gamma_gamma, x, money)
@@ -209,6 +235,18 @@ def customer_predictions(orders: pd.DataFrame, fit: ModelFit,
     out["model_version"] = MODEL_VERSION
     out["fit_date"] = fit.as_of
     return out.sort_values("customer_id").reset_index(drop=True)
+
+
+def _p_alive_days_ago(orders: pd.DataFrame, fit: ModelFit, customer_ids: pd.Series,
+                     days: int) -> pd.Series:
+    """p_alive on the history up to ``days`` before the as-of date, with the same fitted
+    parameters: the trend a marketer asks about ("p_alive falling"). Null for customers who
+    had not bought by then."""
+    earlier = summarise(order_days(orders), fit.as_of - timedelta(days=days))
+    values = pd.Series(p_alive(fit.bgnbd, *(earlier[c].to_numpy(float)
+                                            for c in ("frequency", "recency", "T"))),
+                       index=earlier["customer_id"])
+    return customer_ids.map(values).astype(float)
 
 
 def fit_table(fit: ModelFit, settings: Settings) -> pd.DataFrame:
@@ -228,6 +266,6 @@ def fit_table(fit: ModelFit, settings: Settings) -> pd.DataFrame:
         "gg_p": gg.p if gg else None, "gg_q": gg.q if gg else None,
         "gg_v": gg.v if gg else None,
         "bgnbd_log_likelihood": fit.bgnbd_log_likelihood,
-        "gg_log_likelihood": fit.gamma_gamma and fit.gg_log_likelihood,
+        "gg_log_likelihood": fit.gg_log_likelihood,
     }
     return holdout.assign(**common)

@@ -83,14 +83,24 @@ def test_a_heterogeneous_history_fits_passes_the_holdout_and_predicts_sensibly()
     assert silent < 0.5 * recent
 
 
-def test_one_dropout_probability_for_everyone_is_reported_not_predicted():
-    """A history where every customer drops out with the same probability (the demo's
-    synthetic business) sends the BG/NBD dropout heterogeneity to infinity: the fit says so
-    and no prediction is made from it."""
-    orders = simulate(1500, seed=9, homogeneous=True)
+def test_a_fit_that_does_not_converge_is_reported_not_predicted():
+    """One price for every purchase (a fixed-price subscription) leaves Gamma-Gamma nothing to
+    learn about spend heterogeneity: its parameters run off to infinity. The fit says it did
+    not converge, with the sample's counts, and no prediction is made from it."""
+    orders = simulate(1500, seed=5).assign(amount=990.0)
     fit = fit_models(orders, AS_OF, Settings())
-    assert fit.status in ("not_converged", "does_not_fit") and not fit.usable
-    assert "customers=" in fit.message and "repeat_buyers=" in fit.message
+    assert fit.status == "not_converged" and not fit.usable
+    assert "Gamma-Gamma" in fit.message and "repeat_buyers=" in fit.message
     with pytest.raises(ValueError, match="no usable fit"):
         customer_predictions(orders, fit, Settings())
-    assert fit_table(fit, Settings())["status"].tolist() == [fit.status]
+    table = fit_table(fit, Settings())
+    assert table["status"].tolist() == ["not_converged"] and table["bgnbd_r"].isna().all()
+
+
+def test_too_few_repeat_buyers_is_a_clear_no():
+    """A B2B seller with long cycles: most customers bought once in the window. No fit is
+    attempted; the message says what is missing."""
+    orders = simulate(400, seed=3, r=0.05, alpha=40.0)
+    fit = fit_models(orders, AS_OF, Settings())
+    assert fit.status == "does_not_fit" and not fit.usable
+    assert "too few data" in fit.message and "repeat buyers (need at least 50)" in fit.message
