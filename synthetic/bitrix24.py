@@ -22,7 +22,18 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from synthetic import catalog as C
-from synthetic.model import DAY, MSK, B24Contact, B24Deal, B24Lead, Person, msk_date, msk_ts
+from synthetic.model import (
+    DAY,
+    MSK,
+    SAME_PRODUCT_P,
+    B24Contact,
+    B24Deal,
+    B24Lead,
+    Person,
+    msk_date,
+    msk_ts,
+    repeat_chance_and_gap,
+)
 
 if TYPE_CHECKING:
     from synthetic.business import _Simulator
@@ -197,17 +208,15 @@ class Bitrix24Brand:
         self._purchases(person, lead.deal or lead)
         sim._maybe_cross_brand(person, to_bitrix24=False)
 
-    def _next_step(self, last: B24Lead | B24Deal, n_orders: int,
+    def _next_step(self, person: Person, last: B24Lead | B24Deal, n_orders: int,
                    retries: int) -> tuple[float, float, str] | None:
         """(probability, gap in days, kind) of the person's next inquiry, or None."""
         rng = self.sim.rng
-        cohort_frac = (last.created_ts - self.sim.start_ts) / max(
-            1, self.sim.end_ts - self.sim.start_ts)
         lost = (isinstance(last, B24Lead) and semantic(last.status) == "F") or (
             isinstance(last, B24Deal) and semantic(last.stage) == "F")
         if isinstance(last, B24Deal) and last.is_won:
-            p = last.product.repeat_p * 0.92 ** (n_orders - 1) * (1.1 - 0.25 * cohort_frac)
-            return p, last.product.cycle_days * rng.lognormvariate(0.0, 0.35), "repeat"
+            p, gap = repeat_chance_and_gap(person, last.product, self.sim.seed, rng)
+            return p, gap, "repeat"
         if lost and n_orders == 0 and retries == 0:
             return 0.12, rng.uniform(20, 240), "reinquiry"
         if lost and n_orders > 0 and retries < 2:
@@ -222,7 +231,7 @@ class Bitrix24Brand:
         while True:
             if isinstance(last, B24Deal) and last.is_won:
                 n_orders += 1
-            step = self._next_step(last, n_orders, retries)
+            step = self._next_step(person, last, n_orders, retries)
             if step is None or rng.random() >= step[0]:
                 return
             _, gap, kind = step
@@ -241,7 +250,8 @@ class Bitrix24Brand:
                 continue
             ch = sim._weighted(list(REPEAT_CHANNELS), list(REPEAT_CHANNELS.values()))
             camp = next((c for c in C.AD_CAMPAIGNS.get(ch, ()) if c.retargeting), None)
-            product = (last.product if kind == "retry" else sim._weighted(
+            same = kind == "retry" or rng.random() < SAME_PRODUCT_P
+            product = (last.product if same else sim._weighted(
                 C.B24_PRODUCTS, C.B24_NEXT_PRODUCT[last.product.code]))
             manager = self._manager(nd, prefer=last.responsible)
             deal = self._new_deal(person, person.b24_contact, nts, 1, ch, sim._utm(ch, camp),

@@ -39,6 +39,7 @@ from synthetic.bitrix24 import Bitrix24Brand, bitrix24_payloads
 from synthetic.model import (
     DAY,
     MSK,
+    SAME_PRODUCT_P,
     Company,
     Contact,
     Customer,
@@ -49,6 +50,7 @@ from synthetic.model import (
     Transaction,
     msk_date,
     msk_ts,
+    repeat_chance_and_gap,
 )
 
 __all__ = ["DAY", "MSK", "GroundTruth", "SyntheticBusiness", "generate"]
@@ -511,7 +513,6 @@ class _Simulator:
     def _purchases(self, person: Person, last: Lead | Transaction) -> None:
         """Repeat purchases after a win, a new inquiry after a loss, until the person stops."""
         rng = self.rng
-        cohort_frac = (last.created_ts - self.start_ts) / max(1, self.end_ts - self.start_ts)
         n_orders = 0
         retries = 0
         while True:
@@ -519,10 +520,9 @@ class _Simulator:
                 n_orders += 1
                 if n_orders == 1:
                     self._maybe_open_customer(person, last)
-                p = last.product.repeat_p * (0.92 ** (n_orders - 1)) * (1.1 - 0.25 * cohort_frac)
-                gap = last.product.cycle_days * rng.lognormvariate(0.0, 0.35)
-                weights = C.NEXT_PRODUCT[last.product.code]
-                next_product = self._weighted(C.PRODUCTS, weights)
+                p, gap = repeat_chance_and_gap(person, last.product, self.seed, rng)
+                next_product = (last.product if rng.random() < SAME_PRODUCT_P else
+                                self._weighted(C.PRODUCTS, C.NEXT_PRODUCT[last.product.code]))
                 repeat = True
             elif last.status_id == C.LOST_STATUS_ID and n_orders == 0 and retries == 0:
                 p, gap, next_product, repeat = REINQUIRY_P, rng.uniform(20, 240), None, False

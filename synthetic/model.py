@@ -10,6 +10,7 @@ All times are Moscow local (UTC+3, fixed) held as Unix seconds.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -36,6 +37,37 @@ def month_of(d: date) -> date:
     return d.replace(day=1)
 
 
+# -- repeat behaviour --------------------------------------------------------------------------
+# Buyers differ: each has a chance of coming back after a purchase (Beta across buyers) and a
+# pace relative to the product's cycle (Gamma, mean 1), and the gaps vary around that pace.
+# That is the heterogeneity repeat-purchase models (BG/NBD) expect of a real customer base.
+STAY_BETA = (1.6, 0.9)  # mean 0.64
+MEAN_STAY = STAY_BETA[0] / sum(STAY_BETA)
+PACE_SHAPE = 3.0
+GAP_SHAPE = 1.5
+SAME_PRODUCT_P = 0.7  # a repeat purchase is of the same product: buyers differ in spend too
+
+
+def loyalty(person: Person, seed: int) -> tuple[float, float]:
+    """The person's (stay, pace), drawn once from a generator of their own: the same person
+    gets the same loyalty whatever else the simulation draws."""
+    if person.loyalty is None:
+        rng = random.Random(f"{seed}:loyalty:{person.idx}")
+        person.loyalty = (rng.betavariate(*STAY_BETA),
+                          rng.gammavariate(PACE_SHAPE, 1 / PACE_SHAPE))
+    return person.loyalty
+
+
+def repeat_chance_and_gap(person: Person, product: C.Product, seed: int,
+                          rng: random.Random) -> tuple[float, float]:
+    """After a purchase of ``product``: the chance the person buys again, and the gap in
+    days until they do."""
+    stay, pace = loyalty(person, seed)
+    chance = min(0.97, product.repeat_p * stay / MEAN_STAY)
+    gap = product.cycle_days * pace * rng.gammavariate(GAP_SHAPE, 1 / GAP_SHAPE)
+    return chance, gap
+
+
 # -- people -------------------------------------------------------------------------------------
 @dataclass(eq=False)
 class Person:
@@ -55,6 +87,7 @@ class Person:
     transactions: list[Transaction] = field(default_factory=list)
     b24_contact: B24Contact | None = None
     b24_leads: list[B24Lead] = field(default_factory=list)
+    loyalty: tuple[float, float] | None = None  # (stay, pace): see repeat_chance_and_gap
     b24_deals: list[B24Deal] = field(default_factory=list)
     shop_orders: list[ShopOrder] = field(default_factory=list)
 
