@@ -26,6 +26,7 @@ from audiences.destinations import DESTINATIONS, FILE_DESTINATIONS, get_destinat
 from audiences.export import AudienceTooSmall, export_segment_file, members_identifier_frame
 from audiences.segments import (
     PREVIEW_COLUMNS,
+    PredictionsUnavailable,
     SegmentError,
     get_segment,
     scan_segments,
@@ -151,9 +152,15 @@ def cmd_list(wh: Any = None, segments_dir: str | None = None) -> int:
         print(f"voronka audiences: {bad.message}", file=sys.stderr)
     segments = scan.segments
     wh = _warehouse(wh)
-    rows = []
+    rows, unavailable = [], 0
     for seg in segments:
-        frame = segment_frame(wh, seg)
+        try:
+            frame = segment_frame(wh, seg)
+        except PredictionsUnavailable as exc:
+            print(f"voronka audiences: {exc}", file=sys.stderr)
+            rows.append((seg.name, seg.kind, "-", "-", seg.description))
+            unavailable += 1
+            continue
         members = int(frame["is_contactable"].sum())
         rows.append((seg.name, seg.kind, str(members), str(len(frame) - members),
                      seg.description))
@@ -166,8 +173,10 @@ def cmd_list(wh: Any = None, segments_dir: str | None = None) -> int:
           "withdrew consent or are do-not-contact (never exported).")
     if scan.bad:
         print(f"{len(scan.bad)} segment file(s) cannot be used; see above", file=sys.stderr)
-        return 1
-    return 0
+    if unavailable:
+        print(f"{unavailable} segment(s) need customer predictions, which are not published; "
+              "see above", file=sys.stderr)
+    return 1 if scan.bad or unavailable else 0
 
 
 def cmd_preview(wh: Any, name: str, limit: int = 10, segments_dir: str | None = None) -> int:

@@ -14,16 +14,34 @@ A segment file (``audiences/segments/*.yml``)::
       - bought_category_within_days: {category: Outerwear, days: 30}
       - top_share: {field: revenue, share: 0.1}
       - birthday_within_days: {days: 7}   # where the birthday is known
+      - {field: p_alive_change_30d, op: "<", value: 0}   # a prediction field (below)
     actions:                 # optional, at most 5: CRM work per member (audiences.actions_spec)
       - task: {text: "Напомнить о повторной покупке: {{ product_category }}", due_in_days: 0,
                responsible: customer_manager}   # or a CRM user id
       - deal: {pipeline: "Повторные продажи", stage: first}
     destinations: [amocrm, unisender]   # optional: only these of the configured platforms
 
-Safety: column names come only from ``FIELDS`` (a whitelist of ``marts.dim_customers``
-columns), operators only from ``OPS``; every value is a bound parameter (``?`` for DuckDB,
-``%s`` for PostgreSQL), never text pasted into the SQL. A bad field, operator or value raises
-``SegmentError`` naming the file, the line and what is allowed.
+Predictions: the fields of ``PREDICTION_FIELDS`` (``p_alive``, ``p_alive_change_30d``,
+``expected_purchases_90d``, ``expected_purchases_365d``, ``expected_order_value``,
+``predicted_value_12m``) are the BG/NBD + Gamma-Gamma columns of
+``marts.fct_customer_predictions``; they work in conditions, ``value:`` and ``top_share:`` like
+the others. A segment using one reads that table through a left join (a customer without a
+prediction matches no condition on it and ranks last in ``top_share``); a segment using none
+never touches it, so it runs where no model was ever fitted. Where the table is missing or
+empty, such a segment fails with a ``SegmentError`` saying why (the fit's message from
+``marts.fct_clv_model_fit``). The look-alike seed ranked by predicted value, not past revenue::
+
+    name: top_10_percent_predicted_value_lookalike
+    kind: static
+    value: predicted_value_12m
+    conditions:
+      - top_share: {field: predicted_value_12m, share: 0.1}
+
+Safety: column names come only from ``FIELDS`` (a whitelist of ``marts.dim_customers`` and
+``marts.fct_customer_predictions`` columns), operators only from ``OPS``; every value is a
+bound parameter (``?`` for DuckDB, ``%s`` for PostgreSQL), never text pasted into the SQL. A
+bad field, operator or value raises ``SegmentError`` naming the file, the line and what is
+allowed.
 
 Hostile or broken files: a segment file is read with limits (``MAX_FILE_BYTES``, ``MAX_DEPTH``
 nesting levels, ``MAX_NODES`` values) before it is parsed, and anchors/aliases (``&a``/``*a``,
@@ -58,9 +76,15 @@ SEGMENTS_DIR = Path(__file__).resolve().parent / "segments"
 CUSTOMERS = "marts.dim_customers"
 ORDERS = "marts.fct_orders"
 AS_OF = "(select max(as_of_date) from intermediate.int_as_of_date)"
+# written by the predictions asset (predictions.customers.PREDICTIONS_MODEL / FIT_MODEL; not
+# imported: that module loads scipy, and every audience asset imports this one)
+PREDICTIONS_SCHEMA, PREDICTIONS_TABLE = "marts", "fct_customer_predictions"
+FIT_TABLE = "fct_clv_model_fit"
+PREDICTIONS = f"{PREDICTIONS_SCHEMA}.{PREDICTIONS_TABLE}"
+PREDICTIONS_JOIN = f"left join {PREDICTIONS} as p on p.customer_id = d.customer_id"
 
 # field -> (dim_customers column, type); type one of int | number | text | date | bool.
-FIELDS: dict[str, tuple[str, str]] = {
+CUSTOMER_FIELDS: dict[str, tuple[str, str]] = {
     "recency": ("days_since_last_order", "int"),
     "days_since_last_order": ("days_since_last_order", "int"),
     "orders_count": ("orders_count", "int"),
@@ -84,6 +108,16 @@ FIELDS: dict[str, tuple[str, str]] = {
     "is_active": ("is_active", "bool"),
     "is_churned": ("is_churned", "bool"),
 }
+# field -> (fct_customer_predictions column, type); p_alive_change_30d < 0 = p_alive falling
+PREDICTION_FIELDS: dict[str, tuple[str, str]] = {
+    "p_alive": ("p_alive", "number"),
+    "p_alive_change_30d": ("p_alive_change_30d", "number"),
+    "expected_purchases_90d": ("expected_purchases_90d", "number"),
+    "expected_purchases_365d": ("expected_purchases_365d", "number"),
+    "expected_order_value": ("expected_order_value", "number"),
+    "predicted_value_12m": ("predicted_value_12m", "number"),
+}
+FIELDS: dict[str, tuple[str, str]] = {**CUSTOMER_FIELDS, **PREDICTION_FIELDS}
 
 COMPARE = ("=", "!=", "<", "<=", ">", ">=")
 OPS_BY_TYPE: dict[str, tuple[str, ...]] = {
@@ -113,6 +147,12 @@ class SegmentError(ValueError):
     allowed."""
 
 
+class PredictionsUnavailable(SegmentError):
+    """A segment on prediction fields while no customer predictions are published (the CLV
+    model did not fit or has not run): the segment cannot be computed, nothing else is
+    wrong."""
+
+
 @dataclass(frozen=True)
 class Condition:
     """One leaf: a whitelisted field, an operator and its (typed) value(s)."""
@@ -135,7 +175,8 @@ class BoughtCategory:
 @dataclass(frozen=True)
 class TopShare:
     """The top `share` of CONTACTABLE customers by `field` (descending, ties by customer_id):
-    the same ranking as marts.fct_lookalike_seed."""
+    the same ranking as marts.fct_lookalike_seed. On a prediction field customers without a
+    prediction rank last (they still count in the share's base)."""
 
     field: str
     share: float
@@ -265,7 +306,7 @@ class _Parser:
             value = self.scalar(seen["value"][1])
             if value not in VALUE_FIELDS:
                 raise self.fail(seen["value"][1], f"value {value!r} is not a numeric "
-                                                  f"dim_customers field; allowed: "
+                                                  f"field; allowed: "
                                                   f"{', '.join(VALUE_FIELDS)}")
         cond_node = seen["conditions"][1]
         if not isinstance(cond_node, yaml.SequenceNode) or not cond_node.value:
@@ -681,6 +722,46 @@ def _month_day(date_sql: str) -> str:
     return f"(extract(month from {date_sql}) * 100 + extract(day from {date_sql}))"
 
 
+def _column(field: str) -> str:
+    """A field's column, qualified by the alias of its table in the compiled query."""
+    column = FIELDS[field][0]
+    return f"p.{column}" if field in PREDICTION_FIELDS else f"d.{column}"
+
+
+def _condition_fields(cond: Any) -> list[str]:
+    if isinstance(cond, AnyOf):
+        return [f for c in cond.conditions for f in _condition_fields(c)]
+    if isinstance(cond, Condition | TopShare):
+        return [cond.field]
+    return []
+
+
+def prediction_fields(seg: Segment, columns: Sequence[str] = ()) -> tuple[str, ...]:
+    """The prediction fields `seg` reads (conditions, value) plus those among `columns`: when
+    there is one, the segment needs marts.fct_customer_predictions."""
+    used = [f for c in seg.conditions for f in _condition_fields(c)]
+    used += [seg.value] if seg.value else []
+    used += list(columns)
+    return tuple(dict.fromkeys(f for f in used if f in PREDICTION_FIELDS))
+
+
+def _top_share_sql(cond: TopShare, share: str) -> str:
+    """Customers in the top `share` of the contactable ones by the field; nulls rank last
+    (a customer without a prediction, on both backends: PostgreSQL puts them first by
+    default in a descending order)."""
+    column = FIELDS[cond.field][0]
+    if cond.field in PREDICTION_FIELDS:
+        source = (f"{CUSTOMERS} as c left join {PREDICTIONS} as tp "
+                  "on tp.customer_id = c.customer_id")
+        order = f"tp.{column} desc nulls last, c.customer_id"
+    else:
+        source, order = f"{CUSTOMERS} as c", f"c.{column} desc, c.customer_id"
+    return (f"d.customer_id in (select customer_id from (select c.customer_id, "
+            f"row_number() over (order by {order}) as top_rank, "
+            f"count(*) over () as top_n from {source} where c.is_contactable) as t "
+            f"where top_rank <= ceil(cast({share} as numeric(18, 9)) * top_n))")
+
+
 class _Compiler:
     def __init__(self, mark: str) -> None:
         self.mark = mark
@@ -709,13 +790,8 @@ class _Compiler:
                     f"(select {_month_day(window_day)} from generate_series(0, "
                     f"cast({days} as integer)) as window_days(k))")
         if isinstance(cond, TopShare):
-            column = FIELDS[cond.field][0]
-            share = self.bind(cond.share)
-            return (f"d.customer_id in (select customer_id from (select customer_id, "
-                    f"row_number() over (order by {column} desc, customer_id) as top_rank, "
-                    f"count(*) over () as top_n from {CUSTOMERS} where is_contactable) as t "
-                    f"where top_rank <= ceil(cast({share} as numeric(18, 9)) * top_n))")
-        column = "d." + FIELDS[cond.field][0]
+            return _top_share_sql(cond, self.bind(cond.share))
+        column = _column(cond.field)
         op = cond.op
         if op == "is_true":
             return f"{column} is true"
@@ -736,24 +812,29 @@ def compile_segment(seg: Segment, backend: Any,
                     columns: Sequence[str] = ()) -> tuple[str, list[Any]]:
     """SQL over marts.dim_customers selecting every customer matching the conditions
     (contactable or not): customer_id, is_contactable, value (if the segment has one) and
-    `columns` (dim_customers columns from FIELDS or PREVIEW_COLUMNS), ordered by customer_id.
-    `backend`: "duckdb" | "postgres" or a Warehouse. Values are bound parameters only."""
+    `columns` (fields from FIELDS or dim_customers columns from PREVIEW_COLUMNS), ordered by
+    customer_id. marts.fct_customer_predictions is joined only when a prediction field is
+    used. `backend`: "duckdb" | "postgres" or a Warehouse. Values are bound parameters only."""
     comp = _Compiler(_marker(backend))
     where = " and ".join(comp.expr(c) for c in seg.conditions)
-    allowed = {FIELDS[f][0] for f in FIELDS} | set(PREVIEW_COLUMNS)
+    allowed = {CUSTOMER_FIELDS[f][0] for f in CUSTOMER_FIELDS} | set(PREVIEW_COLUMNS)
     extra = []
     for col in columns:
-        col = FIELDS[col][0] if col in FIELDS else col
+        if col in PREDICTION_FIELDS:
+            extra.append(_column(col))
+            continue
+        col = CUSTOMER_FIELDS[col][0] if col in CUSTOMER_FIELDS else col
         if col not in allowed:
             raise SegmentError(f"column {col!r} is not selectable; allowed: "
-                               f"{', '.join(sorted(allowed))}")
+                               f"{', '.join(sorted(allowed | set(PREDICTION_FIELDS)))}")
         if col not in ("customer_id", "is_contactable"):
             extra.append(f"d.{col}")
     select = ["d.customer_id", "d.is_contactable"]
     if seg.value:
-        select.append(f"d.{FIELDS[seg.value][0]} as value")
+        select.append(f"{_column(seg.value)} as value")
     select += extra
-    sql = (f"select {', '.join(select)} from {CUSTOMERS} as d where {where} "
+    join = f" {PREDICTIONS_JOIN}" if prediction_fields(seg, columns) else ""
+    sql = (f"select {', '.join(select)} from {CUSTOMERS} as d{join} where {where} "
            f"order by d.customer_id")
     return sql, comp.params
 
@@ -766,9 +847,66 @@ def _run(wh: Any, sql: str, params: Sequence[Any]) -> pd.DataFrame:
         return pd.DataFrame(cur.fetchall(), columns=cols)
 
 
+def _table_exists(wh: Any, schema: str, table: str) -> bool:
+    mark = _marker(wh)
+    frame = _run(wh, "select count(*) from information_schema.tables "
+                     f"where table_schema = {mark} and table_name = {mark}", [schema, table])
+    return int(frame.iloc[0, 0]) > 0
+
+
+def _latest_build(wh: Any, model: str) -> str | None:
+    """Where the pipeline's latest build of a mart is, when not in marts (PostgreSQL builds
+    into marts_build and publishes only what passed its checks)."""
+    try:
+        table = wh.mart_table(model)
+    except Exception:  # a hint only (see _fit_message)
+        return None
+    return None if table == f"{PREDICTIONS_SCHEMA}.{model}" else table
+
+
+def _fit_message(wh: Any) -> str | None:
+    """The status and message of the latest CLV fit (PostgreSQL: its build in marts_build,
+    else the published one), or None when there is none or it cannot be read."""
+    for table in (_latest_build(wh, FIT_TABLE), f"{PREDICTIONS_SCHEMA}.{FIT_TABLE}"):
+        try:
+            if not table or not _table_exists(wh, *table.split(".", 1)):
+                continue
+            frame = _run(wh, f"select status, message from {table} "
+                             f"where group_name = {_marker(wh)}", ["total"])
+        except Exception:  # only a hint for the message; duckdb and psycopg2 raise their
+            continue       # own error classes (an older table without these columns...)
+        if len(frame):
+            status, message = frame.iloc[0]
+            return f"{table} says: {status}: {message or '(no message)'}"
+    return None
+
+
+def check_predictions(wh: Any, seg: Segment, columns: Sequence[str] = ()) -> None:
+    """Raise a SegmentError when `seg` uses prediction fields and the predictions are not
+    published (the model did not fit, or has not run): a clear message, not a SQL error
+    about a missing table or a segment silently empty."""
+    fields = prediction_fields(seg, columns)
+    if not fields:
+        return
+    if not _table_exists(wh, PREDICTIONS_SCHEMA, PREDICTIONS_TABLE):
+        state = "does not exist"
+    elif _run(wh, f"select 1 from {PREDICTIONS} limit 1", []).empty:
+        state = "is empty"
+    else:
+        return
+    fit = _fit_message(wh) or (f"{PREDICTIONS_SCHEMA}.{FIT_TABLE} does not exist either: the "
+                               "predictions asset has not run")
+    raise PredictionsUnavailable(
+        f"segment {seg.name!r} ({seg.file}) uses prediction fields ({', '.join(fields)}) but "
+        f"the customer predictions are not published: {PREDICTIONS} {state}. The CLV model "
+        f"did not fit or has not run yet; {fit}")
+
+
 def segment_frame(wh: Any, seg: Segment, columns: Sequence[str] = ()) -> pd.DataFrame:
     """Every customer matching the conditions, with is_contactable (for counts and
-    previews; exports use `segment_members`)."""
+    previews; exports use `segment_members`). A segment on prediction fields needs the
+    published predictions (`check_predictions`)."""
+    check_predictions(wh, seg, columns)
     sql, params = compile_segment(seg, wh, columns)
     frame = _run(wh, sql, params)
     frame["is_contactable"] = frame["is_contactable"].astype(bool)
@@ -782,7 +920,8 @@ def segment_members(wh: Any, seg: Segment) -> Members:
     contactable = frame[frame["is_contactable"]]
     values = None
     if seg.value:
-        values = tuple(float(v) if v is not None else 0.0 for v in contactable["value"])
+        # a customer without a prediction has no value (None or NaN): 0 for the seed
+        values = tuple(float(v) if pd.notna(v) else 0.0 for v in contactable["value"])
     return Members(
         segment=seg.name,
         customer_ids=tuple(str(c) for c in contactable["customer_id"]),

@@ -49,6 +49,8 @@ FloatArray = NDArray[np.float64]
 # Bounds on the log-parameters of the rescaled problem: a parameter that ends on one is a
 # degenerate fit (e.g. no heterogeneity at all), reported as not converged.
 _LOG_BOUND = 30.0
+_DRIFT_LOG = float(np.log(1e4))  # a parameter (in the search's units) beyond 1e4 or 1e-4
+_FLAT_GRADIENT = 1e-6  # of the mean log-likelihood per customer, per log-parameter
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,22 @@ def _gamma_gamma_loglik(
 
 
 # -- fitting ----------------------------------------------------------------------------------
+def _stationary(theta: FloatArray, gradient: FloatArray, names: tuple[str, ...],
+                message: str) -> tuple[bool, str]:
+    """Whether a search the optimiser did not call a success still stopped at a maximum:
+    the gradient is flat and no parameter is drifting off to infinity (a flat likelihood
+    along a ridge, e.g. a and b growing together when drop-out hardly varies)."""
+    drifting = [n for n, t in zip(names, theta, strict=True) if abs(t) > _DRIFT_LOG]
+    if drifting:
+        return False, (f"{', '.join(drifting)} kept drifting towards "
+                       f"{'infinity' if theta[names.index(drifting[0])] > 0 else 'zero'} "
+                       f"(the data cannot pin {'them' if len(drifting) > 1 else 'it'} down); "
+                       f"optimiser: {message}")
+    if float(np.max(np.abs(gradient))) > _FLAT_GRADIENT:
+        return False, message
+    return True, f"stationary point (gradient below {_FLAT_GRADIENT:g}); optimiser: {message}"
+
+
 def _maximise(
     loglik: Callable[..., tuple[FloatArray, FloatArray]],
     data: tuple[FloatArray, ...],
@@ -247,9 +265,19 @@ def _maximise(
         bounds=[(-_LOG_BOUND, _LOG_BOUND)] * len(start),
         options={"maxiter": 2000, "ftol": 1e-14, "gtol": 1e-9},
     )
+    iterations = int(result.nit)
+    if not result.success:
+        # L-BFGS-B's line search can stop ABNORMAL at the optimum itself (the tolerances are
+        # tight): restart once from there, then judge by the gradient
+        result = minimize(objective, result.x, jac=True, method="L-BFGS-B",
+                          bounds=[(-_LOG_BOUND, _LOG_BOUND)] * len(start),
+                          options={"maxiter": 2000, "ftol": 1e-14, "gtol": 1e-9})
+        iterations += int(result.nit)
     params = np.exp(result.x)
     message = str(result.message)
     converged = bool(result.success) and bool(np.all(np.isfinite(params)))
+    if not converged and np.all(np.isfinite(params)):
+        converged, message = _stationary(result.x, objective(result.x)[1], names, message)
     at_bound = [n for n, t in zip(names, result.x, strict=True) if abs(t) >= _LOG_BOUND - 1e-6]
     if at_bound:
         converged = False
@@ -257,7 +285,7 @@ def _maximise(
             f"degenerate fit: {', '.join(at_bound)} ran to the edge of the search range "
             f"(the data show no heterogeneity or no drop-out there); optimiser: {message}"
         )
-    return params, converged, int(result.nit), message
+    return params, converged, iterations, message
 
 
 def fit_bgnbd(frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> Fit:

@@ -31,6 +31,7 @@ from predictions.btyd import (
     Fit,
     GammaGammaParams,
     ModelDoesNotFit,
+    _stationary,
     check_fit_possible,
     expected_order_value,
     expected_purchases,
@@ -302,3 +303,17 @@ def test_a_wrongly_built_summary_is_refused() -> None:
         fit_bgnbd([0, 1], [3.0, 2.0], [10.0, 10.0])
     with pytest.raises(ValueError, match="whole numbers"):
         expected_purchases(params, 10, 1.5, 2.0, 10.0)
+
+
+def test_a_search_that_stops_short_is_judged_by_its_gradient_and_drift():
+    """L-BFGS-B may stop ABNORMAL at the optimum (accepted when the gradient is flat) or on a
+    ridge where parameters run off together (refused, naming them)."""
+    names = ("r", "alpha", "a", "b")
+    flat = np.array([1e-8, -1e-8, 1e-9, 0.0])
+    ok, message = _stationary(np.array([-1.0, -2.7, 0.6, 1.6]), flat, names, "ABNORMAL: ")
+    assert ok and "stationary point" in message
+    ok, message = _stationary(np.array([-1.0, -2.4, 12.3, 13.6]), flat, names, "ABNORMAL: ")
+    assert not ok and message.startswith("a, b kept drifting towards infinity")
+    steep = np.array([1e-3, 0.0, 0.0, 0.0])
+    ok, message = _stationary(np.array([-1.0, -2.7, 0.6, 1.6]), steep, names, "ABNORMAL: ")
+    assert not ok and message == "ABNORMAL: "

@@ -104,3 +104,53 @@ def test_too_few_repeat_buyers_is_a_clear_no():
     fit = fit_models(orders, AS_OF, Settings())
     assert fit.status == "does_not_fit" and not fit.usable
     assert "too few data" in fit.message and "repeat buyers (need at least 50)" in fit.message
+
+
+@pytest.fixture(scope="module")
+def demo_orders() -> tuple[pd.DataFrame, date]:
+    """The demo business's orders (``voronka demo``: seed 42, scale 1) as marts.fct_orders
+    holds them (the simulator's own order list with the marts' keys), and its as-of date."""
+    import synthetic
+
+    business = synthetic.generate(seed=42, scale=1.0)
+    orders = business.ground_truth.table("cust_orders").rename(
+        columns={"person_idx": "customer_id"})
+    return orders[["customer_id", "order_date", "amount"]], business.end
+
+
+def test_the_demo_business_fits_within_the_holdout_bound(demo_orders):
+    orders, as_of = demo_orders
+    settings = Settings()
+    fit = fit_models(orders, as_of, settings)
+    assert fit.status == "ok", fit.message
+    assert fit.holdout_error <= settings.max_holdout_error
+    total = fit.holdout.set_index("group_name").loc["total"]
+    assert total["actual_repeat_purchases"] > 100  # a real test of the window, not a handful
+
+
+def test_on_the_demo_business_p_alive_orders_customers_sensibly(demo_orders):
+    """Among demo customers with the same number of repeat purchases and about the same age,
+    one whose silence far exceeds their own rhythm has a lower p_alive than one who just
+    bought; and p_alive at the calibration end ranks who did buy again in the holdout window
+    above who did not."""
+    orders, as_of = demo_orders
+    settings = Settings()
+    fit = fit_models(orders, as_of, settings)
+    table = customer_predictions(orders, fit, settings)
+    repeat = table[table["frequency"] >= 2].assign(
+        rhythm=lambda t: t["recency_weeks"] / t["frequency"],
+        silence=lambda t: t["t_weeks"] - t["recency_weeks"])
+    silent = repeat[repeat["silence"] > 3 * repeat["rhythm"]]
+    recent = repeat[repeat["silence"] < 2]
+    pairs = silent.merge(recent, on="frequency", suffixes=("_silent", "_recent"))
+    pairs = pairs[(pairs["t_weeks_silent"] - pairs["t_weeks_recent"]).abs() <= 8]
+    assert len(pairs) >= 20, "the demo business has too few comparable customers"
+    assert (pairs["p_alive_silent"] < pairs["p_alive_recent"]).all()
+
+    calibration_end = as_of - timedelta(weeks=settings.holdout_weeks)
+    calib = summarise(order_days(orders), calibration_end)
+    alive = p_alive(fit.bgnbd, calib["frequency"], calib["recency"], calib["T"])
+    later = order_days(orders).query("order_date > @calibration_end")["customer_id"]
+    bought = calib["customer_id"].isin(set(later)).to_numpy()
+    repeaters = calib["frequency"].to_numpy() > 0  # p_alive is 1 until a first repeat
+    assert alive[bought & repeaters].mean() > alive[~bought & repeaters].mean() + 0.1

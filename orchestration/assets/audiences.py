@@ -31,7 +31,13 @@ from pathlib import Path
 import dagster as dg
 
 from audiences.destinations import FILE_DESTINATIONS
-from audiences.segments import BadSegmentFile, Segment, SegmentScan, scan_segments
+from audiences.segments import (
+    BadSegmentFile,
+    PredictionsUnavailable,
+    Segment,
+    SegmentScan,
+    scan_segments,
+)
 from audiences.sync import (
     PLATFORMS_VAR,
     SyncResult,
@@ -107,7 +113,14 @@ def build_audience_asset(seg: Segment) -> dg.AssetsDefinition:
         now = datetime.now(UTC)
         platforms = configured_platforms(os.environ)
         out_dir = Path(os.environ.get(OUT_DIR_VAR) or DEFAULT_OUT_DIR)
-        membership = refresh_membership(wh, seg, now=now)
+        try:
+            membership = refresh_membership(wh, seg, now=now)
+        except PredictionsUnavailable as exc:
+            # a business the CLV model does not fit: say so, keep the platforms' audiences
+            # as they are, and let every other segment run
+            context.log.warning("%s not synced: %s", seg.name, exc)
+            return dg.MaterializeResult(metadata={
+                "skipped": dg.MetadataValue.text(f"not synced: {exc}")})
         chosen = segment_platforms(seg, platforms or list(FILE_DESTINATIONS))
         results = sync_to_platforms(wh, seg, chosen, now=now, out_dir=out_dir,
                                     file_only=not platforms)
