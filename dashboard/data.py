@@ -15,9 +15,23 @@ import numpy as np
 import pandas as pd
 
 from expectations.marts import MART_COLUMNS
+from predictions.customers import FIT_DDL, FIT_MODEL, PREDICTIONS_DDL, PREDICTIONS_MODEL
 
 Query = Callable[[str], pd.DataFrame]
 log = logging.getLogger(__name__)
+
+
+def ddl_columns(ddl: str) -> tuple[str, ...]:
+    """The column names of a `name type, name type` list (the predictions tables' DDL)."""
+    return tuple(part.split()[0] for part in ddl.split(",") if part.strip())
+
+
+#: Marts that a Dagster asset writes, not dbt (so not in the dbt contract MART_COLUMNS): an
+#: older warehouse, or one whose fit never ran, lacks them and the page says so.
+OPTIONAL_MARTS: dict[str, tuple[str, ...]] = {
+    FIT_MODEL: ddl_columns(FIT_DDL),
+    PREDICTIONS_MODEL: ddl_columns(PREDICTIONS_DDL),
+}
 
 
 class Marts(dict):
@@ -27,7 +41,8 @@ class Marts(dict):
     page renders "no data" instead of failing on an older or partial warehouse."""
 
     def __missing__(self, name: str) -> pd.DataFrame:
-        return pd.DataFrame(columns=list(MART_COLUMNS.get(name, ())))
+        columns = MART_COLUMNS.get(name) or OPTIONAL_MARTS.get(name, ())
+        return pd.DataFrame(columns=list(columns))
 
     @property
     def report_dates(self) -> pd.DataFrame:
@@ -44,17 +59,19 @@ class Marts(dict):
 
 
 def read_marts(query: Query, names: Iterable[str] | None = None) -> Marts:
-    """Every mart of the contract from schema `marts` (a failed read leaves that mart empty).
+    """Every mart of the contract, and the optional ones, from schema `marts` (a failed read
+    leaves that mart empty).
 
     Tables are small (monthly aggregates, one row per lead/customer at most), so reading them
     whole keeps each page's build a pandas operation and the queries trivial."""
     marts = Marts()
-    for name in names or MART_COLUMNS:
+    for name in names or (*MART_COLUMNS, *OPTIONAL_MARTS):
         try:
             marts[name] = normalise(query(f"select * from marts.{name}"))
         except Exception as exc:  # a mart this build does not have: its pages show "no data"
             reason = (str(exc).splitlines() or [""])[0]
-            log.warning("dashboard: mart %s not read (%s)", name, reason)
+            level = logging.INFO if name in OPTIONAL_MARTS else logging.WARNING
+            log.log(level, "dashboard: mart %s not read (%s)", name, reason)
             continue
     return marts
 

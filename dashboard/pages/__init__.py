@@ -32,7 +32,7 @@ class PageSpec:
 
 #: Page order in the navigation.
 SLUGS = ("overview", "acquisition", "cohorts", "retention", "sales_formula", "funnel",
-         "managers", "customers")
+         "managers", "customers", "predictions")
 
 #: Titles used while a page's module is missing (its owner's PageSpec wins once it lands).
 FALLBACK_TITLES = {
@@ -44,6 +44,7 @@ FALLBACK_TITLES = {
     "funnel": ("Воронка", "Funnel"),
     "managers": ("Менеджеры", "Managers"),
     "customers": ("Клиенты и аудитории", "Customers and audiences"),
+    "predictions": ("Прогнозы", "Predictions"),
 }
 
 
