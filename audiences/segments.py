@@ -71,15 +71,14 @@ import yaml
 
 from audiences import actions_spec
 from audiences.actions_spec import Action
+from predictions.tables import FIT_MODEL, PREDICTIONS_MODEL
 
 SEGMENTS_DIR = Path(__file__).resolve().parent / "segments"
 CUSTOMERS = "marts.dim_customers"
 ORDERS = "marts.fct_orders"
 AS_OF = "(select max(as_of_date) from intermediate.int_as_of_date)"
-# written by the predictions asset (predictions.customers.PREDICTIONS_MODEL / FIT_MODEL; not
-# imported: that module loads scipy, and every audience asset imports this one)
-PREDICTIONS_SCHEMA, PREDICTIONS_TABLE = "marts", "fct_customer_predictions"
-FIT_TABLE = "fct_clv_model_fit"
+# written by the predictions asset (orchestration.assets.predictions)
+PREDICTIONS_SCHEMA, PREDICTIONS_TABLE, FIT_TABLE = "marts", PREDICTIONS_MODEL, FIT_MODEL
 PREDICTIONS = f"{PREDICTIONS_SCHEMA}.{PREDICTIONS_TABLE}"
 PREDICTIONS_JOIN = f"left join {PREDICTIONS} as p on p.customer_id = d.customer_id"
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from expectations.marts import MART_COLUMNS
-from predictions.customers import FIT_DDL, FIT_MODEL, PREDICTIONS_DDL, PREDICTIONS_MODEL
+from predictions.tables import FIT_DDL, FIT_MODEL, PREDICTIONS_DDL, PREDICTIONS_MODEL
 
 Query = Callable[[str], pd.DataFrame]
 log = logging.getLogger(__name__)

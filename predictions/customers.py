@@ -33,6 +33,12 @@ from predictions.btyd import (
     predicted_value,
     require_converged,
 )
+from predictions.tables import (  # noqa: F401 (re-exported: the asset writes them)
+    FIT_DDL,
+    FIT_MODEL,
+    PREDICTIONS_DDL,
+    PREDICTIONS_MODEL,
+)
 
 MODEL_VERSION = "bgnbd-gg-mle-1"
 WEEKS_PER_YEAR = 365.25 / 7
@@ -40,29 +46,6 @@ HOLDOUT_WEEKS_VAR = "VORONKA_CLV_HOLDOUT_WEEKS"
 MAX_ERROR_VAR = "VORONKA_CLV_MAX_HOLDOUT_ERROR"
 DISCOUNT_VAR = "VORONKA_CLV_ANNUAL_DISCOUNT_RATE"
 GROUPS = ("0", "1", "2", "3", "4", "5", "6+")
-
-
-PREDICTIONS_MODEL = "fct_customer_predictions"
-FIT_MODEL = "fct_clv_model_fit"
-# column DDL of the two tables, in the order customer_predictions / fit_table return them
-PREDICTIONS_DDL = (
-    "customer_id varchar not null, frequency double precision, recency_weeks double precision, "
-    "t_weeks double precision, p_alive double precision, p_alive_30d_ago double precision, "
-    "p_alive_change_30d double precision, expected_purchases_30d double precision, "
-    "expected_purchases_90d double precision, expected_purchases_365d double precision, "
-    "expected_order_value double precision, predicted_value_12m double precision, "
-    "model_version varchar, fit_date date"
-)
-FIT_DDL = (
-    "group_name varchar not null, customers integer, predicted_repeat_purchases double "
-    "precision, actual_repeat_purchases double precision, relative_error double precision, "
-    "model_version varchar, fit_date date, status varchar, message varchar, "
-    "holdout_weeks integer, max_holdout_error double precision, holdout_error double "
-    "precision, bgnbd_r double precision, bgnbd_alpha double precision, bgnbd_a double "
-    "precision, bgnbd_b double precision, gg_p double precision, gg_q double precision, "
-    "gg_v double precision, bgnbd_log_likelihood double precision, gg_log_likelihood double "
-    "precision"
-)
 
 
 @dataclass(frozen=True)
