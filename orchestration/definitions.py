@@ -15,6 +15,10 @@ range is one run that pulls exactly that range (``orchestration.partitions``). E
 asset is unpartitioned: dimensions (VK ad plans), CRM entities, offline files, contact points,
 dbt models, checks, publication.
 
+After the marts, one step fits the customer predictions (BG/NBD + Gamma-Gamma,
+``orchestration.assets.predictions``); publication waits for it and publishes them with the
+marts, gated by their own fit check rather than the marts' checks.
+
 After publication, one asset per dynamic audience segment (``audiences/<segment>``) diff-syncs
 it to the ad platforms (``orchestration.assets.audiences``).
 
@@ -37,6 +41,7 @@ from orchestration.alerts import build_alert_sensors
 from orchestration.assets.audiences import build_audience_assets
 from orchestration.assets.channel_mapping import channel_mapping
 from orchestration.assets.dbt import MART_MODELS, dbt_resource, voronka_dbt_models
+from orchestration.assets.predictions import FIT_KEY, PREDICTION_MODELS, customer_predictions_asset
 from orchestration.assets.publish import build_published_marts
 from orchestration.assets.raw import (
     build_contact_points_asset,
@@ -51,7 +56,10 @@ from orchestration.schedules import build_daily_schedule, build_rest_sensor
 
 JOB_NAME = "daily_refresh"
 
-published_marts = build_published_marts(MART_MODELS)
+# the predictions are published with the marts but not gated by the marts' checks; publication
+# waits for the fit (always materialized), not for the predictions (skipped when it fails)
+published_marts = build_published_marts(MART_MODELS, ungated_models=PREDICTION_MODELS,
+                                        after=[FIT_KEY])
 
 daily_refresh = dg.define_asset_job(
     JOB_NAME,
@@ -79,7 +87,7 @@ def build_defs() -> dg.Definitions:
     partitions_def = ad_spend_partitions(platforms)
     raw_assets = build_raw_assets(partitions_def)
     assets = [*raw_assets, build_contact_points_asset(), channel_mapping, voronka_dbt_models,
-              published_marts,
+              customer_predictions_asset, published_marts,
               *build_audience_assets()]
     rest_keys = [key for a in assets if a.partitions_def is None for key in a.keys]
     return dg.Definitions(

@@ -19,6 +19,7 @@ import psycopg2
 import pytest
 from _support import assert_marts_match_truth_but_spend
 
+from orchestration.assets.predictions import FIT_CHECK
 from voronka import settings
 from voronka.demo import running_emulators
 from voronka.runner import run_daily_refresh
@@ -55,7 +56,7 @@ def assert_audiences_mirror_segments(wh, servers) -> int:
     from audiences import state
     from audiences.identifiers import customer_identifiers
     from audiences.platforms import PLATFORMS
-    from audiences.segments import load_segments, segment_frame
+    from audiences.segments import PredictionsUnavailable, load_segments, segment_frame
 
     def hashed(platform: str, rows) -> set[str]:
         """The platform's hashes of identifier rows (its transforms are unit-tested on
@@ -65,7 +66,12 @@ def assert_audiences_mirror_segments(wh, servers) -> int:
 
     checked = 0
     for seg in (s for s in load_segments() if s.kind == "dynamic"):
-        frame = segment_frame(wh, seg)
+        try:
+            frame = segment_frame(wh, seg)
+        except PredictionsUnavailable:
+            # no customer predictions published: the segment was not synced anywhere
+            assert not state.sync_runs(wh, seg.name), seg.name
+            continue
         members = customer_identifiers(wh, frame.customer_id[frame.is_contactable])
         excluded = customer_identifiers(wh, frame.customer_id[~frame.is_contactable])
         runs = {r["platform"]: r for r in state.sync_runs(wh, seg.name)
@@ -195,8 +201,14 @@ def test_demo_pipeline_on_duckdb_matches_ground_truth_and_reruns_idempotently(
         first = _run(servers, instance, monkeypatch)
         assert first.success
         evaluations = first.get_asset_check_evaluations()
-        assert evaluations and all(e.passed for e in evaluations), [
-            (e.asset_key, e.check_name) for e in evaluations if not e.passed]
+        failed = [e for e in evaluations if not e.passed]
+        # This business is too small for the customer-value models (tests/
+        # test_customer_predictions.py fits the demo's): the fit check says so as a warning,
+        # no prediction is made, and everything else is published.
+        assert [(e.check_name, e.severity) for e in failed] == [
+            (FIT_CHECK, dg.AssetCheckSeverity.WARN)], [(e.asset_key, e.check_name)
+                                                       for e in failed]
+        assert "too few data" in failed[0].metadata["message"].value
         # The extractor's limiter keeps amoCRM under 7 req/s: not one 429 in a normal run.
         assert not [r for r in servers.amocrm.request_log if r["status"] == 429]
 
@@ -221,6 +233,9 @@ def test_demo_pipeline_on_duckdb_matches_ground_truth_and_reruns_idempotently(
         # ... and acted on in the CRMs: tags, and the shipped segments' tasks and deals
         assert_crm_mirrors_actions(wh, servers)
         growth = write_back_growth(servers)
+        assert wh.query_df("select status from marts.fct_clv_model_fit").status.tolist() == [
+            "does_not_fit"]
+        assert wh.count_rows("marts.fct_customer_predictions") == 0
 
         # BI users read the published copy, even while a writer holds the working file.
         published = settings.WarehouseSettings.from_env().published_path
@@ -284,7 +299,9 @@ def test_demo_pipeline_on_postgres_matches_ground_truth(
     with running_emulators(seed=SEED, scale=POSTGRES_SCALE) as servers:
         result = _run(servers, dg.DagsterInstance.ephemeral(), monkeypatch)
         assert result.success
-        assert all(e.passed for e in result.get_asset_check_evaluations())
+        # only the customer-value fit's warning: this business is too small for the models
+        assert [e.check_name for e in result.get_asset_check_evaluations()
+                if not e.passed] == [FIT_CHECK]
         wh = settings.WarehouseSettings.from_env().open()
         assert_marts_match_ground_truth(wh.query_df, servers.business.ground_truth,
                                         vk_horizon(servers.business))

@@ -25,6 +25,7 @@ FRIENDLY_STEPS = {
     "voronka_dbt_models": "dbt build (models, seeds, tests)",
     "published__marts": "publish marts for BI",
     "raw__contact_points": "contact points (phones, e-mails)",
+    "customer_predictions": "customer predictions (BG/NBD + Gamma-Gamma fit)",
 }
 
 

@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 
 from voronka import settings
 
@@ -164,6 +165,74 @@ def buyer_funnel_lines(wh: Any) -> list[str]:
     return [*lines, ""]
 
 
+PREDICTIONS_TITLE = "Customer predictions (BG/NBD + Gamma-Gamma)"
+
+
+def _num(value: Any) -> str:
+    """A fitted parameter, short: 4 significant digits, thousands without an exponent."""
+    value = float(value)
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def _existing(wh: Any, model: str) -> str | None:
+    """The latest build of a mart (marts / marts_build), None when it was never written."""
+    table = wh.mart_table(model)
+    schema, name = table.split(".")
+    return table if name in wh.list_tables(schema) else None
+
+
+def prediction_lines(wh: Any) -> list[str]:
+    """The customer-prediction fit of the latest build (marts.fct_clv_model_fit): status,
+    parameters, log-likelihoods, the holdout check and how many customers have predictions;
+    the reason when the models do not fit. Nothing before a first fit."""
+    from predictions.tables import FIT_MODEL, PREDICTIONS_MODEL
+
+    fit_relation = _existing(wh, FIT_MODEL)
+    if fit_relation is None:
+        return []
+    fit = wh.query_df(f"select * from {fit_relation}")
+    total = fit[fit["group_name"] == "total"]
+    if total.empty:
+        return []
+    row = total.iloc[0]
+    as_of = str(row["fit_date"])[:10]
+    published = row["status"] == "ok"
+    head = (f"{PREDICTIONS_TITLE}, orders up to {as_of}: "
+            + ("ok" if published else f"NOT PUBLISHED ({row['status']})"))
+    lines = [f"{head} (marts.{FIT_MODEL}):"]
+    if not published:
+        lines.append(f"  {row['message']}")
+    if pd.notna(row["bgnbd_r"]):
+        lines.append("  BG/NBD       " + "  ".join(
+            f"{name}={_num(row['bgnbd_' + name])}" for name in ("r", "alpha", "a", "b"))
+            + f"  (alpha in weeks)  log-likelihood {float(row['bgnbd_log_likelihood']):,.1f}")
+    if pd.notna(row["gg_p"]):
+        lines.append("  Gamma-Gamma  " + "  ".join(
+            f"{name}={_num(row['gg_' + name])}" for name in ("p", "q", "v"))
+            + f"  log-likelihood {float(row['gg_log_likelihood']):,.1f}")
+    if pd.notna(row["holdout_error"]):
+        lines.append(
+            f"  holdout, last {int(row['holdout_weeks'])} weeks: error "
+            f"{float(row['holdout_error']):.1%} (bound {float(row['max_holdout_error']):.0%}); "
+            f"repeat purchases {float(row['predicted_repeat_purchases']):,.0f} predicted, "
+            f"{float(row['actual_repeat_purchases']):,.0f} actual")
+    lines.append(f"  {_predictions_line(wh, PREDICTIONS_MODEL, published)}")
+    return [*lines, ""]
+
+
+def _predictions_line(wh: Any, model: str, published: bool) -> str:
+    relation = _existing(wh, model)
+    frame = (wh.query_df(f"select count(*) as n, max(fit_date) as fit_date from {relation}")
+             if relation else pd.DataFrame([{"n": 0, "fit_date": None}]))
+    n, fit_date = int(frame["n"].iloc[0]), frame["fit_date"].iloc[0]
+    if published:
+        return f"predictions for {n:,} customers (marts.{model})"
+    if n:
+        return (f"the previous predictions stay: {n:,} customers, fitted up to "
+                f"{str(fit_date)[:10]} (marts.{model})")
+    return f"no predictions (marts.{model} is empty)"
+
+
 def quarantined_count(wh: Any) -> int:
     """Records in raw._quarantine; 0 when nothing has landed yet (no table, no file)."""
     try:
@@ -200,6 +269,7 @@ def print_summary(
     lines += audience_lines(wh)
     lines += activation_lines(wh)
     lines += buyer_funnel_lines(wh)
+    lines += prediction_lines(wh)
     if conf.kind == "duckdb":
         lines += [
             f"Working warehouse (raw + dbt): {conf.duckdb_path}",

@@ -9,6 +9,9 @@ is published. In a full run the checks have just run in the same run; a run of
 `published/marts` alone (the UI, `dagster asset materialize`) is judged on the instance's
 history, so an instance that has none (an ephemeral one) refuses until the marts and their
 checks run with it.
+
+The customer predictions (``orchestration.assets.predictions``) are published along, without
+that gate: their step rewrites them only when the fit passes its own check.
 """
 
 from collections.abc import Iterable, Sequence
@@ -138,22 +141,32 @@ def refusal(blockers: list[str]) -> dg.Failure:
 
 def build_published_marts(
     mart_models: list[str], check_keys: Iterable[dg.AssetCheckKey] | None = None,
+    ungated_models: Sequence[str] = (), after: Sequence[dg.AssetKey] = (),
 ) -> dg.AssetsDefinition:
     """`check_keys`: the checks known besides those of the run's graph (default: the
-    pipeline's own, `pipeline_check_keys`); see `publication_blockers`."""
+    pipeline's own, `pipeline_check_keys`); see `publication_blockers`.
+
+    `ungated_models` are published with the marts but never refuse a publication (the
+    customer predictions: their own step decides whether to rewrite them, and a business the
+    models do not fit must still get its marts); `after` are assets publication waits for
+    (the step writing them). Only assets materialized on every run belong there: Dagster
+    skips a step whose upstream output was skipped."""
     mart_keys = [dg.AssetKey(["marts", m]) for m in mart_models]
     known_checks = set(pipeline_check_keys(mart_models) if check_keys is None else check_keys)
+    published_models = [*mart_models, *(m for m in ungated_models if m not in mart_models)]
 
     @dg.asset(
         key=PUBLISHED_KEY,
-        deps=mart_keys,
+        deps=[*mart_keys, *(k for k in after if k not in mart_keys)],
         group_name="published",
         kinds={"duckdb"},
         description="The marts made visible to BI: DuckDB copies them to a separate file "
                     "swapped in atomically, PostgreSQL copies them from marts_build into marts "
                     "in one transaction and re-grants the read-only BI role. Refused unless "
-                    "every check of the marts' latest build passed (docs/BI.md). Its "
-                    "metadata records the as-of date and each source's data range.",
+                    "every check of the marts' latest build passed (docs/BI.md). The customer "
+                    "predictions are published with them, gated by their own fit check "
+                    "instead (a failed fit keeps the previous predictions). Its metadata "
+                    "records the as-of date and each source's data range.",
     )
     def published_marts(context: dg.AssetExecutionContext,
                         warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -162,7 +175,7 @@ def build_published_marts(
         if blockers:
             raise refusal(blockers)
         wh = warehouse.open()
-        publication = wh.publish_marts(mart_models)
+        publication = wh.publish_marts(published_models)
         for warning in publication.warnings:
             context.log.warning(warning)
         counts = wh.table_counts("marts")
