@@ -15,15 +15,16 @@ import numpy as np
 import pandas as pd
 
 from expectations.marts import MART_COLUMNS
-from predictions.tables import FIT_DDL, FIT_MODEL, PREDICTIONS_DDL, PREDICTIONS_MODEL
+from predictions.tables import (
+    FIT_DDL,
+    FIT_MODEL,
+    PREDICTIONS_DDL,
+    PREDICTIONS_MODEL,
+    ddl_columns,
+)
 
 Query = Callable[[str], pd.DataFrame]
 log = logging.getLogger(__name__)
-
-
-def ddl_columns(ddl: str) -> tuple[str, ...]:
-    """The column names of a `name type, name type` list (the predictions tables' DDL)."""
-    return tuple(part.split()[0] for part in ddl.split(",") if part.strip())
 
 
 #: Marts that a Dagster asset writes, not dbt (so not in the dbt contract MART_COLUMNS): an

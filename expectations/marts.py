@@ -14,6 +14,7 @@ import pandas as pd
 
 from expectations._gx import exception_message, expectations_module, run_suite
 from expectations.results import MartValidation
+from predictions.tables import PREDICTIONS_DDL, PREDICTIONS_MODEL, ddl_columns
 
 #: The marts' channel values (mirrors synthetic.catalog.CHANNELS, the dbt channel rule).
 CHANNELS = ("yandex_direct", "vk_ads", "google_ads", "meta_ads", "organic", "referral", "direct",
@@ -381,6 +382,23 @@ def _fct_lookalike_seed() -> list[Any]:
     ]
 
 
+def _fct_customer_predictions() -> list[Any]:
+    purchases = ("expected_purchases_30d", "expected_purchases_90d", "expected_purchases_365d")
+    return [
+        _not_null("customer_id"), _unique("customer_id"),
+        *(_not_null(c) for c in ("p_alive", *purchases, "expected_order_value",
+                                 "predicted_value_12m", "fit_date")),
+        _share("p_alive"), _share("p_alive_30d_ago"),
+        _at_least("frequency", 0), _at_least("recency_weeks", 0),
+        _at_least("t_weeks", 0, strict=True), _a_at_least_b("t_weeks", "recency_weeks"),
+        *(_at_least(c, 0) for c in purchases),
+        # a longer horizon never expects fewer purchases
+        _a_at_least_b("expected_purchases_90d", "expected_purchases_30d"),
+        _a_at_least_b("expected_purchases_365d", "expected_purchases_90d"),
+        _at_least("expected_order_value", 0, strict=True), _at_least("predicted_value_12m", 0),
+    ]
+
+
 @dataclass(frozen=True)
 class MartSuite:
     model: str
@@ -423,6 +441,13 @@ MART_SUITES: dict[str, MartSuite] = {
 }
 
 
+#: Marts written by Python assets, not dbt (validated before they are written).
+PYTHON_MART_SUITES: dict[str, MartSuite] = {
+    PREDICTIONS_MODEL: MartSuite(PREDICTIONS_MODEL, ddl_columns(PREDICTIONS_DDL),
+                                 _fct_customer_predictions),
+}
+
+
 def jsonable(value: Any) -> Any:
     """Plain JSON types for Dagster metadata (numpy scalars, Decimal, dates, NaN, tuples)."""
     if isinstance(value, dict):
@@ -458,9 +483,10 @@ def _numeric_objects_to_float(df: pd.DataFrame) -> pd.DataFrame:
 
 def validate_mart(model: str, df: pd.DataFrame) -> MartValidation:
     """Run the mart's GX suite over its rows; failures name the expectation and column."""
-    suite = MART_SUITES.get(model)
+    suite = MART_SUITES.get(model) or PYTHON_MART_SUITES.get(model)
     if suite is None:
-        raise ValueError(f"no mart suite for {model!r}; known: {sorted(MART_SUITES)}")
+        raise ValueError(f"no mart suite for {model!r}; known: "
+                         f"{sorted(MART_SUITES) + sorted(PYTHON_MART_SUITES)}")
     frame = _numeric_objects_to_float(df.reset_index(drop=True))
     result = run_suite(suite.name, suite.build, frame, "SUMMARY")
     failures = []

@@ -115,7 +115,9 @@ class ModelFit:
     """A fitted pair of models (or why there is none) and its holdout check."""
 
     as_of: date
-    status: str  # ok | holdout_error_too_high | not_converged | does_not_fit
+    # ok | holdout_error_too_high | not_converged | does_not_fit | invalid_predictions (the
+    # asset's Great Expectations suite refused them)
+    status: str
     message: str
     bgnbd: BGNBDParams | None = None
     gamma_gamma: GammaGammaParams | None = None

@@ -23,4 +23,7 @@ FIT_DDL = (
     "precision"
 )
 
-__all__ = ["FIT_DDL", "FIT_MODEL", "PREDICTIONS_DDL", "PREDICTIONS_MODEL"]
+
+def ddl_columns(ddl: str) -> tuple[str, ...]:
+    """The column names of a ``name type, name type`` list."""
+    return tuple(part.strip().split()[0] for part in ddl.split(","))

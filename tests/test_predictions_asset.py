@@ -20,6 +20,8 @@ import pytest
 from _support import pg_admin, scratch_warehouse
 from test_customer_predictions import AS_OF, simulate
 
+from expectations import validate_mart
+from orchestration.assets import predictions as predictions_asset_module
 from orchestration.assets.predictions import (
     FIT_CHECK,
     FIT_KEY,
@@ -29,14 +31,14 @@ from orchestration.assets.predictions import (
 )
 from orchestration.assets.publish import PUBLISHED_KEY, build_published_marts
 from orchestration.resources import WarehouseResource
-from predictions.customers import MAX_ERROR_VAR
-from predictions.tables import PREDICTIONS_DDL
+from predictions.customers import MAX_ERROR_VAR, Settings, customer_predictions, fit_models
+from predictions.tables import PREDICTIONS_DDL, PREDICTIONS_MODEL, ddl_columns
 from voronka import settings
 from voronka.summary import prediction_lines
 
 ORDERS_KEY = dg.AssetKey(["marts", "fct_orders"])
 CLV_VARS = ("VORONKA_CLV_HOLDOUT_WEEKS", MAX_ERROR_VAR, "VORONKA_CLV_ANNUAL_DISCOUNT_RATE")
-PREDICTION_COLUMNS = [part.split()[0] for part in PREDICTIONS_DDL.split(", ")]
+PREDICTION_COLUMNS = list(ddl_columns(PREDICTIONS_DDL))
 
 
 def _orders_asset(orders: pd.DataFrame, as_of_table: str,
@@ -223,6 +225,47 @@ def test_too_few_repeat_buyers_give_an_empty_table_and_a_clear_message(
     assert "NOT PUBLISHED (does_not_fit)" in text and message in text
     assert "no predictions (marts.fct_customer_predictions is empty)" in text
     assert "alpha=" not in text and "log-likelihood" not in text  # no parameters to show
+
+
+def test_the_predictions_suite_passes_real_predictions_and_names_what_bad_ones_break() -> None:
+    orders = simulate(600, seed=4)
+    fit = fit_models(orders, AS_OF, Settings())
+    good = customer_predictions(orders, fit, Settings())
+    assert validate_mart(PREDICTIONS_MODEL, good).passed
+    bad = good.copy()
+    bad.loc[0, "p_alive"] = 1.2
+    bad.loc[1, "expected_purchases_90d"] = bad.loc[1, "expected_purchases_30d"] - 0.5
+    bad.loc[2, "customer_id"] = bad.loc[3, "customer_id"]
+    validation = validate_mart(PREDICTIONS_MODEL, bad)
+    assert not validation.passed
+    broken = {f["column"] for f in validation.failures}
+    assert {"p_alive", "customer_id", "expected_purchases_90d,expected_purchases_30d"} <= broken
+
+
+def test_predictions_that_break_their_suite_are_not_published(
+    good_run: GoodRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug that made p_alive exceed 1: the check fails naming the column, the previous
+    predictions stay."""
+    workdir = tmp_path / "bad"
+    shutil.copytree(good_run.workdir, workdir)
+    _env(monkeypatch, workdir)
+    before = settings.WarehouseSettings.from_env().open().query_df(
+        "select * from marts.fct_customer_predictions order by customer_id")
+
+    def broken(orders: pd.DataFrame, fit, settings_):
+        return customer_predictions(orders, fit, settings_).assign(p_alive=1.5)
+
+    monkeypatch.setattr(predictions_asset_module, "customer_predictions", broken)
+    result = _run(good_run.orders)
+    assert result.success
+    check = _check(result)
+    assert not check.passed and check.metadata["status"].value == "invalid_predictions"
+    assert "Great Expectations" in check.metadata["message"].value
+    assert "fct_customer_predictions.p_alive" in check.metadata["message"].value
+    after = settings.WarehouseSettings.from_env().open().query_df(
+        "select * from marts.fct_customer_predictions order by customer_id")
+    pd.testing.assert_frame_equal(before, after)
 
 
 def test_a_bad_setting_fails_naming_the_variable(tmp_path: Path,

@@ -29,15 +29,8 @@ from audiences.segments import (
     segment_frame,
     segment_members,
 )
-from predictions.customers import (
-    FIT_DDL,
-    FIT_MODEL,
-    PREDICTIONS_DDL,
-    PREDICTIONS_MODEL,
-    Settings,
-    fit_models,
-    fit_table,
-)
+from predictions.customers import Settings, fit_models, fit_table
+from predictions.tables import FIT_DDL, FIT_MODEL, PREDICTIONS_DDL, PREDICTIONS_MODEL, ddl_columns
 
 AS_OF = date(2026, 10, 31)
 # customer_id, is_contactable, orders_count, revenue
@@ -56,10 +49,6 @@ PREDICTED = {
     "c8": (0.60, -0.10, 0.7, 700.0),
 }
 CONTACTABLE = [c for c, ok, _, _ in CUSTOMERS if ok]
-
-
-def ddl_columns(ddl: str) -> list[str]:
-    return [part.split()[0] for part in ddl.split(",")]
 
 
 def predictions_frame(rows: dict[str, tuple]) -> pd.DataFrame:

@@ -22,6 +22,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from expectations import validate_mart
 from orchestration.resources import WarehouseResource
 from predictions.customers import (
     ModelFit,
@@ -30,7 +31,7 @@ from predictions.customers import (
     fit_models,
     fit_table,
 )
-from predictions.tables import FIT_DDL, FIT_MODEL, PREDICTIONS_DDL, PREDICTIONS_MODEL
+from predictions.tables import FIT_DDL, FIT_MODEL, PREDICTIONS_DDL, PREDICTIONS_MODEL, ddl_columns
 from warehouse.publication import REPORT_DATES_MODEL
 
 FIT_KEY = dg.AssetKey(["marts", FIT_MODEL])
@@ -112,12 +113,25 @@ def fit_check_result(fit: ModelFit, settings: Settings,
                                severity=dg.AssetCheckSeverity.WARN, metadata=metadata)
 
 
+def validated(predictions: pd.DataFrame, fit: ModelFit) -> pd.DataFrame | None:
+    """The predictions if they pass their Great Expectations suite (p_alive a probability,
+    one row per customer, horizons that never expect fewer purchases, ...); else None, and
+    the fit is marked unusable with the failures, so nothing wrong is published."""
+    validation = validate_mart(PREDICTIONS_MODEL, predictions)
+    if validation.passed:
+        return predictions
+    fit.status = "invalid_predictions"
+    fit.message = ("the predictions break their Great Expectations suite: "
+                   + "; ".join(f["message"] for f in validation.failures[:5]))
+    return None
+
+
 def _has_rows(wh: Any, schema: str, table: str) -> bool:
     return table in wh.list_tables(schema) and wh.count_rows(f"{schema}.{table}") > 0
 
 
 def _empty_predictions() -> pd.DataFrame:
-    columns = [part.strip().split()[0] for part in PREDICTIONS_DDL.split(",")]
+    columns = ddl_columns(PREDICTIONS_DDL)
     return pd.DataFrame({column: pd.Series(dtype=object) for column in columns})
 
 
@@ -158,7 +172,8 @@ def customer_predictions_asset(context: dg.AssetExecutionContext,
     as_of = marts_as_of(wh)
     orders = wh.query_df(f"select customer_id, order_date, amount from {orders_table}")
     fit = fit_models(orders, as_of, settings)
-    predictions = customer_predictions(orders, fit, settings) if fit.usable else None
+    predictions = validated(customer_predictions(orders, fit, settings), fit) \
+        if fit.usable else None
     # both tables are written before any event: whatever runs after this step (publication)
     # sees them, on any executor
     wh.replace_table(schema, FIT_MODEL, fit_table(fit, settings), FIT_DDL)
