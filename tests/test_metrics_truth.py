@@ -282,13 +282,13 @@ def test_second_business_matches_its_truth(marts_alt: MartsBuild, check: Check) 
 
 
 def test_second_business_exercises_other_paths(marts_alt: MartsBuild) -> None:
-    """The second business is worth its build: its as-of month is incomplete, one CRR month
-    is above 100 % (lapsed customers came back) and campaigns spend in months without a
-    lead; the first business has none of the first two."""
+    """The second business is worth its build: its as-of month is incomplete and campaigns
+    spend in months without a lead. (CRR above 100 %, lapsed customers coming back, is a
+    rare month in a business this small: the dbt unit test
+    fct_crr_monthly_lapsed_customer_comes_back covers it.)"""
     as_of = as_date(marts_alt.df("select as_of_date from marts.dim_report_dates").iloc[0, 0])
     assert as_of == marts_alt.business.end and as_of.day != 1
-    crr = truth(marts_alt, "cust_crr_monthly")
-    assert (crr.crr > 100).any()
+    marts_alt.assert_nodes_passed("fct_crr_monthly_lapsed_customer_comes_back")
     spend = marts_alt.df("select month, campaign_id from marts.fct_campaign_performance_monthly "
                          "where campaign_id is not null and spend > 0")
     leads = truth(marts_alt, "leads_by_campaign_month")
