@@ -120,10 +120,11 @@ def _gaps(orders: list[KeyedOrder]) -> list[tuple[int, str | None]]:
 
 def _expected_next(orders: list[KeyedOrder], category_median: dict[str, float],
                    overall: float | None) -> tuple[float | None, str | None]:
-    """The median-gap expectation (metrics.md, without the CRM date): own median gap, else
-    the one order's category median, else the overall median."""
+    """The median-gap expectation (metrics.md, without the CRM date): own median gap (when
+    it rounds to at least a day), else the last order's category median, else the overall
+    median."""
     gaps = [g for g, _ in _gaps(orders)]
-    if gaps:
+    if gaps and statistics.median(gaps) >= 0.5:  # all repeats on the same day: no rhythm
         return statistics.median(gaps), "customer"
     category = orders[-1].category
     if category is not None and category in category_median:

@@ -138,9 +138,11 @@ def recompute(orders: pd.DataFrame, as_of: date, consent: dict[str, dict[str, bo
         days_since = (as_of - last.order_date).days
         own = statistics.median(gaps_of[customer]) if gaps_of[customer] else None
         last_category = _opt(last.product_category)
+        # an own median under half a day (every repeat on the same day) gives no rhythm
+        rhythm = own if own is not None and own >= 0.5 else None
         category = (statistics.median(category_gaps[last_category])
-                    if len(rows) == 1 and category_gaps.get(last_category) else None)
-        gap, basis = next(((g, b) for g, b in ((own, "customer"), (category, "category"),
+                    if rhythm is None and category_gaps.get(last_category) else None)
+        gap, basis = next(((g, b) for g, b in ((rhythm, "customer"), (category, "category"),
                                               (overall, "overall")) if g is not None),
                           (None, None))
         expected = (max(r.order_date for r in rows) + timedelta(days=math.floor(gap + 0.5))

@@ -101,8 +101,9 @@ def simulated_buyer_dates(build: MartsBuild) -> list[BuyerDate]:
 
 
 def median_rule(orders: pd.DataFrame) -> dict[str, tuple[date, float | None, str | None]]:
-    """customer -> (last order date, median gap, basis): own median, else (one order) the
-    median of every gap after an order of the same product category, else of all gaps."""
+    """customer -> (last order date, median gap, basis): own median (when at least half a
+    day), else the median of every gap after an order of the last order's product category,
+    else of all gaps."""
     by_customer: dict[str, list] = defaultdict(list)
     for row in orders.itertuples(index=False):
         by_customer[row.customer_id].append(row)
@@ -118,10 +119,13 @@ def median_rule(orders: pd.DataFrame) -> dict[str, tuple[date, float | None, str
     out = {}
     for customer, rows in by_customer.items():
         category = _opt(rows[-1].product_category)
+        # an own median under half a day (every repeat on the same day) gives no rhythm
+        mine = statistics.median(own[customer]) if own[customer] else None
+        mine = mine if mine is not None and mine >= 0.5 else None
         choices = (
-            (statistics.median(own[customer]) if own[customer] else None, "customer"),
+            (mine, "customer"),
             (statistics.median(by_category[category])
-             if len(rows) == 1 and by_category.get(category) else None, "category"),
+             if mine is None and by_category.get(category) else None, "category"),
             (statistics.median(every) if every else None, "overall"),
         )
         gap, basis = next(((g, b) for g, b in choices if g is not None), (None, None))

@@ -3,12 +3,14 @@
 -- The median rule:
 --   median_gap_days          = median of the customer's own inter-order gaps (null with one
 --                              order);
---   category_median_gap_days = for a one-order customer, the median over ALL customers' gaps
+--   category_median_gap_days = for a one-order customer (or one whose own median rounds to 0
+--                              days: all repeats on the same day), the median over ALL customers' gaps
 --                              (int_customer_order_gaps) whose earlier order has that order's
 --                              product_category (null when the order has no category or the
 --                              category has no repeat yet);
 --   overall_median_gap_days  = the median of all customers' gaps;
---   median_rule_gap_days     = the first of those three that is known (expected_gap_basis
+--   median_rule_gap_days     = the first of those three that is known, the own median only
+--                              when it rounds to at least a day (expected_gap_basis
 --                              says which);
 --   median_rule_next_order_date = last order date + median_rule_gap_days rounded half up to
 --                              whole days (a median of an even count can end in .5).
@@ -120,8 +122,11 @@ joined as (
         last_orders.last_order_date,
         last_orders.last_order_category,
         customer_medians.median_gap_days,
-        case when last_orders.orders_count = 1 then category_medians.median_gap_days end
-            as category_median_gap_days,
+        -- a customer whose own median rounds to no gap at all (every repeat on the day of
+        -- the order before) says nothing about when they come back: the category's median
+        case when customer_medians.median_gap_days is null
+                or customer_medians.median_gap_days < 0.5
+            then category_medians.median_gap_days end as category_median_gap_days,
         overall_median.median_gap_days as overall_median_gap_days
     from last_orders
     left join customer_medians
@@ -136,10 +141,10 @@ median_rule as (
 
     select
         *,
-        coalesce(median_gap_days, category_median_gap_days, overall_median_gap_days)
-            as median_rule_gap_days,
+        coalesce(case when median_gap_days >= 0.5 then median_gap_days end,
+                 category_median_gap_days, overall_median_gap_days) as median_rule_gap_days,
         case
-            when median_gap_days is not null then 'customer'
+            when median_gap_days >= 0.5 then 'customer'
             when category_median_gap_days is not null then 'category'
             when overall_median_gap_days is not null then 'overall'
         end as expected_gap_basis
