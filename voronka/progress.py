@@ -9,6 +9,7 @@ log or CI (no terminal) only the finished lines are printed, plain.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -60,10 +61,14 @@ class RunProgress:
     checks_failed: int = 0
     checks_warned: int = 0
     models_built: int = 0
+    models_kept: int = 0  # a partial build: models no changed source feeds, not rebuilt
+    transform_skipped: bool = False  # nothing new landed: dbt and what follows skipped
+    skipped_nothing_new: int = 0
     materialized: set[str] = field(default_factory=set)
     checking: set[str] = field(default_factory=set)
     planned: dict[str, None] = field(default_factory=dict)  # asset keys in plan order
     live: Live | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)  # steps log from threads
 
     @classmethod
     def to_stream(cls, stream: IO[str]) -> RunProgress:
@@ -79,6 +84,10 @@ class RunProgress:
         if self.live is not None:
             self.live.__exit__(*exc)
             self.live = None
+        if self.skipped_nothing_new:
+            self.console.print(Text.assemble(
+                ("  skip", "yellow"), f"         {self.skipped_nothing_new} steps after dbt "
+                "(checks, predictions, publication, audience syncs): nothing new to act on"))
         if self.failed and self.planned:
             # what a user cares about first: publication, then marts
             keys = sorted(self.planned, key=lambda k: (not k.startswith("published"),
@@ -90,7 +99,7 @@ class RunProgress:
 
     def on_event(self, entry: Any) -> None:
         """Dagster's event listener: must never raise into the run."""
-        with contextlib.suppress(Exception):  # a display problem must not fail a data run
+        with contextlib.suppress(Exception), self.lock:  # a display problem must not fail a run
             self._handle(entry)
 
     def _handle(self, entry: Any) -> None:
@@ -128,7 +137,11 @@ class RunProgress:
         self.materialized.add(step)
         self.planned.pop(event.asset_key.to_user_string(), None)
         if step == "voronka_dbt_models":
-            self.models_built += 1
+            rebuilt = (event.event_specific_data.materialization.metadata or {}).get("rebuilt")
+            if getattr(rebuilt, "value", rebuilt) is False:
+                self.models_kept += 1
+            else:
+                self.models_built += 1
             return
         materialization = event.event_specific_data.materialization
         figures = _figures(dict(materialization.metadata or {}))
@@ -142,10 +155,21 @@ class RunProgress:
         if kind == "STEP_SUCCESS" and step in self.checking and step not in self.materialized:
             self.finished += 1  # a check-only step: counted in the status line, failures shown
             return
+        if kind == "STEP_SKIPPED" and self.transform_skipped:
+            self.skipped_nothing_new += 1  # told once, at the end
+            return
+        if kind == "STEP_SUCCESS" and step == "voronka_dbt_models" and not (
+                self.models_built or self.models_kept):
+            self.transform_skipped = True
+            self.finished += 1
+            self.console.print(Text.assemble(
+                ("  ok  ", "green"), f"{took}  {label}",
+                (": skipped, nothing new landed since the last successful build", "dim")))
+            return
         if kind == "STEP_SUCCESS":
             self.finished += 1
             extra = self.figures.get(step) or (
-                f"{self.models_built} models" if step == "voronka_dbt_models" else "")
+                self._models_note() if step == "voronka_dbt_models" else "")
             line = Text.assemble(("  ok  ", "green"), f"{took}  {label}",
                                  (f"  ({extra})" if extra else "", "dim"))
         elif kind == "STEP_FAILURE":
@@ -155,6 +179,10 @@ class RunProgress:
         else:
             line = Text.assemble(("  skip", "yellow"), f"         {label} (upstream failed)")
         self.console.print(line)
+
+    def _models_note(self) -> str:
+        kept = f", {self.models_kept} unchanged, not rebuilt" if self.models_kept else ""
+        return f"{self.models_built} models{kept}"
 
     def _status(self) -> Group:
         now = time.monotonic()

@@ -47,6 +47,7 @@ def run_daily_refresh(
     ``on_event`` sees every event of the run as it happens (the progress display)."""
     from expectations import warm_up_in_background
     from orchestration.definitions import ad_spend_platforms_enabled, build_defs
+    from orchestration.executor import execute_in_process_threaded
     from orchestration.partitions import in_process_range, range_tags
 
     warm_up_in_background()
@@ -68,5 +69,4 @@ def run_daily_refresh(
     run_id = str(uuid.uuid4())
     if on_event is not None:
         instance.add_event_listener(run_id, on_event)
-    return job.execute_in_process(instance=instance, raise_on_error=False, run_id=run_id,
-                                  **kwargs)
+    return execute_in_process_threaded(job, instance=instance, run_id=run_id, **kwargs)

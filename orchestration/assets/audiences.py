@@ -46,6 +46,7 @@ from audiences.sync import (
     segment_platforms,
     sync_to_platforms,
 )
+from orchestration.executor import CONCURRENT_TAG
 from orchestration.resources import WarehouseResource
 
 SEGMENTS_DIR_VAR = "VORONKA_SEGMENTS_DIR"
@@ -104,6 +105,7 @@ def build_audience_asset(seg: Segment) -> dg.AssetsDefinition:
         deps=[PUBLISHED],
         group_name=GROUP,
         kinds={"python"},
+        op_tags={CONCURRENT_TAG: "sync"},  # waits on the platforms' limits: beside the others
         description=f"{seg.description} (segment file {Path(seg.file).name}; dynamic: "
                     "recomputed and diff-synced every run)",
     )

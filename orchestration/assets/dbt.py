@@ -3,6 +3,7 @@
 
 import contextlib
 import fcntl
+import graphlib
 import importlib.metadata
 import json
 import os
@@ -21,6 +22,14 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from packaging import version
 
 from orchestration.resources import WarehouseResource
+from orchestration.transform_state import (
+    TransformPlan,
+    downstream_of,
+    exclusions,
+    plan_transform,
+    project_fingerprint,
+    save_state,
+)
 from voronka import settings
 from voronka.dbt_parse_cache import keep_parse, parse_key, seed_target
 from warehouse.publication import dbt_build_vars
@@ -124,12 +133,30 @@ MART_MODELS = mart_model_names(DBT_PROJECT.manifest_path)
 def voronka_dbt_models(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
 ) -> Iterator[Any]:
-    """`dbt build` (models, seeds and data tests) under the warehouse writer lock. dbt's unit
-    tests check the SQL, not the data, so they run in the test suite, not in every run."""
+    """`dbt build` (models, seeds and data tests) under the warehouse writer lock, of only what
+    changed (``orchestration.transform_state``): nothing when nothing landed since the last
+    successful build (what follows is skipped too), else the nodes downstream of the raw
+    tables that changed. dbt's unit tests check the SQL, not the data: they run in the test
+    suite, not in every run."""
     warehouse.export_for_dbt()
-    args = ["build", "--exclude-resource-type", "unit_test", *vars_args()]
-    key = parse_key(os.environ, args)  # export_for_dbt set the profile's variables
-    with warehouse.open().writer():
+    wh = warehouse.open()
+    manifest = json.loads(DBT_PROJECT.manifest_path.read_text())
+    with wh.writer():
+        plan = transform_plan(wh, manifest)
+        context.log.info(f"dbt build: {plan.mode} ({plan.reason})")
+        if plan.mode == "skip":
+            return
+        keep = downstream_of(manifest, plan.changed) if plan.mode == "partial" else None
+        if keep is not None and not keep:  # the changed tables feed no model
+            save_state(wh, plan)
+            return
+        args = ["build", "--exclude-resource-type", "unit_test", *vars_args()]
+        if keep is not None:
+            # first, in dependency order: Dagster wants a multi-asset's outputs topologically
+            yield from _unchanged_results(context, manifest, keep, plan)
+            # one value, space-separated: dagster-dbt folds it into its own selection
+            args += ["--exclude", " ".join(exclusions(manifest, keep))]
+        key = parse_key(os.environ, args)  # export_for_dbt set the profile's variables
         target = run_target_path(context.run_id, key)
         try:
             invocation = dbt.cli(args, context=context, target_path=target)
@@ -137,6 +164,36 @@ def voronka_dbt_models(
             keep_parse(target, Path(DBT_PROJECT.project_dir), key)
         finally:
             shutil.rmtree(target, ignore_errors=True)
+        save_state(wh, plan)
+
+
+def transform_plan(wh: Any, manifest: Mapping[str, Any]) -> TransformPlan:
+    """This run's build: full, partial or skipped (``orchestration.transform_state``)."""
+    sources = [src["name"] for src in manifest["sources"].values()]
+    kind = settings.WarehouseSettings.from_env().kind
+    build_print = project_fingerprint(Path(DBT_PROJECT.project_dir), dbt_vars(), kind)
+    return plan_transform(wh, sources, build_print)
+
+
+def _unchanged_results(context: dg.AssetExecutionContext, manifest: Mapping[str, Any],
+                       rebuilt: set[str], plan: TransformPlan) -> Iterator[dg.MaterializeResult]:
+    """A partial build leaves the models no changed source feeds as they were: they are
+    current for this run (what follows them runs), marked as not rebuilt. In dependency
+    order; none of them depends on a rebuilt one."""
+    translator = VoronkaDbtTranslator()
+    order = graphlib.TopologicalSorter(
+        {uid: manifest["parent_map"].get(uid, ()) for uid in manifest["nodes"]}).static_order()
+    for uid in order:
+        node = manifest["nodes"].get(uid)
+        if node is None or node["resource_type"] not in ("model", "seed", "snapshot"):
+            continue
+        key = translator.get_asset_key(node)
+        if uid in rebuilt or key not in context.selected_asset_keys:
+            continue
+        yield dg.MaterializeResult(asset_key=key, metadata={
+            "rebuilt": False,
+            "why_not": f"no raw table it reads changed ({plan.reason})",
+        })
 
 
 # How long dbt may take to cancel its queries after SIGINT before it is killed (dagster-dbt

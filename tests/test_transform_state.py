@@ -1,0 +1,134 @@
+"""The dbt step does only what changed: nothing when nothing landed, else what the changed raw
+tables feed, and the marts come out as a full build would make them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+from test_run_command import clean_environment, run_voronka, warehouse_settings, write_env_file
+
+import synthetic
+from orchestration.transform_state import (
+    BUILD_KEY,
+    FORCE_ENV,
+    downstream_of,
+    exclusions,
+    plan_transform,
+    save_state,
+)
+from warehouse.duckdb_backend import DuckDBWarehouse
+
+
+@pytest.fixture
+def wh(tmp_path: Path) -> DuckDBWarehouse:
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    with warehouse.connect() as conn:
+        cur = conn.cursor()
+        cur.execute("create schema raw")
+        cur.execute("create table raw.files__orders (record_id varchar, extracted_at timestamp)")
+        cur.execute("insert into raw.files__orders values ('o1', '2026-01-01 10:00:00')")
+        cur.execute("create table raw.channel_mapping (source varchar, channel varchar)")
+        cur.execute("insert into raw.channel_mapping values ('yandex', 'paid')")
+    return warehouse
+
+
+def execute(wh: DuckDBWarehouse, sql: str) -> None:
+    with wh.connect() as conn:
+        conn.cursor().execute(sql)
+
+
+TABLES = ["files__orders", "channel_mapping", "files__ad_spend"]
+
+
+def test_plan_is_full_then_skip_then_only_what_changed(wh):
+    first = plan_transform(wh, TABLES, "build-1", env={})
+    assert first.mode == "full" and first.fingerprints["files__ad_spend"] == "absent"
+    save_state(wh, first)
+    assert plan_transform(wh, TABLES, "build-1", env={}).mode == "skip"
+    execute(wh, "insert into raw.files__orders values ('o2', '2026-01-02 10:00:00')")
+    landed = plan_transform(wh, TABLES, "build-1", env={})
+    assert landed.mode == "partial" and landed.changed == ("files__orders",)
+    save_state(wh, landed)
+    # a derived table rewritten with other content, same row count: changed too
+    execute(wh, "update raw.channel_mapping set channel = 'organic'")
+    assert plan_transform(wh, TABLES, "build-1", env={}).changed == ("channel_mapping",)
+
+
+def test_a_new_project_or_day_or_force_builds_everything(wh):
+    save_state(wh, plan_transform(wh, TABLES, "build-1", env={}))
+    assert plan_transform(wh, TABLES, "build-2", env={}).mode == "full"
+    forced = plan_transform(wh, TABLES, "build-1", env={FORCE_ENV: "1"})
+    assert forced.mode == "full" and FORCE_ENV in forced.reason
+    assert forced.fingerprints[BUILD_KEY] == "build-1"
+
+
+def test_downstream_and_exclusions_follow_the_manifest():
+    manifest = {
+        "sources": {"source.p.files.files__orders": {"name": "files__orders"},
+                    "source.p.files.files__ad_spend": {"name": "files__ad_spend"}},
+        "child_map": {"source.p.files.files__orders": ["model.p.stg_orders"],
+                      "model.p.stg_orders": ["model.p.fct_orders", "test.p.not_null_x"],
+                      "source.p.files.files__ad_spend": ["model.p.stg_spend"]},
+        "nodes": {
+            "model.p.stg_orders": {"resource_type": "model", "fqn": ["p", "stg_orders"]},
+            "model.p.fct_orders": {"resource_type": "model", "fqn": ["p", "marts", "fct_orders"]},
+            "test.p.not_null_x": {"resource_type": "test", "fqn": ["p", "not_null_x"]},
+            "model.p.stg_spend": {"resource_type": "model", "fqn": ["p", "stg_spend"]},
+            "seed.p.kinds": {"resource_type": "seed", "fqn": ["p", "kinds"]},
+        },
+    }
+    keep = downstream_of(manifest, ["files__orders"])
+    assert keep == {"model.p.stg_orders", "model.p.fct_orders", "test.p.not_null_x"}
+    assert exclusions(manifest, keep) == ["fqn:p.kinds", "fqn:p.stg_spend"]
+
+
+def marts_of(path: Path) -> dict[str, list[tuple]]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        tables = [t for (t,) in con.sql("select table_name from information_schema.tables "
+                                        "where table_schema = 'marts'").fetchall()]
+        return {t: sorted(con.sql(f"select * from marts.{t}").fetchall(), key=repr)
+                for t in sorted(tables)}
+
+
+def test_a_rerun_with_nothing_new_skips_and_a_new_file_rebuilds_only_what_it_feeds(tmp_path):
+    """`voronka run` three times on a shop's files: the second run lands nothing and skips
+    dbt, checks and publication; after a new orders file the third builds only what the
+    orders feed, and its marts equal a full build's."""
+    business = synthetic.generate(seed=5, scale=0.1)
+    files_dir = tmp_path / "files"
+    business.write_order_files(files_dir)
+    order_files = sorted((files_dir / "orders").iterdir())
+    held_back = tmp_path / "later.csv"
+    shutil.move(order_files[-1], held_back)  # arrives before the third run
+    settings = {**warehouse_settings(tmp_path), "VORONKA_FILES_DIR": str(files_dir),
+                "VORONKA_AS_OF_DATE": business.end.isoformat(),
+                "VORONKA_SEGMENTS_DIR": str(tmp_path / "no_segments")}
+    (tmp_path / "no_segments").mkdir()
+    write_env_file(tmp_path / ".env", settings)
+    published = tmp_path / "voronka.duckdb"
+
+    first = run_voronka(cwd=tmp_path)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    before = published.stat().st_mtime_ns
+
+    second = run_voronka(cwd=tmp_path)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "skipped, nothing new landed since the last successful build" in second.stdout
+    assert "nothing new to act on" in second.stdout
+    assert "publish marts for BI" not in second.stdout
+    assert published.stat().st_mtime_ns == before  # nothing republished
+
+    shutil.move(held_back, order_files[-1])
+    third = run_voronka(cwd=tmp_path)
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    assert "unchanged, not rebuilt" in third.stdout and "publish marts for BI" in third.stdout
+    partial = marts_of(published)
+
+    env = {**clean_environment(), FORCE_ENV: "1"}
+    full = run_voronka(cwd=tmp_path, env=env)
+    assert full.returncode == 0, full.stdout[-3000:] + full.stderr[-3000:]
+    assert "unchanged, not rebuilt" not in full.stdout
+    assert marts_of(published) == partial
