@@ -41,6 +41,7 @@ from orchestration.alerts import build_alert_sensors
 from orchestration.assets.audiences import build_audience_assets
 from orchestration.assets.channel_mapping import channel_mapping
 from orchestration.assets.dbt import MART_MODELS, dbt_resource, voronka_dbt_models
+from orchestration.assets.identity import build_identity_asset
 from orchestration.assets.predictions import FIT_KEY, PREDICTION_MODELS, customer_predictions_asset
 from orchestration.assets.publish import build_published_marts
 from orchestration.assets.raw import (
@@ -50,6 +51,7 @@ from orchestration.assets.raw import (
     raw_asset_key,
 )
 from orchestration.checks import build_mart_checks
+from orchestration.executor import threaded_executor
 from orchestration.partitions import AD_SPEND_PLATFORMS, ad_spend_partitions, ad_spend_start
 from orchestration.resources import resources_from_env
 from orchestration.schedules import build_daily_schedule, build_rest_sensor
@@ -87,6 +89,7 @@ def build_defs() -> dg.Definitions:
     partitions_def = ad_spend_partitions(platforms)
     raw_assets = build_raw_assets(partitions_def)
     assets = [*raw_assets, build_contact_points_asset(), channel_mapping, voronka_dbt_models,
+              build_identity_asset(),
               customer_predictions_asset, published_marts,
               *build_audience_assets()]
     rest_keys = [key for a in assets if a.partitions_def is None for key in a.keys]
@@ -101,9 +104,9 @@ def build_defs() -> dg.Definitions:
         # the warehouse and every source whose settings are present (any subset, down to
         # the files folder alone): orchestration.resources.SOURCES
         resources={**resources_from_env(), "dbt": dbt_resource()},
-        # One process runs the steps in order: one DuckDB writer at a time, one rate limiter
-        # per API.
-        executor=dg.in_process_executor,
+        # One process: extraction and audience syncs on threads beside each other (one rate
+        # limiter per API account, landing under the writer lock), the rest in order.
+        executor=threaded_executor,
     )
 
 

@@ -214,16 +214,19 @@ def business_records(business: SyntheticBusiness) -> list[RawRecord]:
 def land_business(
     business: SyntheticBusiness, wh: Warehouse, run_id: str = "synthetic"
 ) -> dict[str, int]:
-    """Land the business into `wh` and rebuild raw.contact_points.
+    """Land the business into `wh` and rebuild raw.contact_points and the identity clusters
+    (what the Dagster assets raw/contact_points and raw/identity_clusters do).
 
     Returns the number of rows inserted per raw table (re-landing the same business inserts
     nothing, since landing is idempotent), plus `contact_points`.
     """
     from warehouse.contact_points import build_contact_points
+    from warehouse.identity import build_identity
 
     by_table: dict[str, list[RawRecord]] = {}
     for record in business_records(business):
         by_table.setdefault(record.table, []).append(record)
     counts = {table: wh.land(batch, run_id).inserted for table, batch in by_table.items()}
     counts["contact_points"] = build_contact_points(wh)
+    build_identity(wh)
     return counts

@@ -217,6 +217,7 @@ def formula_build(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     from _support import run_dbt, scratch_warehouse
 
     from warehouse.contact_points import build_contact_points
+    from warehouse.identity import build_identity
     from warehouse.records import RawRecord
 
     workdir = tmp_path_factory.mktemp(f"formulas_{request.param}")
@@ -236,6 +237,7 @@ def formula_build(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
                  RawRecord("yandex_direct", "client", "campaign_stats", "11|2026-05-01",
                            DIRECT_ROW)], "r")
         build_contact_points(wh)
+        build_identity(wh)
         code, out, _ = run_dbt(workdir, env, "build", "--select", "+fct_orders",
                                "stg_files__ad_spend", "stg_yandex_direct__campaign_stats",
                                "+stg_amocrm__leads", "--exclude-resource-type", "test",

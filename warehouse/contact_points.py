@@ -83,12 +83,14 @@ def file_order_contact_points(
 
 
 def latest_payloads(wh: Warehouse, table: str) -> Iterable[tuple[str, str, dict[str, Any]]]:
-    """Newest version of each record of a raw table, as (account, record_id, payload)."""
+    """Newest version of each record of a raw table, as (account, record_id, payload): the
+    version staging's latest_version macro picks, ties on the timestamps included."""
     frame = wh.query_df(
         f"""select account, record_id, payload from (
               select account, record_id, payload, row_number() over (
                 partition by account, record_id
-                order by updated_at desc nulls last, extracted_at desc) as version_rank
+                order by updated_at desc nulls last, extracted_at desc,
+                         payload_hash desc) as version_rank
               from {table}) versions
             where version_rank = 1"""
     )

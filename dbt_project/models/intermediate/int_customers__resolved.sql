@@ -1,11 +1,14 @@
 -- Identity resolution across sources: one row per identity-graph node (an amoCRM contact, a
 -- Bitrix24 contact, a Bitrix24 lead without a contact, a file order) with the customer it
--- belongs to. Nodes are the same person
--- when they share a normalised phone or e-mail, or (file orders of one files account) the
--- shop's own customer_id, directly or through a chain (A shares a phone with B, B an e-mail
--- with C), in any CRM or file: the connected components of the "shares a contact point" graph. customer_id = 'c_' + the first 16 hex digits of md5(smallest node id
--- of the component): stable for the same data on every backend.
-with recursive
+-- belongs to. Nodes are the same person when they share a normalised phone or e-mail, or (file
+-- orders of one files account) the shop's own customer_id, directly or through a chain (A
+-- shares a phone with B, B an e-mail with C), in any CRM or file: the connected components of
+-- the "shares an identifier" graph. The components are computed before dbt by union-find
+-- (warehouse/identity.py, linear in the records; source raw.identity_clusters), which also
+-- leaves out identifiers on more than VORONKA_IDENTITY_MAX_SHARED people (switchboards,
+-- placeholders: raw.identity_shared_identifiers). customer_id = 'c_' + the first 16 hex
+-- digits of md5(smallest node id of the component): stable for the same data on every backend.
+with
 
 nodes as (
 
@@ -33,56 +36,22 @@ nodes as (
 
 ),
 
-points as (
+clusters as (
 
-    select node_id, point_kind, value_normalized
-    from {{ ref('int_contact_points__unioned') }}
-    union
-    -- the shop's customer key links the orders of one files account only (the key is
-    -- namespaced by it); it is not a contact point, so audiences never see it
-    select
-        {{ node_id('files', 'account', 'order_record_id') }},
-        'files_customer_id',
-        account || ':' || shop_customer_id
-    from {{ ref('stg_files__orders') }}
-    where shop_customer_id is not null
+    select node_id, root_node_id
+    from {{ source('voronka_identity', 'identity_clusters') }}
 
 ),
 
-edges as (
-
-    select distinct
-        a.node_id,
-        b.node_id as linked_node_id
-    from points as a
-    inner join points as b
-        on a.point_kind = b.point_kind
-        and a.value_normalized = b.value_normalized
-        and a.node_id <> b.node_id
-
-),
-
--- transitive closure; UNION (not UNION ALL) stops once no new pair appears
-reachable (node_id, reachable_node_id) as (
-
-    select node_id, node_id from nodes
-    union
-    select
-        reachable.node_id,
-        edges.linked_node_id
-    from reachable
-    inner join edges
-        on reachable.reachable_node_id = edges.node_id
-
-),
-
+-- a node in no cluster of two or more is a customer of its own
 components as (
 
     select
-        node_id,
-        min(reachable_node_id) as root_node_id
-    from reachable
-    group by node_id
+        nodes.node_id,
+        coalesce(clusters.root_node_id, nodes.node_id) as root_node_id
+    from nodes
+    left join clusters
+        on nodes.node_id = clusters.node_id
 
 ),
 
