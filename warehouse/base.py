@@ -253,11 +253,13 @@ class Warehouse(ABC):
             cur.execute(f"drop table if exists {schema}.{table}")
             cur.execute(f"create table {schema}.{table} ({ddl})")
             if len(df):
-                cur.executemany(
-                    f"insert into {schema}.{table} values ({self._marks(len(df.columns))})",
-                    [tuple(None if pd.isna(v) else v for v in row)
-                     for row in df.itertuples(index=False)],
-                )
+                self._insert_rows(cur, f"{schema}.{table}", len(df.columns),
+                                  [tuple(None if pd.isna(v) else v for v in row)
+                                   for row in df.itertuples(index=False)])
+
+    def _insert_rows(self, cur: Any, table: str, width: int, rows: list[tuple]) -> None:
+        """Insert plain rows into ``table`` (a backend may send them in fewer round trips)."""
+        cur.executemany(f"insert into {table} values ({self._marks(width)})", rows)
 
     def mart_table(self, model: str) -> str:
         """The relation holding the latest build of a mart: what checks must read."""

@@ -67,6 +67,11 @@ class PostgresWarehouse(Warehouse):
         finally:
             conn.close()
 
+    def _insert_rows(self, cur: Any, table: str, width: int, rows: list[tuple]) -> None:
+        """One statement per 1,000 rows instead of one per row (34,000 identity rows: ~5 s
+        with executemany)."""
+        execute_values(cur, f"insert into {table} values %s", rows, page_size=1000)
+
     def _insert_raw(self, conn: Any, table: str, rows: list[tuple]) -> int:
         inserted = execute_values(
             conn.cursor(),
