@@ -20,6 +20,7 @@ have its own limiter, so concurrent steps of one API would together exceed its l
 
 import os
 import queue
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -52,6 +53,12 @@ from extractors.http import cancel_requests, resume_requests
 CONCURRENT_TAG = "voronka/concurrent"
 """Op tag of the steps that may run beside others (their value: the kind, for the docs)."""
 
+API_TAG = "voronka/api"
+"""Op tag naming the API account a tagged step calls: at most ``PER_API_CONCURRENT`` of its
+steps run at once, so one source's many entities (all waiting on the same limiter) cannot
+take every thread while other sources wait."""
+
+PER_API_CONCURRENT = 2
 DEFAULT_MAX_CONCURRENT = 8
 MAX_CONCURRENT_ENV = "VORONKA_MAX_CONCURRENT_STEPS"
 
@@ -74,6 +81,11 @@ def runs_beside_others(step: ExecutionStep) -> bool:
     return bool(step.tags.get(CONCURRENT_TAG))
 
 
+def api_of(step: ExecutionStep) -> str:
+    """The step's API account (``API_TAG``); untagged steps count as their own."""
+    return step.tags.get(API_TAG) or step.key
+
+
 _DONE = object()
 
 
@@ -89,6 +101,7 @@ class _Running:
     """A step on a worker thread: its context (for hooks) and the events it has produced."""
 
     context: StepExecutionContext
+    api: str
     events: list[DagsterEvent] = field(default_factory=list)
 
 
@@ -111,18 +124,21 @@ class _ThreadedPlan:
                  max_concurrent: int) -> None:
         self.job_context = job_context
         self.active = active
+        self.max_concurrent = max_concurrent
         self.pool = ThreadPoolExecutor(max_concurrent, thread_name_prefix="voronka-step")
         self.outbox: queue.Queue[Any] = queue.Queue()
         self.running: dict[str, _Running] = {}
+        self.waiting: list[ExecutionStep] = []  # tagged, ready, no thread free for them yet
+        self.per_api: Counter[str] = Counter()
 
     def events(self) -> Iterator[DagsterEvent]:
         try:
             while not self.active.is_complete:
                 yield from self.active.concurrency_event_iterator(self.job_context)
                 steps = self.active.get_steps_to_execute()
-                for step in steps:  # workers first: they wait on APIs while the rest runs
-                    if runs_beside_others(step):
-                        self._start_on_worker(step)
+                # workers first: they wait on APIs while the rest runs here
+                self.waiting += [step for step in steps if runs_beside_others(step)]
+                self._start_waiting()
                 for step in steps:
                     if not runs_beside_others(step):
                         yield from self._run_here(step)
@@ -135,6 +151,17 @@ class _ThreadedPlan:
             resume_requests()
         self.pool.shutdown(wait=True)
 
+    def _start_waiting(self) -> None:
+        """Start waiting steps while threads are free, the least served API first and never
+        more than ``PER_API_CONCURRENT`` steps of one API."""
+        while self.waiting and len(self.running) < self.max_concurrent:
+            startable = [s for s in self.waiting if self.per_api[api_of(s)] < PER_API_CONCURRENT]
+            if not startable:
+                return
+            step = min(startable, key=lambda s: self.per_api[api_of(s)])
+            self.waiting.remove(step)
+            self._start_on_worker(step)
+
     def _step_context(self, step: ExecutionStep) -> StepExecutionContext:
         context = self.job_context.for_step(step, self.active.get_known_state())
         missing = [k for k in context.required_resource_keys if not hasattr(context.resources, k)]
@@ -145,8 +172,16 @@ class _ThreadedPlan:
 
     def _start_on_worker(self, step: ExecutionStep) -> None:
         context = self._step_context(step)
-        self.running[step.key] = _Running(context)
+        self.running[step.key] = _Running(context, api_of(step))
+        self.per_api[api_of(step)] += 1
         self.pool.submit(_run_on_worker, context, self.outbox)
+
+    def _release(self, key: str) -> _Running:
+        """A worker's step ended: free its thread and its API's slot for a waiting step."""
+        running = self.running.pop(key)
+        self.per_api[running.api] -= 1
+        self._start_waiting()
+        return running
 
     def _run_here(self, step: ExecutionStep) -> Iterator[DagsterEvent]:
         context = self._step_context(step)
@@ -174,10 +209,10 @@ class _ThreadedPlan:
             block = False
             running = self.running[key]
             if item is _DONE:
-                del self.running[key]
+                self._release(key)
                 yield from self._finish(key, running.context, running.events)
             elif isinstance(item, _WorkerCrashed):
-                del self.running[key]
+                self._release(key)
                 raise item.error
             else:
                 running.events.append(item)

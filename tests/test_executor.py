@@ -8,8 +8,10 @@ import dagster as dg
 import pytest
 
 from orchestration.executor import (
+    API_TAG,
     CONCURRENT_TAG,
     MAX_CONCURRENT_ENV,
+    PER_API_CONCURRENT,
     execute_in_process_threaded,
     max_concurrent_from_env,
     threaded_executor,
@@ -76,6 +78,35 @@ def test_tagged_steps_run_beside_each_other_and_the_rest_after_them(monkeypatch)
     assert materialized == {"amocrm", "bitrix24", "direct", "marts"}
 
 
+def test_steps_of_one_api_share_it_two_at_a_time(monkeypatch):
+    """Five entities of one CRM and one ad platform: never more than two CRM steps at once
+    (they wait on one limiter), and the ad platform does not wait behind them."""
+    monkeypatch.delenv(MAX_CONCURRENT_ENV, raising=False)
+    overlap = Overlap()
+    crm_now = {"now": 0, "most": 0}
+
+    def entity(name: str, api: str) -> dg.AssetsDefinition:
+        @dg.asset(name=name, op_tags={CONCURRENT_TAG: "extract", API_TAG: api})
+        def _entity() -> None:
+            if api == "crm":
+                with overlap.lock:
+                    crm_now["now"] += 1
+                    crm_now["most"] = max(crm_now["most"], crm_now["now"])
+            overlap.step(name, 0.2)
+            if api == "crm":
+                with overlap.lock:
+                    crm_now["now"] -= 1
+
+        return _entity
+
+    assets = [entity(f"crm_{i}", "crm") for i in range(5)] + [entity("ads", "ads")]
+    defs = dg.Definitions(assets=assets, executor=threaded_executor,
+                          jobs=[dg.define_asset_job("refresh", selection="*")])
+    assert run(defs.resolve_job_def("refresh")).success
+    assert crm_now["most"] == PER_API_CONCURRENT
+    assert overlap.most == PER_API_CONCURRENT + 1  # the ad platform ran beside them
+
+
 def test_one_at_a_time_when_configured(monkeypatch):
     monkeypatch.setenv(MAX_CONCURRENT_ENV, "1")
     overlap = Overlap()
@@ -119,6 +150,7 @@ def test_the_pipeline_runs_extraction_and_syncs_on_threads():
     from orchestration.definitions import build_defs, published_marts
 
     assert build_raw_asset("amocrm", "leads").op.tags[CONCURRENT_TAG] == "extract"
+    assert build_raw_asset("amocrm", "leads").op.tags[API_TAG] == "amocrm"
     assert build_raw_asset("files", "orders").op.tags[CONCURRENT_TAG] == "extract"
     segment = next(s for s in scan_segments(None).segments if s.kind == "dynamic")
     assert build_audience_asset(segment).op.tags[CONCURRENT_TAG] == "sync"

@@ -98,6 +98,34 @@ def _land_in_child(path: str, start: int, done: multiprocessing.Queue) -> None:
     done.put(start)
 
 
+@pytest.mark.postgres
+def test_postgres_landing_from_many_threads_into_a_fresh_database(pg: Warehouse) -> None:
+    """Concurrent extraction lands from several threads at once into a database with no raw
+    schema yet: PostgreSQL's ``create schema if not exists`` alone would fail one of them on
+    pg_namespace's unique index; every thread lands its own entity."""
+    import threading
+
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def land(entity: str) -> None:
+        records = [RawRecord("amocrm", "acme", entity, str(i), {"id": i}) for i in range(20)]
+        start.wait(10)
+        try:
+            pg.land(records, run_id=f"run-{entity}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=land, args=(f"entity_{n}",)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert {t: pg.count_rows(f"raw.amocrm__entity_{n}") for n, t in enumerate(range(6))} == {
+        n: 20 for n in range(6)}
+
+
 def test_concurrent_writers_wait_for_each_other_instead_of_failing(tmp_path: Path) -> None:
     """Two processes (say, a schedule and a UI click) land into one DuckDB file at once."""
     path = str(tmp_path / "warehouse.duckdb")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -9,6 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.errors
+import psycopg2.extensions
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
@@ -17,6 +19,25 @@ from warehouse.publication import BUILD_SCHEMA, MARTS_SCHEMA, BIRole, scram_veri
 
 #: pg_class.relkind -> the word DROP/ALTER need
 _RELATION_KINDS = {"r": "table", "p": "table", "v": "view", "m": "materialized view"}
+
+
+DDL_LOCK_KEY = 7_243_017  # the advisory lock that serialises voronka's "if not exists" DDL
+_IF_NOT_EXISTS = re.compile(r"^\s*create\s+(schema|table|(unique\s+)?index)\s+if\s+not\s+exists",
+                            re.IGNORECASE)
+
+
+class DdlSerialisingCursor(psycopg2.extensions.cursor):
+    """``create schema/table if not exists`` is not safe against a concurrent one in
+    PostgreSQL: both sessions see nothing and one fails on the catalog's unique index
+    (``pg_namespace_nspname_index``). Steps now land from several threads at once, so such a
+    statement first takes a transaction-scoped advisory lock: the second waits, then finds
+    the schema there."""
+
+    def execute(self, query: Any, vars: Any = None) -> Any:
+        text = query.as_string(self) if isinstance(query, sql.Composable) else str(query)
+        if _IF_NOT_EXISTS.match(text):
+            super().execute("select pg_advisory_xact_lock(%s)", (DDL_LOCK_KEY,))
+        return super().execute(query, vars)
 
 
 class PostgresWarehouse(Warehouse):
@@ -60,7 +81,7 @@ class PostgresWarehouse(Warehouse):
 
     @contextmanager
     def connect(self) -> Iterator[Any]:
-        conn = psycopg2.connect(self.dsn)
+        conn = psycopg2.connect(self.dsn, cursor_factory=DdlSerialisingCursor)
         try:
             with conn:  # commits on success, rolls back on error
                 yield conn

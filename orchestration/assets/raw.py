@@ -28,7 +28,7 @@ from extractors.state import AuthFailure, AuthFailures
 from extractors.sync import SyncResult, sync_entity
 from extractors.vk_ads import VKAdsSource
 from extractors.yandex_direct import YandexDirectSource
-from orchestration.executor import CONCURRENT_TAG
+from orchestration.executor import API_TAG, CONCURRENT_TAG
 from orchestration.partitions import AD_SPEND_PLATFORMS, is_ad_spend, record_pulled
 from orchestration.resources import (
     AMOCRM_OPTIONAL_ENTITIES,
@@ -244,7 +244,8 @@ def _raw_asset_def(
         group_name=f"raw_{source}",
         description=entity_description(source, entity),
         kinds={"python", "duckdb"},
-        op_tags={CONCURRENT_TAG: "extract"},  # waits on the API's limits: beside the others
+        # waits on the API's limits: beside the other sources, two steps per API at most
+        op_tags={CONCURRENT_TAG: "extract", API_TAG: source},
         required_resource_keys={"warehouse", source},
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run() if partitioned else None,
