@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from expectations.marts import MART_COLUMNS
+from expectations.contract import mart_columns
 from predictions.tables import (
     FIT_DDL,
     FIT_MODEL,
@@ -27,7 +27,7 @@ Query = Callable[[str], pd.DataFrame]
 log = logging.getLogger(__name__)
 
 
-#: Marts that a Dagster asset writes, not dbt (so not in the dbt contract MART_COLUMNS): an
+#: Marts that a Dagster asset writes, not dbt (so not in the dbt mart contract): an
 #: older warehouse, or one whose fit never ran, lacks them and the page says so.
 OPTIONAL_MARTS: dict[str, tuple[str, ...]] = {
     FIT_MODEL: ddl_columns(FIT_DDL),
@@ -42,7 +42,7 @@ class Marts(dict):
     page renders "no data" instead of failing on an older or partial warehouse."""
 
     def __missing__(self, name: str) -> pd.DataFrame:
-        columns = MART_COLUMNS.get(name) or OPTIONAL_MARTS.get(name, ())
+        columns = mart_columns().get(name) or OPTIONAL_MARTS.get(name, ())
         return pd.DataFrame(columns=list(columns))
 
     @property
@@ -66,7 +66,7 @@ def read_marts(query: Query, names: Iterable[str] | None = None) -> Marts:
     Tables are small (monthly aggregates, one row per lead/customer at most), so reading them
     whole keeps each page's build a pandas operation and the queries trivial."""
     marts = Marts()
-    for name in names or (*MART_COLUMNS, *OPTIONAL_MARTS):
+    for name in names or (*mart_columns(), *OPTIONAL_MARTS):
         try:
             marts[name] = normalise(query(f"select * from marts.{name}"))
         except Exception as exc:  # a mart this build does not have: its pages show "no data"

@@ -10,6 +10,10 @@ The PostgreSQL variant runs only with VORONKA_TEST_POSTGRES=1.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -18,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
-from _support import MartsBuild, failed_nodes
+from _support import DBT_PROJECT, MartsBuild, failed_nodes
 
 import synthetic
 from warehouse.base import Warehouse, json_loads
@@ -86,16 +90,68 @@ def test_build_succeeds_with_all_tests_passing(built: Built) -> None:
     assert {"model", "test", "seed", "unit_test"} <= kinds
 
 
-def test_marts_follow_the_contract(built: Built) -> None:
-    """Every mart has exactly the columns of the contract (expectations.MART_COLUMNS), in order."""
-    from expectations import MART_COLUMNS
+def test_marts_follow_the_contract(marts: MartsBuild, built: Built) -> None:
+    """Every mart has exactly the columns of its dbt contract, in order, and the contract is
+    enforced with a type on every column (dbt compared the types when it built them)."""
+    from expectations.contract import read_mart_contract
 
+    contract = read_mart_contract(marts.workdir / "dbt_target" / "manifest.json")
     tables = built.df("select table_name from information_schema.tables "
                       "where table_schema = 'marts'")["table_name"]
-    assert set(tables) == set(MART_COLUMNS)
-    for table, columns in MART_COLUMNS.items():
+    assert set(tables) == set(contract)
+    for table, columns in contract.items():
         got = list(built.df(f"select * from marts.{table} where 1 = 0").columns)
-        assert got == list(columns), table
+        assert got == [c.name for c in columns], table
+        assert all(c.data_type for c in columns), table
+    # what the dashboard and the tests read: the project's own manifest says the same
+    from expectations import mart_columns
+
+    assert mart_columns() == {t: tuple(c.name for c in cs) for t, cs in contract.items()}
+
+
+def _break_mart(project: Path, model: str, select: str) -> None:
+    """Wrap a mart's SQL in `select <select> from (<its SQL>)` in a copy of the project."""
+    path = project / "models" / "marts" / f"{model}.sql"
+    path.write_text(f"select {select} from (\n{path.read_text()}\n) as contracted\n")
+
+
+@pytest.mark.parametrize("marts", ["duckdb"], indirect=True)
+def test_a_mart_that_breaks_its_contract_fails_the_build_and_names_the_column(
+        marts: MartsBuild, tmp_path: Path) -> None:
+    """A mart whose SQL yields another type (fct_orders.order_number as text) or lacks a
+    column (fct_lookalike_seed without seed_size) is not built: dbt names the column and the
+    mismatch, and the tables of the last good build stay. DuckDB only: a copy of the built
+    warehouse file and of the project (the same dbt contract check runs on PostgreSQL's build)."""
+    project = tmp_path / "dbt_project"
+    shutil.copytree(DBT_PROJECT, project,
+                    ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
+    _break_mart(project, "fct_orders",
+                "* replace (cast(order_number as varchar) as order_number)")
+    _break_mart(project, "fct_lookalike_seed", "* exclude (seed_size)")
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copy(marts.env["VORONKA_DUCKDB_PATH"], warehouse)
+    env = {**os.environ, **marts.env, "VORONKA_DUCKDB_PATH": str(warehouse)}
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("dbt")), "run", "--select",
+         "fct_orders", "fct_lookalike_seed", "--project-dir", str(project),
+         "--profiles-dir", str(project), "--target-path", str(tmp_path / "target"),
+         "--log-path", str(tmp_path / "logs")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-3000:]
+    assert out.count("This model has an enforced contract that failed") == 2, out[-3000:]
+    lines = [" ".join(line.split()) for line in out.splitlines()]
+    assert any("| order_number | VARCHAR | BIGINT | data type mismatch |" in line
+               for line in lines), out[-3000:]
+    assert any("| seed_size |" in line and "missing in definition" in line
+               for line in lines), out[-3000:]
+    import duckdb
+
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        kept = con.execute("select data_type from information_schema.columns where "
+                           "table_schema = 'marts' and table_name = 'fct_orders' "
+                           "and column_name = 'order_number'").fetchall()
+    assert kept == [("BIGINT",)]
 
 
 def test_nothing_after_the_as_of_month(built: Built) -> None:

@@ -1,4 +1,5 @@
-"""Great Expectations suites: raw batches (quarantine path), marts, revenue reconciliation."""
+"""Great Expectations suites: raw batches (quarantine path), the marts dbt does not build,
+revenue reconciliation."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import pytest
 
 from expectations import (
     GX_TIMINGS,
-    MART_COLUMNS,
     MART_SUITES,
+    PYTHON_MART_SUITES,
     RAW_SUITES,
+    mart_columns,
     reconcile_revenue,
     validate_mart,
     validate_records,
@@ -732,160 +734,36 @@ def test_validation_is_cached_and_cheap_after_the_first_call() -> None:
 # -- mart suites --------------------------------------------------------------------------------
 
 
-def test_mart_suites_cover_the_contract() -> None:
-    assert set(MART_SUITES) == {"fct_orders", "dim_customers", "fct_cohort_retention",
-                                "fct_acquisition_monthly", "fct_crr_monthly",
-                                "fct_campaign_performance_monthly",
-                                "fct_funnel_stage_conversion", "fct_customer_value_monthly",
-                                "fct_sales_formula_monthly", "fct_cohort_ltv_by_channel",
-                                "fct_funnel_stage_slices", "fct_funnel_loss_reasons",
-                                "fct_lead_stages", "fct_sales_cycle",
-                                "fct_manager_performance_monthly", "fct_lookalike_seed",
-                                "fct_buyer_funnel_monthly", "fct_buyer_status_moves"}
+def test_dbt_marts_are_checked_by_dbt_not_by_a_second_gx_suite() -> None:
+    """dbt's tests and contract check the dbt marts (tests/test_mart_rules.py); a GX suite
+    only for a rule dbt cannot express, on a mart of the contract."""
+    contracted = set(mart_columns())
+    assert set(MART_SUITES) <= contracted
+    assert PYTHON_MART_SUITES and not set(PYTHON_MART_SUITES) & contracted
+    with pytest.raises(ValueError, match="no mart suite for 'fct_orders'"):
+        validate_mart("fct_orders", pd.DataFrame())
     from synthetic.catalog import CHANNELS as SYNTHETIC_CHANNELS
     assert tuple(CHANNELS) == tuple(SYNTHETIC_CHANNELS)
 
 
-def _frame(model: str, rows: list[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=list(MART_COLUMNS[model]))
+def test_the_predictions_suite_names_a_broken_rule_and_a_missing_column() -> None:
+    """The GX mart layer that remains: the predictions table a Python asset writes."""
+    from predictions.tables import PREDICTIONS_DDL, PREDICTIONS_MODEL, ddl_columns
 
-
-def test_mart_suites_pass_good_frames_and_name_bad_ones() -> None:
-    orders = _frame("fct_orders", [
-        {"order_id": 1, "customer_id": 10, "amount": 100.0, "order_month": "2026-01-01"},
-        {"order_id": 2, "customer_id": 11, "amount": 50.0, "order_month": "2026-02-01"},
-    ])
-    assert validate_mart("fct_orders", orders).passed
-    bad_orders = pd.concat([orders, orders.iloc[[0]]], ignore_index=True)
-    v = validate_mart("fct_orders", bad_orders)
-    assert not v.passed
-    dup = [f for f in v.failures if f["expectation"] == "expect_column_values_to_be_unique"]
-    assert dup[0]["column"] == "order_id" and dup[0]["unexpected_count"] == 2
-    assert dup[0]["sample"] == [1, 1]
-    assert v.statistics["row_count"] == 3
-
-    cohorts = _frame("fct_cohort_retention", [
-        {"cohort_month": "2026-01-01", "month_offset": 0, "cohort_size": 10,
-         "retention_rate": 1.0, "ltv": 100.0},
-        {"cohort_month": "2026-01-01", "month_offset": 1, "cohort_size": 10,
-         "retention_rate": 0.3, "ltv": 120.0},
-    ])
-    assert validate_mart("fct_cohort_retention", cohorts).passed
-    cohorts.loc[1, "retention_rate"] = 1.3
-    v = validate_mart("fct_cohort_retention", cohorts)
-    assert [(f["column"], f["unexpected_count"], f["sample"]) for f in v.failures] == [
-        ("retention_rate", 1, [1.3])]
-    assert "retention_rate" in v.failures[0]["message"]
-
-    from decimal import Decimal  # DuckDB/psycopg2 DECIMAL columns arrive as Decimal objects
-    acq = _frame("fct_acquisition_monthly", [
-        {"month": "2026-01-01", "channel": "all", "spend": Decimal("100.00"),
-         "acquisition_leads": 5,
-         "new_customers": 2, "cpl": Decimal("20.00"), "cac": Decimal("50.00"), "cv": 0.4},
-        {"month": "2026-01-01", "channel": "organic", "spend": Decimal("0"),
-         "acquisition_leads": 5,
-         "new_customers": 0, "cpl": None, "cac": None, "cv": None, "cac_undefined": True},
-    ])
-    assert validate_mart("fct_acquisition_monthly", acq).passed
-    acq.loc[0, "cac"] = Decimal("-5")
-    v = validate_mart("fct_acquisition_monthly", acq)
-    assert [(f["column"], f["sample"]) for f in v.failures] == [("cac", [-5.0])]
-
-    customers = _frame("dim_customers", [{"customer_id": 1, "orders_count": 1, "revenue": 5,
-                                          "channel": "tiktok", "rfm_segment": "Churned",
-                                          "is_active": False, "is_contactable": True}])
-    v = validate_mart("dim_customers", customers)
-    assert [f["column"] for f in v.failures] == ["channel"]
-    crr = _frame("fct_crr_monthly", [{"customers_active_start": -1, "strict_retention": 2}])
-    assert {f["column"] for f in validate_mart("fct_crr_monthly", crr).failures} == {
-        "customers_active_start", "strict_retention"}
-    funnel = _frame("fct_funnel_stage_conversion", [{"conversion_to_next": 0.5},
-                                                    {"conversion_to_next": None}])
-    assert validate_mart("fct_funnel_stage_conversion", funnel).passed
-
-    v = validate_mart("fct_orders", orders.drop(columns=["channel"]))
-    assert any(f["expectation"] == "expect_column_to_exist" and f["column"] == "channel"
-               for f in v.failures)
+    row = {"customer_id": "c_1", "frequency": 2.0, "recency_weeks": 10.0, "t_weeks": 20.0,
+           "p_alive": 0.8, "p_alive_30d_ago": 0.9, "p_alive_change_30d": -0.1,
+           "expected_purchases_30d": 0.2, "expected_purchases_90d": 0.5,
+           "expected_purchases_365d": 1.5, "expected_order_value": 1000.0,
+           "predicted_value_12m": 1500.0, "model_version": "v1", "fit_date": "2026-06-30"}
+    frame = pd.DataFrame([row, {**row, "customer_id": "c_2"}],
+                         columns=list(ddl_columns(PREDICTIONS_DDL)))
+    assert validate_mart(PREDICTIONS_MODEL, frame).passed
+    frame.loc[1, "expected_purchases_365d"] = 0.4  # fewer in a year than in 90 days
+    v = validate_mart(PREDICTIONS_MODEL, frame.drop(columns=["model_version"]))
+    assert [(f["column"], f["unexpected_count"]) for f in v.failures] == [
+        ("model_version", None), ("expected_purchases_365d,expected_purchases_90d", 1)]
+    assert "expected_purchases_365d >= expected_purchases_90d" in v.failures[1]["message"]
     json.dumps([v.failures, v.statistics])  # ready for Dagster metadata
-    with pytest.raises(ValueError, match="no mart suite"):
-        validate_mart("fct_leads", orders)
-
-
-def test_mart_suites_encode_the_metric_invariants() -> None:
-    """Month-0 retention is 100 %, funnel reach never grows, the sales formula reconciles."""
-    cohorts = _frame("fct_cohort_retention", [
-        {"cohort_month": "2026-01-01", "month_offset": 0, "cohort_size": 10,
-         "retention_rate": 1.0, "ltv": 100.0},
-        {"cohort_month": "2026-02-01", "month_offset": 0, "cohort_size": 4,
-         "retention_rate": 0.75, "ltv": 80.0},
-    ])
-    v = validate_mart("fct_cohort_retention", cohorts)
-    assert [(f["column"], f["sample"]) for f in v.failures] == [("retention_rate", [0.75])]
-    assert "month_offset == 0" in v.failures[0]["message"]
-
-    funnel = _frame("fct_funnel_stage_conversion", [
-        {"leads_reached": 10, "leads_reached_next": 6, "conversion_to_next": 0.6},
-        {"leads_reached": 6, "leads_reached_next": 7, "conversion_to_next": 0.5},
-        {"leads_reached": 3, "leads_reached_next": None, "conversion_to_next": None},
-    ])
-    v = validate_mart("fct_funnel_stage_conversion", funnel)
-    assert [(f["column"], f["unexpected_count"]) for f in v.failures] == [
-        ("leads_reached,leads_reached_next", 1)]
-    assert "leads_reached >= leads_reached_next" in v.failures[0]["message"]
-
-    from decimal import Decimal
-    formula = _frame("fct_sales_formula_monthly", [
-        {"month": "2026-01-01", "leads": 10, "customers": 2, "orders": 3,
-         "revenue": Decimal("300.00"), "margin_rate": 1, "gross_margin": Decimal("300.00"),
-         "aov": Decimal("100.00"), "orders_per_customer": 1.5, "value": Decimal("300.00")},
-        {"month": "2026-02-01", "leads": 0, "customers": 1, "orders": 1,
-         "revenue": Decimal("50.00"), "margin_rate": 1, "gross_margin": Decimal("50.00"),
-         "aov": Decimal("50.00"), "orders_per_customer": 1, "value": None},
-    ])
-    assert validate_mart("fct_sales_formula_monthly", formula).passed
-    formula.loc[0, "value"] = Decimal("300.01")
-    v = validate_mart("fct_sales_formula_monthly", formula)
-    assert [(f["column"], f["unexpected_count"]) for f in v.failures] == [
-        ("value,gross_margin", 1)]
-    assert "value = gross_margin" in v.failures[0]["message"]
-
-    value = _frame("fct_customer_value_monthly", [
-        {"month": "2026-01-01", "orders": 3, "customers_with_order": 2, "revenue": 300,
-         "purchase_frequency": 1.5, "repeat_purchase_rate": 0.5, "customers_to_date": 2,
-         "repeat_customers": 1, "lapsed_90d": 1, "lapsed_180d": 0, "lapsed_365d": 0},
-    ])
-    assert validate_mart("fct_customer_value_monthly", value).passed
-    value.loc[0, "customers_with_order"] = 4
-    v = validate_mart("fct_customer_value_monthly", value)
-    assert [(f["column"], f["sample"]) for f in v.failures] == [
-        ("orders,customers_with_order", [[3, 4]])]
-
-
-def test_customer_suite_keeps_uncontactable_and_inactive_customers_apart() -> None:
-    """Consent and RFM invariants of dim_customers, checked on rows (GX row conditions)."""
-    good = {"customer_id": "c_1", "orders_count": 2, "revenue": 50, "channel": "organic",
-            "first_order_date": "2026-01-01", "last_order_date": "2026-02-01",
-            "is_active": True, "recency_score": 5, "frequency_score": 3, "monetary_score": 2,
-            "rfm_segment": "Champions", "consent_withdrawn": False, "do_not_contact": False,
-            "is_contactable": True, "days_since_last_order": 3}
-    inactive = {**good, "customer_id": "c_2", "is_active": False, "recency_score": None,
-                "frequency_score": None, "monetary_score": None, "rfm_segment": "Churned"}
-    customers = _frame("dim_customers", [good, inactive])
-    assert validate_mart("dim_customers", customers).passed
-    customers.loc[1, "recency_score"] = 4  # scored although inactive
-    customers.loc[0, "consent_withdrawn"] = True  # withdrawn, yet contactable
-    customers.loc[0, "frequency_score"] = 6
-    v = validate_mart("dim_customers", customers)
-    assert sorted((f["column"], f["unexpected_count"]) for f in v.failures) == [
-        ("frequency_score", 1), ("is_contactable", 1), ("recency_score", 1)]
-
-
-def test_every_mart_suite_passes_the_built_marts(marts) -> None:
-    """The suites validate the real tables, read through the warehouse (not GX's SQL engine)."""
-    for model in MART_SUITES:
-        v = validate_mart(model, marts.df(f"select * from marts.{model}"))
-        assert v.passed, (model, [f["message"] for f in v.failures])
-        assert v.statistics["row_count"] > 0, model
 
 
 # -- reconciliation ------------------------------------------------------------------------------
@@ -951,49 +829,3 @@ def test_reconciliation_leaves_out_leads_deleted_after_extraction(tmp_path: Any)
     v = reconcile_revenue(wh)
     assert v.passed, v.failures
     assert v.statistics["raw_revenue"] == 120
-
-
-def test_every_order_belongs_to_a_customer_names_the_orphan_orders(tmp_path: Any) -> None:
-    import duckdb
-
-    from expectations import validate_orders_belong_to_customers
-
-    class _Wh:
-        def __init__(self, conn: Any) -> None:
-            self.conn = conn
-
-        def query_df(self, sql: str) -> pd.DataFrame:
-            return self.conn.sql(sql).df()
-
-    conn = duckdb.connect(str(tmp_path / "wh.duckdb"))
-    conn.execute("create schema marts")
-    conn.execute("create table marts.dim_customers (customer_id varchar)")
-    conn.execute("insert into marts.dim_customers values ('c_1'), ('c_2')")
-    conn.execute("create table marts.fct_orders (order_id varchar, customer_id varchar)")
-    conn.execute("insert into marts.fct_orders values ('o1', 'c_1'), ('o2', 'c_2')")
-    assert validate_orders_belong_to_customers(_Wh(conn)).passed
-    conn.execute("insert into marts.fct_orders values ('o3', 'c_9')")
-    v = validate_orders_belong_to_customers(_Wh(conn))
-    assert [(f["column"], f["unexpected_count"], f["sample"]) for f in v.failures] == [
-        ("has_customer", 1, ["o3"])]
-    assert "o3" in v.failures[0]["message"]
-
-
-def test_orders_to_customers_suite_passes_the_built_marts(marts) -> None:
-    from expectations import validate_orders_belong_to_customers
-
-    v = validate_orders_belong_to_customers(marts.wh)
-    assert v.passed, v.failures
-    assert v.statistics["row_count"] == len(marts.df("select order_id from marts.fct_orders"))
-
-
-def test_buyer_funnel_mart_suite_names_an_impossible_overdue_count() -> None:
-    row = {"month": "2026-05-01", "status_id": 1, "buyers_at_month_end": 3, "entered": 1,
-           "exited": 0, "purchases_expected": 2, "purchases_made": 1,
-           "buyers_overdue_at_month_end": 2}
-    assert validate_mart("fct_buyer_funnel_monthly", _frame("fct_buyer_funnel_monthly",
-                                                            [row])).passed
-    bad = validate_mart("fct_buyer_funnel_monthly", _frame(
-        "fct_buyer_funnel_monthly", [{**row, "buyers_overdue_at_month_end": 4}]))
-    assert not bad.passed
-    assert "buyers_overdue_at_month_end" in str(bad.failures)

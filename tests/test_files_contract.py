@@ -23,12 +23,6 @@ import pytest
 from _support import failed_nodes, run_dbt, scratch_warehouse
 
 from expectations import validate_records
-from expectations.marts import (
-    MART_COLUMNS,
-    MART_SUITES,
-    validate_mart,
-    validate_orders_belong_to_customers,
-)
 from extractors.files import (
     FileContractError,
     FilesSource,
@@ -40,6 +34,7 @@ from extractors.files import (
 )
 from extractors.sync import sync_entity
 from warehouse.contact_points import build_contact_points
+from warehouse.identity import build_identity
 
 AS_OF = "2026-06-30"
 ACCOUNT = "shop"
@@ -181,19 +176,6 @@ def test_another_currency_is_quarantined_naming_file_and_currency(
         validate_file_rows(_records(tmp_path))
 
 
-def test_the_orders_mart_check_takes_zero_orders_and_refuses_two_currencies() -> None:
-    rows = [{"order_id": "files_1", "order_source": "files", "customer_id": "c_1",
-             "amount": 0.0, "currency": "RUB"},
-            {"order_id": "files_2", "order_source": "files", "customer_id": "c_1",
-             "amount": 10.0, "currency": "RUB"}]
-    orders = pd.DataFrame(rows, columns=list(MART_COLUMNS["fct_orders"]))
-    assert validate_mart("fct_orders", orders).passed
-    orders.loc[1, "currency"] = "USD"
-    verdict = validate_mart("fct_orders", orders)
-    assert [f["column"] for f in verdict.failures] == ["currency"]
-    assert "one currency (the account currency)" in verdict.failures[0]["message"]
-
-
 # -- landed and built: the marts match the hand-computed figures ------------------------------
 @dataclass
 class FilesBuild:
@@ -220,6 +202,7 @@ def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             spend = sync_entity(source, "ad_spend", wh, run_id="files", validate=_raw_suite)
         assert (spend.inserted, spend.quarantined) == (2, 0)
         build_contact_points(wh)
+        build_identity(wh)
         # the unit tests use their own fixtures, not this data: the shared builds run them
         _, out, results = run_dbt(workdir, env, "build", "--exclude-resource-type", "unit_test",
                                   "--vars", f"{{as_of_date: '{AS_OF}'}}")
@@ -248,16 +231,14 @@ def test_fct_orders_match_the_hand_computed_orders(built) -> None:
     assert got.set_index("order_id").product_category["files_L-1"] == "Tea"
 
 
-def test_dim_customers_and_every_mart_check_pass(built) -> None:
+def test_dim_customers_match_the_hand_computed_customers(built) -> None:
+    """(The mart rules, a 0.00 order and one currency among them, are the dbt tests the build
+    passed; tests/test_mart_rules.py breaks them.)"""
     customers = built.df("select orders_count, revenue from marts.dim_customers "
                          "order by orders_count, revenue")
     assert [(int(n), Decimal(str(r))) for n, r in customers.itertuples(index=False)] == [
         (1, Decimal("0.00")), (2, Decimal("50.00")), (2, Decimal("3500.50")),
         (2, Decimal("9000.00")), (3, Decimal("2250.25"))]
-    for model in MART_SUITES:
-        verdict = validate_mart(model, built.df(f"select * from marts.{model}"))
-        assert verdict.passed, (model, verdict.failures)
-    assert validate_orders_belong_to_customers(built.wh).passed
 
 
 def test_foreign_amounts_are_converted_with_the_rate_of_their_day(built) -> None:
