@@ -21,6 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from demo_runs import isolated_env
+
 REPO = Path(__file__).resolve().parent.parent
 VORONKA = Path(sys.executable).with_name("voronka")
 
@@ -55,11 +58,7 @@ def main() -> None:
     cold, warm, extract, dbt = [], [], [], []
     for _ in range(args.repeat):
         with tempfile.TemporaryDirectory() as tmp:
-            env = {**os.environ, "VORONKA_DUCKDB_PATH": f"{tmp}/warehouse.duckdb",
-                   "VORONKA_PUBLISHED_PATH": f"{tmp}/voronka.duckdb",
-                   "VORONKA_STATE_DIR": f"{tmp}/state", "DAGSTER_HOME": f"{tmp}/dagster",
-                   "VORONKA_LOG_DIR": f"{tmp}/logs"}
-            os.makedirs(env["DAGSTER_HOME"])
+            env = isolated_env(Path(tmp), REPO)
             seconds, out = run_demo(env, args.scale, fresh=True)
             cold.append(seconds)
             extract.append(sum(step_seconds(out, s) or 0 for s in re.findall(
