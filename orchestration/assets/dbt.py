@@ -142,7 +142,7 @@ def voronka_dbt_models(
     wh = warehouse.open()
     manifest = json.loads(DBT_PROJECT.manifest_path.read_text())
     with wh.writer():
-        plan = transform_plan(wh, manifest)
+        plan = transform_plan(wh, manifest) if _whole_project(context) else SUBSET
         context.log.info(f"dbt build: {plan.mode} ({plan.reason})")
         if plan.mode == "skip":
             return
@@ -164,7 +164,20 @@ def voronka_dbt_models(
             keep_parse(target, Path(DBT_PROJECT.project_dir), key)
         finally:
             shutil.rmtree(target, ignore_errors=True)
-        save_state(wh, plan)
+        if plan is not SUBSET:  # a subset says nothing of the models it left out
+            save_state(wh, plan)
+
+
+SUBSET = TransformPlan("subset", "the run selected some dbt models or tests: exactly those")
+
+
+def _whole_project(context: dg.AssetExecutionContext) -> bool:
+    """Every model and test of the project selected (a run of the job, not a subset picked
+    in the UI or a check-only run, which build exactly what was picked)."""
+    assets_def = context.assets_def  # in a subset run: the subset, beside the whole node
+    return (assets_def.keys_by_output_name == assets_def.node_keys_by_output_name
+            and assets_def.check_specs_by_output_name
+            == assets_def.node_check_specs_by_output_name)
 
 
 def transform_plan(wh: Any, manifest: Mapping[str, Any]) -> TransformPlan:
