@@ -87,7 +87,10 @@ def test_a_fit_that_does_not_converge_is_reported_not_predicted():
     """One price for every purchase (a fixed-price subscription) leaves Gamma-Gamma nothing to
     learn about spend heterogeneity: its parameters run off to infinity. The fit says it did
     not converge, with the sample's counts, and no prediction is made from it."""
-    orders = simulate(1500, seed=5).assign(amount=990.0)
+    # seed 8: both BG/NBD fits (whole history and calibration window) are well identified;
+    # seed 5's calibration window lies on the a, b ridge, where the optimiser stops (and so
+    # which model is named) differed between Intel and AMD machines
+    orders = simulate(1500, seed=8).assign(amount=990.0)
     fit = fit_models(orders, AS_OF, Settings())
     assert fit.status == "not_converged" and not fit.usable
     assert "Gamma-Gamma" in fit.message and "repeat_buyers=" in fit.message
