@@ -20,6 +20,7 @@ import pytest
 from _support import assert_marts_match_truth_but_spend
 
 from orchestration.assets.predictions import FIT_CHECK
+from orchestration.partitions import RANGE_END_TAG, RANGE_START_TAG
 from voronka import settings
 from voronka.demo import running_emulators
 from voronka.runner import run_daily_refresh
@@ -209,6 +210,19 @@ def test_demo_pipeline_on_duckdb_matches_ground_truth_and_reruns_idempotently(
             (FIT_CHECK, dg.AssetCheckSeverity.WARN)], [(e.asset_key, e.check_name)
                                                        for e in failed]
         assert "too few data" in failed[0].metadata["message"].value
+        # The two-year ad-spend backfill: one planned event per asset carries the range (an
+        # in-memory instance keeps no partition health), one materialization per day
+        direct = dg.AssetKey(["raw", "yandex_direct__campaign_stats"])
+        planned = [e for e in instance.all_logs(
+            first.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+            if e.dagster_event.asset_key == direct]
+        tags = first.dagster_run.tags
+        days = (date.fromisoformat(tags[RANGE_END_TAG])
+                - date.fromisoformat(tags[RANGE_START_TAG])).days + 1
+        assert len(planned) == 1
+        assert len(planned[0].dagster_event.event_specific_data.partitions_subset) == days
+        assert len(first.asset_materializations_for_node(
+            "raw__yandex_direct__campaign_stats")) == days
         # The extractor's limiter keeps amoCRM under 7 req/s: not one 429 in a normal run.
         assert not [r for r in servers.amocrm.request_log if r["status"] == 429]
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,10 +16,10 @@ import duckdb
 import psycopg2
 import pytest
 
-from warehouse import QuarantinedRecord, RawRecord, Warehouse, open_warehouse
+from warehouse import QuarantinedRecord, RawRecord, Warehouse, duckdb_backend, open_warehouse
 from warehouse.contact_points import build_contact_points, normalize_phone
 from warehouse.duckdb_backend import DuckDBWarehouse
-from warehouse.locking import writer_lock
+from warehouse.locking import _locks, writer_lock
 
 
 def _leads(n: int, name: str = "lead", start: int = 0) -> list[RawRecord]:
@@ -159,6 +162,91 @@ def test_a_writer_waits_for_the_lock_held_by_another_process(tmp_path: Path) -> 
     assert time.monotonic() - started >= 1.0  # it waited rather than failing
     holder.join(timeout=30)
     assert DuckDBWarehouse(path).count_rows("raw.amocrm__leads") == 3
+
+
+def _opened_by_another_process(path: Path) -> bool:
+    """Whether a separate process (dbt, a SQL client) can open the file read-write now."""
+    done = subprocess.run([sys.executable, "-c", f"import duckdb; duckdb.connect({str(path)!r})"],
+                          capture_output=True, text=True, timeout=60)
+    return done.returncode == 0
+
+
+def _wait_for_waiters(path: Path, waiters: int) -> None:
+    lock = _locks[str(path.resolve()) + ".lock"]
+    deadline = time.monotonic() + 30
+    while lock.waiting < waiters:
+        assert time.monotonic() < deadline, f"{lock.waiting} of {waiters} threads waiting"
+        time.sleep(0.01)
+
+
+def test_threads_queued_for_the_file_share_one_open_database_and_the_last_closes_it(
+    duck: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Concurrent steps of one run pass the open file from thread to thread (opening and
+    checkpointing it for each short transaction cost a run ~15 s); once nobody waits, the
+    file is closed and its lock released, so another process can open it."""
+    duck.land(_leads(1), run_id="setup")
+    opens: list[Path] = []
+    real_open = duckdb_backend._connect_waiting
+    monkeypatch.setattr(duckdb_backend, "_connect_waiting",
+                        lambda path: opens.append(path) or real_open(path))
+    holding, go_on = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with duck.connect() as conn:
+            conn.cursor().execute("create table raw.seen (n int)")
+            holding.set()
+            go_on.wait(timeout=30)
+
+    def queued(n: int) -> None:
+        with duck.connect() as conn:
+            conn.cursor().execute("insert into raw.seen values (?)", [n])
+
+    threads = [threading.Thread(target=first)]
+    threads[0].start()
+    assert holding.wait(timeout=30)
+    threads += [threading.Thread(target=queued, args=(n,)) for n in range(3)]
+    for thread in threads[1:]:
+        thread.start()
+    _wait_for_waiters(duck.path, 3)
+    go_on.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(opens) == 1  # opened once, handed over three times
+    assert duck.count_rows("raw.seen") == 3
+    assert len(opens) == 2  # nobody was waiting: that last look closed it again
+    assert _opened_by_another_process(duck.path)
+
+
+def test_a_step_that_runs_dbt_gets_the_file_closed_even_when_handed_over(
+    duck: DuckDBWarehouse,
+) -> None:
+    """The dbt step holds the writer lock and runs dbt in a subprocess: a database the
+    previous holder left open for it is closed first, or dbt could not open the file."""
+    duck.land(_leads(1), run_id="setup")
+    holding, go_on = threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def first() -> None:
+        with duck.connect():
+            holding.set()
+            go_on.wait(timeout=30)
+
+    def dbt_step() -> None:
+        with duck.writer():
+            with duck.connect() as conn:  # the plan reads the warehouse first
+                conn.cursor().execute("select 1")
+            seen.append(_opened_by_another_process(duck.path))
+
+    threads = [threading.Thread(target=first), threading.Thread(target=dbt_step)]
+    threads[0].start()
+    assert holding.wait(timeout=30)
+    threads[1].start()
+    _wait_for_waiters(duck.path, 1)
+    go_on.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert seen == [True]
 
 
 def test_published_marts_are_readable_while_the_working_file_is_written(

@@ -81,16 +81,27 @@ class DuckDBWarehouse(Warehouse):
 
     @contextmanager
     def writer(self) -> Iterator[None]:
-        """Hold the file's writer lock across several steps (e.g. around `dbt build`)."""
-        with writer_lock(self.path):
+        """Hold the file's writer lock across several steps (e.g. around `dbt build`), with
+        the file closed in this process so that a subprocess (dbt) can open it."""
+        with writer_lock(self.path) as lock:
+            lock.close_attached()
             yield
 
     @contextmanager
     def connect(self) -> Iterator[Any]:
+        """One transaction on a connection of the open database: opened here, or kept open
+        by the thread that held the lock before (see ``locking``). Inside an outer hold
+        (``writer()``), a database opened here is closed again on the way out, so that what
+        the holder runs next (dbt) finds the file free."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with writer_lock(self.path):
-            con = _connect_waiting(self.path)
-            _owner_only(self.path)
+        with writer_lock(self.path) as lock:
+            database = lock.attached
+            opened_here = database is None
+            if opened_here:
+                database = _connect_waiting(self.path)
+                _owner_only(self.path)
+                lock.attach(database, database.close)
+            con = database.cursor()
             try:
                 con.begin()
                 yield _Conn(con)
@@ -100,6 +111,8 @@ class DuckDBWarehouse(Warehouse):
                 raise
             finally:
                 con.close()
+                if opened_here and lock.depth > 1:
+                    lock.close_attached()
 
     def _insert_raw(self, conn: Any, table: str, rows: list[tuple]) -> int:
         con = conn.cursor()
