@@ -44,7 +44,8 @@ LONGEST_FIRST = (
     "marts_postgres",
     "module_test_sources_by_config",
     "tests/test_pipeline_e2e.py::test_demo_pipeline_on_postgres_matches_ground_truth",
-    "tests/test_run_command.py::test_run_with_only_a_shops_order_files_publishes_marts",
+    "tests/test_transform_state.py::test_a_shop_with_order_files_runs_then_skips_then_rebuilds_"
+    "only_what_a_new_file_feeds",
     "module_test_fault_suite",
     "module_test_files_contract",
     "module_test_dbt_ad_spend",

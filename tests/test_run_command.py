@@ -15,7 +15,6 @@ import duckdb
 import pytest
 from _support import Receiver
 
-import synthetic
 from voronka.demo import DEMO_DIRECT_TOKEN, running_emulators
 
 VORONKA = str(Path(sys.executable).with_name("voronka"))
@@ -47,38 +46,6 @@ def run_voronka(*args: str, cwd: Path, env: dict[str, str] | None = None,
     return subprocess.run([VORONKA, "run", "--no-history", *args], cwd=cwd,
                           env=env or clean_environment(), capture_output=True, text=True,
                           timeout=timeout)
-
-
-def test_run_with_only_a_shops_order_files_publishes_marts(tmp_path: Path) -> None:
-    """A shop with nothing but an orders export: settings in `.env`, one command, published
-    marts whose revenue is the files' revenue, the steps shown as they finish."""
-    business = synthetic.generate(seed=5, scale=0.1)
-    files_dir = tmp_path / "files"
-    business.write_order_files(files_dir)
-    # one order in another currency: quarantined with its reason, a warning, not a failure
-    (files_dir / "orders" / "usd.csv").write_text(
-        "order_id,order_date,amount,currency\nUSD-1,2025-01-10,99.00,USD\n")
-    write_env_file(tmp_path / ".env", {
-        **warehouse_settings(tmp_path), "VORONKA_FILES_DIR": str(files_dir),
-        "VORONKA_AS_OF_DATE": business.end.isoformat(),
-    })
-    done = run_voronka(cwd=tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    out = done.stdout
-    assert "sources files" in out and str(tmp_path / ".env") in out
-    assert "ok" in out and "raw files__orders" in out and "publish marts for BI" in out
-    assert "dbt build" in out and "succeeded" in out
-    assert "warn         check raw/files__orders :: raw_batch_passes_suite" in out
-    # two warnings: the quarantined order, and a shop too small for the customer-value models
-    assert "0 failed, 2 warnings" in out and "usd.csv line 2: field 'currency' is USD" in out
-    assert "clv_fit_converged_and_within_bound" in out and "too few data" in out
-    with duckdb.connect(str(tmp_path / "voronka.duckdb"), read_only=True) as con:
-        [(orders, revenue)] = con.sql(
-            "select count(*), sum(amount) from marts.fct_orders").fetchall()
-    expected = [o for o in business.file_orders]
-    assert orders == len({o["order_id"] for o in expected})
-    assert float(revenue) == pytest.approx(sum(float(o["amount"]) for o in expected), abs=0.01)
-    assert (tmp_path / "logs" / "run.log").stat().st_size > 0  # the full log went to the file
 
 
 def test_run_exits_non_zero_and_names_the_failed_step(tmp_path: Path) -> None:

@@ -93,16 +93,23 @@ def marts_of(path: Path) -> dict[str, list[tuple]]:
                 for t in sorted(tables)}
 
 
-def test_a_rerun_with_nothing_new_skips_and_a_new_file_rebuilds_only_what_it_feeds(tmp_path):
-    """`voronka run` three times on a shop's files: the second run lands nothing and skips
-    dbt, checks and publication; after a new orders file the third builds only what the
-    orders feed, and its marts equal a full build's."""
+def test_a_shop_with_order_files_runs_then_skips_then_rebuilds_only_what_a_new_file_feeds(
+    tmp_path,
+):
+    """`voronka run` as a shop with nothing but an orders export runs it, four times: settings
+    in `.env`, one command, published marts whose revenue is the files' revenue, the steps
+    shown as they finish. The second run lands nothing and skips dbt, checks and
+    publication; after a new orders file the third builds only what the orders feed, and its
+    marts equal a forced full build's."""
     business = synthetic.generate(seed=5, scale=0.1)
     files_dir = tmp_path / "files"
     business.write_order_files(files_dir)
     order_files = sorted((files_dir / "orders").iterdir())
     held_back = tmp_path / "later.csv"
     shutil.move(order_files[-1], held_back)  # arrives before the third run
+    # one order in another currency: quarantined with its reason, a warning, not a failure
+    (files_dir / "orders" / "usd.csv").write_text(
+        "order_id,order_date,amount,currency\nUSD-1,2025-01-10,99.00,USD\n")
     settings = {**warehouse_settings(tmp_path), "VORONKA_FILES_DIR": str(files_dir),
                 "VORONKA_AS_OF_DATE": business.end.isoformat(),
                 "VORONKA_SEGMENTS_DIR": str(tmp_path / "no_segments")}
@@ -112,6 +119,17 @@ def test_a_rerun_with_nothing_new_skips_and_a_new_file_rebuilds_only_what_it_fee
 
     first = run_voronka(cwd=tmp_path)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    out = first.stdout
+    assert "sources files" in out and str(tmp_path / ".env") in out
+    assert "ok" in out and "raw files__orders" in out and "publish marts for BI" in out
+    assert "dbt build" in out and "succeeded" in out
+    assert "warn         check raw/files__orders :: raw_batch_passes_suite" in out
+    # two warnings: the quarantined order, and a shop too small for the customer-value models
+    assert "0 failed, 2 warnings" in out and "usd.csv line 2: field 'currency' is USD" in out
+    assert "clv_fit_converged_and_within_bound" in out and "too few data" in out
+    all_orders = len({o["order_id"] for o in business.file_orders})
+    assert 0 < published_orders(published)[0] < all_orders  # one file is still to come
+    assert (tmp_path / "logs" / "run.log").stat().st_size > 0  # the full log went to the file
     before = published.stat().st_mtime_ns
 
     second = run_voronka(cwd=tmp_path)
@@ -126,9 +144,21 @@ def test_a_rerun_with_nothing_new_skips_and_a_new_file_rebuilds_only_what_it_fee
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
     assert "unchanged, not rebuilt" in third.stdout and "publish marts for BI" in third.stdout
     partial = marts_of(published)
+    # every file in now: the marts' revenue is the files' revenue
+    assert published_orders(published) == (
+        all_orders, pytest.approx(sum(float(o["amount"]) for o in business.file_orders),
+                                  abs=0.01))
 
     env = {**clean_environment(), FORCE_ENV: "1"}
     full = run_voronka(cwd=tmp_path, env=env)
     assert full.returncode == 0, full.stdout[-3000:] + full.stderr[-3000:]
     assert "unchanged, not rebuilt" not in full.stdout
     assert marts_of(published) == partial
+
+
+def published_orders(published: Path) -> tuple[int, float]:
+    """(orders, revenue) in the published fct_orders."""
+    with duckdb.connect(str(published), read_only=True) as con:
+        [(orders, revenue)] = con.sql(
+            "select count(*), sum(amount) from marts.fct_orders").fetchall()
+    return orders, float(revenue)
