@@ -540,7 +540,7 @@ class RateLimiter(Limiter):
     - the window: a log of send times allows at most ``capacity`` calls in ``per + margin_s``
       (the server counts arrival times, which jitter relative to our send times);
     - the pace: a virtual schedule (GCRA) one ``1 / rate_per_s`` apart, with a burst of
-      ``capacity`` allowed after an idle spell.
+      ``capacity`` allowed after an idle spell (``burst=False``: none, every call paced).
 
     The window alone, with ``capacity`` rounded down, turned 6.5 req/s into 6 per 1.05 s
     (5.7 req/s at best) and 100/60 per s into 0.95; rounded up alone it would run above the
@@ -553,6 +553,7 @@ class RateLimiter(Limiter):
         per: float = 1.0,
         *,
         margin_s: float = 0.05,
+        burst: bool = True,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -561,10 +562,12 @@ class RateLimiter(Limiter):
         super().__init__(clock, sleep)
         self.rate_per_s = rate_per_s
         self.per = per
+        self.burst = burst
         self.capacity = max(1, math.ceil(rate_per_s * per - 1e-9))
         self.window = per + margin_s
         self.interval = 1.0 / rate_per_s
-        self._tolerance = (self.capacity - 1) * self.interval  # the burst after idling
+        # the burst after idling
+        self._tolerance = (self.capacity - 1) * self.interval if burst else 0.0
         self._next_due = clock()  # GCRA's theoretical arrival time of the next call
         self._times: deque[float] = deque()
 
@@ -664,13 +667,15 @@ def _shared(key: str, shape: tuple[Any, ...], make: Callable[[], Limiter]) -> Li
 def _shape_of(limiter: Limiter) -> tuple[Any, ...]:
     if isinstance(limiter, LeakyBucketLimiter):
         return ("bucket", limiter.rate_per_s, limiter.burst)
-    return ("window", limiter.rate_per_s, limiter.per)
+    return ("window", limiter.rate_per_s, limiter.per, limiter.burst)
 
 
-def limiter_for(key: str, rate_per_s: float, per: float = 1.0) -> RateLimiter:
+def limiter_for(key: str, rate_per_s: float, per: float = 1.0, *,
+                burst: bool = True) -> RateLimiter:
     """The process-wide sliding-window limiter for one API account, so all its entities share
     one budget."""
-    limiter = _shared(key, ("window", rate_per_s, per), lambda: RateLimiter(rate_per_s, per))
+    limiter = _shared(key, ("window", rate_per_s, per, burst),
+                      lambda: RateLimiter(rate_per_s, per, burst=burst))
     assert isinstance(limiter, RateLimiter)
     return limiter
 
@@ -951,12 +956,14 @@ class HttpClient:
         """One attempt: wait for the limiter, send, and show the response to ``on_response``
         (every response, errors included: rate-limit headers ride on 429s too)."""
         _raise_if_cancelled(self.source, shown)
+        hdrs = dict(self.default_headers)
+        if authenticate and self.auth is not None:
+            # before this call's slot: a token refresh takes its own, instead of going out
+            # in this call's slot with this call right behind it (two arrivals at once)
+            hdrs.update(self.auth())
         if self.limiter is not None:
             self.limiter.acquire()
             _raise_if_cancelled(self.source, shown)
-        hdrs = dict(self.default_headers)
-        if authenticate and self.auth is not None:
-            hdrs.update(self.auth())
         if headers:
             hdrs.update(headers)
         started = time.monotonic()

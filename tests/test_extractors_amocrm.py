@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -195,6 +196,20 @@ def raw_ids(wh: DuckDBWarehouse, entity: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def test_calls_are_paced_and_a_token_refresh_takes_its_own_slot(amo, wh, tmp_path, sleeper):
+    """amoCRM counts every arrival in a sliding second, the token request too: each call is
+    paced (no burst after idling), and the refresh a call needs goes out in its own slot, not
+    in the call's with the call right behind it (which put 8 arrivals in 0.86 s: a 429)."""
+    src = make_source(amo, tmp_path / "tokens.json", sleeper)
+    for entity in ("users", "pipelines", "loss_reasons", "contacts"):
+        sync_entity(src, entity, wh, run_id="run-1")
+    log = amo.request_log
+    assert log[0]["path"] == "/oauth2/access_token" and log[1]["path"] == "/api/v4/users"
+    gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(log)]
+    assert min(gaps) >= 1 / 7 - 0.01, gaps  # the default 7 req/s, paced
+    assert not [r for r in log if r["status"] == 429]
 
 
 def test_full_sync_of_every_entity_pages_and_lands_everything(amo, wh, tmp_path, sleeper):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -84,6 +85,23 @@ def test_rate_limiter_allows_burst_then_waits_for_the_window():
     assert starts[14] == pytest.approx(1002.0)
     # no 1-second window ever holds more than 7 calls
     assert max(sum(1 for u in starts if t <= u < t + 1.0) for t in starts) == 7
+
+
+def test_rate_limiter_without_burst_paces_every_call_even_after_idling():
+    """amoCRM's limiter: no opening burst, so any 8 calls span 7 intervals (1.08 s at 6.5
+    req/s) and arrival jitter up to 77 ms cannot put 8 into the server's second."""
+    clock = FakeClock()
+    limiter = RateLimiter(6.5, burst=False, clock=clock, sleep=clock.sleep)
+    starts = []
+    for _ in range(10):
+        limiter.acquire()
+        starts.append(clock.now)
+    clock.now += 30.0  # idle
+    for _ in range(10):
+        limiter.acquire()
+        starts.append(clock.now)
+    assert min(b - a for a, b in itertools.pairwise(starts)) == pytest.approx(1 / 6.5)
+    assert min(b - a for a, b in zip(starts, starts[7:], strict=False)) == pytest.approx(7 / 6.5)
 
 
 def test_rate_limiter_per_window_and_pause():
