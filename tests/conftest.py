@@ -19,6 +19,11 @@ from _support import (
 
 import synthetic
 
+# dbt's debug-level file log (dbt_project/logs/dbt.log) is ~12 % of a build's CPU and no test
+# reads it (failures carry dbt's stdout): the suite's dbt runs, in this process or a
+# subprocess, skip it
+os.environ.setdefault("DBT_LOG_LEVEL_FILE", "none")
+
 POSTGRES_ON = os.environ.get("VORONKA_TEST_POSTGRES") == "1"
 POSTGRES_SKIP_REASON = (
     "PostgreSQL tests are off: they need a server on 127.0.0.1:5432; "
