@@ -28,7 +28,8 @@ scale. Where each figure comes from:
   rate the limiter lets through when a caller always has a request ready, from the limiter's
   own grants (recorded by the probe): a grant it held back was released as soon as the limit
   allowed, so the k grants before it span the limit's time (k = the window's capacity, or 1
-  for a leaky bucket): sum(k) / sum(those spans) over the held-back grants; the limiter's
+  for a leaky bucket or a paced window limiter such as amoCRM's): sum(k) / sum(those spans)
+  over the held-back grants; the limiter's
   arithmetic. "achieved" is the emulator's request log: requests / busy time, busy being the
   sum of gaps between consecutive requests no longer than max(1.05 s, 1.5 / rate) (below the
   limit a window limiter lets bursts through, so this can
@@ -142,10 +143,12 @@ def _at_limit_from_grants(conf: dict[str, Any]) -> tuple[float | None, int]:
     """The rate the limiter lets through when a caller always has a request ready, from its
     own grants: each grant it held back was released as soon as the limit allowed, so the k
     grants before it took exactly the limit's time (k = the window's capacity for a window
-    limiter, 1 for a leaky bucket). Summed over every held-back grant: sum(k) / sum(time).
+    limiter, 1 for a leaky bucket or a window limiter without a burst, which paces every call).
+    Summed over every held-back grant: sum(k) / sum(time).
     Returns (rate, held-back grants)."""
     grants = sorted(conf.get("grants") or [])
-    k = 1 if conf["class"] == "LeakyBucketLimiter" else max(1, int(conf.get("capacity") or 1))
+    paced = conf["class"] == "LeakyBucketLimiter" or conf.get("burst") is False
+    k = 1 if paced else max(1, int(conf.get("capacity") or 1))
     count, span = 0, 0.0
     for i in range(k, len(grants)):
         if grants[i][1] > 0:
