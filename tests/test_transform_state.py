@@ -131,6 +131,9 @@ def test_a_shop_with_order_files_runs_then_skips_then_rebuilds_only_what_a_new_f
     assert 0 < published_orders(published)[0] < all_orders  # one file is still to come
     assert (tmp_path / "logs" / "run.log").stat().st_size > 0  # the full log went to the file
     before = published.stat().st_mtime_ns
+    dashboard = tmp_path / "dashboard" / "index.html"  # beside the published file
+    assert "Dashboard: " in out and dashboard.exists()
+    built = dashboard.stat().st_mtime_ns
 
     second = run_voronka(cwd=tmp_path)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
@@ -138,12 +141,15 @@ def test_a_shop_with_order_files_runs_then_skips_then_rebuilds_only_what_a_new_f
     assert "nothing new to act on" in second.stdout
     assert "publish marts for BI" not in second.stdout
     assert published.stat().st_mtime_ns == before  # nothing republished
+    assert "unchanged: this run published no new marts" in second.stdout  # nor rebuilt
+    assert dashboard.stat().st_mtime_ns == built
 
     shutil.move(held_back, order_files[-1])
     third = run_voronka(cwd=tmp_path)
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
     assert "unchanged, not rebuilt" in third.stdout and "publish marts for BI" in third.stdout
     partial = marts_of(published)
+    assert dashboard.stat().st_mtime_ns > built  # new marts, a new dashboard
     # every file in now: the marts' revenue is the files' revenue
     assert published_orders(published) == (
         all_orders, pytest.approx(sum(float(o["amount"]) for o in business.file_orders),

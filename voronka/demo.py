@@ -300,7 +300,7 @@ def demo_instance(keep_history: bool) -> dg.DagsterInstance:
 def run_demo(seed: int = 42, scale: float = 1.0, fresh: bool = False,
              keep_history: bool = False) -> int:
     """Generate, serve, extract, build, check, publish; print the summary. Returns exit code."""
-    from voronka.summary import print_dashboard, print_summary
+    from voronka.summary import print_dashboard, print_summary, published_by
 
     started = time.monotonic()
     ensure_dagster_home()
@@ -321,5 +321,5 @@ def run_demo(seed: int = 42, scale: float = 1.0, fresh: bool = False,
               f"  full Dagster and dbt log: {log_path}", flush=True)
         result = execute_with_progress(demo_instance(keep_history), log_path, sys.stdout)
     print_summary(result, wall_time_s=time.monotonic() - started, log_path=log_path)
-    print_dashboard()
+    print_dashboard(published=published_by(result))
     return 0 if result.success else 1

@@ -145,7 +145,7 @@ def run_configured(
 ) -> int:
     """`voronka run`: returns the process exit code (0 all good, 1 a step or a blocking check
     failed, 2 the run could not start)."""
-    from voronka.summary import RUN_UI_HINT, print_dashboard, print_summary
+    from voronka.summary import RUN_UI_HINT, print_dashboard, print_summary, published_by
 
     started = time.monotonic()
     terminal = sys.stdout
@@ -173,7 +173,7 @@ def run_configured(
     result = execute_with_progress(instance, log_path, terminal, span)
     print_summary(result, wall_time_s=time.monotonic() - started, log_path=log_path,
                   ui_hint=RUN_UI_HINT)
-    print_dashboard()
+    print_dashboard(published=published_by(result))
     if not result.success:
         alert_failure(instance, result)
     return 0 if result.success and not failed_blocking_checks(result) else 1

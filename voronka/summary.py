@@ -284,12 +284,26 @@ def print_summary(
     print("\n".join(lines))
 
 
-def print_dashboard(lang: str = "ru") -> None:
-    """Build the dashboard from the published marts and print where it is. A failure here is
-    reported, never raised: the run's own result and exit code stand."""
+def published_by(result: Any) -> bool:
+    """Whether the run published the marts (a run with nothing new skips publication)."""
     try:
-        from dashboard.site import build_published
+        return bool(result.asset_materializations_for_node("published__marts"))
+    except Exception:  # no publication step in this job: nothing was published
+        return False
 
+
+def print_dashboard(lang: str = "ru", published: bool = True) -> None:
+    """Build the dashboard from the published marts and print where it is; when the run
+    published nothing (``published`` False) an existing dashboard already shows them and is
+    kept. A failure here is reported, never raised: the run's own result and exit code
+    stand."""
+    try:
+        from dashboard.site import build_published, default_out_dir
+
+        index = default_out_dir() / "index.html"
+        if not published and index.exists():
+            print(f"Dashboard: {index} (unchanged: this run published no new marts)")
+            return
         print(build_published(lang=lang).line())
     except FileNotFoundError as exc:
         print(f"Dashboard not built: {exc}")
