@@ -47,7 +47,7 @@ PLANNED_SUBSET_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 @contextmanager
 def one_planned_event_per_asset(instance: dg.DagsterInstance) -> Iterator[None]:
     """A cold run's two-year ad-spend backfill plans 2,920 partitions: Dagster logs a planned
-    event for each before the first step starts (~6 s). An in-memory instance (the demo, a
+    event for each before the first step starts (~3 s). An in-memory instance (the demo, a
     run without history) keeps no partition health for a UI to show, so there one event per
     asset carries the range. A persistent instance keeps Dagster's per-partition events, which
     mark the partitions failed when the run fails."""

@@ -100,7 +100,7 @@ class DuckDBWarehouse(Warehouse):
             if opened_here:
                 database = _connect_waiting(self.path)
                 _owner_only(self.path)
-                lock.attach(database, database.close)
+                lock.attached = database
             con = database.cursor()
             try:
                 con.begin()

@@ -17,7 +17,7 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ class _ProcessLock:
         self.depth = 0
         self.waiting = 0  # threads of this process blocked in acquire()
         self.fd: int | None = None
-        self._attached: tuple[Any, Callable[[], None]] | None = None
+        self.attached: Any | None = None  # closed (``.close()``) when the lock is let go
 
     def acquire(self, timeout_s: float) -> None:
         with self.guard:
@@ -70,20 +70,12 @@ class _ProcessLock:
                 self._let_go()
         self.rlock.release()
 
-    @property
-    def attached(self) -> Any | None:
-        """What a holder attached (the open database), while the lock is held."""
-        return None if self._attached is None else self._attached[0]
-
-    def attach(self, value: Any, close: Callable[[], None]) -> None:
-        self.close_attached()
-        self._attached = (value, close)
-
     def close_attached(self) -> None:
-        """Close the attachment now (before a subprocess opens the file itself)."""
-        attached, self._attached = self._attached, None
+        """Close what a holder attached (the open database) now, e.g. before a subprocess
+        opens the file itself."""
+        attached, self.attached = self.attached, None
         if attached is not None:
-            attached[1]()
+            attached.close()
 
     def _let_go(self) -> None:
         self.close_attached()
