@@ -7,7 +7,7 @@ the first validation, and its context and suites are cached for the life of the 
 """
 
 from expectations._gx import TIMINGS as GX_TIMINGS
-from expectations._gx import warm_up_in_background
+from expectations._gx import warm_up, warm_up_in_background
 from expectations.contract import mart_columns, mart_contract
 from expectations.marts import MART_SUITES, PYTHON_MART_SUITES, validate_mart
 from expectations.raw import RAW_SUITES, validate_records
@@ -27,5 +27,6 @@ __all__ = [
     "reconcile_revenue",
     "validate_mart",
     "validate_records",
+    "warm_up",
     "warm_up_in_background",
 ]

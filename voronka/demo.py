@@ -8,17 +8,19 @@ orders are written as files into the folder the files source reads.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from emulators import (
     AmoCRMEmulator,
@@ -216,6 +218,71 @@ def _emulators(business: SyntheticBusiness, amocrm_port: int, direct_port: int,
                           audiences)
 
 
+@dataclass
+class ServedDemo:
+    """What the demo's process needs of the business its emulators serve."""
+
+    fingerprint: str  # business_fingerprint
+    counts: str  # opening_counts
+    variables: dict[str, str]  # DemoServers.environment
+
+
+def serve_demo(business: SyntheticBusiness, servers: DemoServers,
+               ground_truth_dir: Path) -> ServedDemo:
+    """Write the business's ground truth and describe it for the demo's process."""
+    business.write_ground_truth(ground_truth_dir)
+    return ServedDemo(business_fingerprint(business), opening_counts(business),
+                      servers.environment())
+
+
+@contextmanager
+def emulators_beside(seed: int, scale: float, files_dir: Path, ground_truth_dir: Path,
+                     meanwhile: Callable[[], object] = lambda: None) -> Iterator[ServedDemo]:
+    """Generate the business and serve it from a forked child process where the platform
+    forks; ``meanwhile`` runs here while the child generates (the pipeline's imports).
+
+    In the demo's own process every page the emulators serve is built and JSON-encoded under
+    the same interpreter lock as the extractors, Dagster's events and the audience syncs, so
+    a cold demo kept one core busy and the other mostly idle. Where there is no fork
+    (Windows) everything runs in this process, one thing after the other."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        meanwhile()
+        with running_emulators(seed=seed, scale=scale, files_dir=files_dir) as servers:
+            yield serve_demo(servers.business, servers, ground_truth_dir)
+        return
+    context = multiprocessing.get_context("fork")
+    ours, theirs = context.Pipe()
+    child = context.Process(target=_serve_until_the_pipe_closes, daemon=True,
+                            args=(seed, scale, files_dir, ground_truth_dir, theirs, ours),
+                            name="voronka-emulators")
+    child.start()
+    theirs.close()
+    try:
+        meanwhile()
+        try:
+            served = ours.recv()
+        except EOFError:
+            raise RuntimeError("the demo's emulators did not start (the error above)") from None
+        yield served
+    finally:
+        ours.close()  # the child sees the pipe close and stops its servers
+        child.join(timeout=10)
+        if child.is_alive():
+            child.terminate()
+
+
+def _serve_until_the_pipe_closes(seed: int, scale: float, files_dir: Path,
+                                 ground_truth_dir: Path, pipe: Any, parents_end: Any) -> None:
+    """The child's side: generate and serve, send what the demo needs, wait until the parent
+    closes the pipe (at its end or its death; Ctrl-C is the parent's to handle)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parents_end.close()  # else this process holds the pipe open itself and never sees EOF
+    with running_emulators(seed=seed, scale=scale, files_dir=files_dir) as servers:
+        pipe.send(serve_demo(servers.business, servers, ground_truth_dir))
+        with suppress(EOFError):
+            pipe.recv()
+
+
 def opening_counts(business: SyntheticBusiness) -> str:
     """What the demo serves, in one line: CRM records, shop orders, ad-platform rows."""
     amo_leads = sum(1 for x in business.amocrm["leads"] if not x.get("is_deleted"))
@@ -257,10 +324,9 @@ def business_fingerprint(business: SyntheticBusiness) -> str:
     return hashlib.sha256(canonical_json(sample).encode()).hexdigest()[:16]
 
 
-def demo_data_changed(business: SyntheticBusiness) -> bool:
+def demo_data_changed(fingerprint: str) -> bool:
     """True (and remembers the new fingerprint) when the warehouse holds another business."""
     marker = settings.state_dir().parent / "demo_business"
-    fingerprint = business_fingerprint(business)
     changed = not marker.exists() or marker.read_text().strip() != fingerprint
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(fingerprint)
@@ -297,6 +363,19 @@ def demo_instance(keep_history: bool) -> dg.DagsterInstance:
     return dg.DagsterInstance.get() if keep_history else dg.DagsterInstance.ephemeral()
 
 
+def import_the_pipeline() -> None:
+    """Dagster, dagster-dbt and Great Expectations take seconds to import: the demo imports
+    them while its emulators' process generates the business (the definitions themselves are
+    built later, from the environment that points at the emulators). Imported during the run
+    instead, GX's import competes with the run's start and first steps for the interpreter."""
+    import dagster  # noqa: F401
+    import dagster_dbt  # noqa: F401
+
+    from expectations import warm_up
+
+    warm_up()
+
+
 def run_demo(seed: int = 42, scale: float = 1.0, fresh: bool = False,
              keep_history: bool = False) -> int:
     """Generate, serve, extract, build, check, publish; print the summary. Returns exit code."""
@@ -305,18 +384,19 @@ def run_demo(seed: int = 42, scale: float = 1.0, fresh: bool = False,
     started = time.monotonic()
     ensure_dagster_home()
     files_dir = settings.REPO_ROOT / "data" / "files"
-    with running_emulators(seed=seed, scale=scale, files_dir=files_dir) as servers:
-        if demo_data_changed(servers.business) and not fresh:
+    ground_truth_dir = settings.REPO_ROOT / "data" / "ground_truth"
+    with emulators_beside(seed, scale, files_dir, ground_truth_dir,
+                          meanwhile=import_the_pipeline) as served:
+        if demo_data_changed(served.fingerprint) and not fresh:
             print("voronka demo: the synthetic business differs from the one in the demo "
                   "warehouse (another seed, scale or version); starting from scratch.")
             fresh = True
         reset_demo_state(fresh)
-        os.environ.update(servers.environment())
-        servers.business.write_ground_truth(settings.REPO_ROOT / "data" / "ground_truth")
+        os.environ.update(served.variables)
         from voronka.run import execute_with_progress
 
         log_path = settings.log_dir() / "demo.log"
-        print(f"voronka demo: {opening_counts(servers.business)} served on 127.0.0.1; "
+        print(f"voronka demo: {served.counts} served on 127.0.0.1; "
               "running daily_refresh (extract, land, dbt build, checks, publish) ...\n"
               f"  full Dagster and dbt log: {log_path}", flush=True)
         result = execute_with_progress(demo_instance(keep_history), log_path, sys.stdout)
