@@ -7,7 +7,6 @@ Known answers: the marts equal the synthetic business's own ground truth, over e
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -15,9 +14,8 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pandas as pd
-import psycopg2
 import pytest
-from _support import assert_marts_match_truth_but_spend
+from _support import assert_marts_match_truth_but_spend, pg_test_database
 
 from orchestration.assets.predictions import FIT_CHECK
 from orchestration.partitions import RANGE_END_TAG, RANGE_START_TAG
@@ -292,18 +290,11 @@ def test_demo_pipeline_on_duckdb_matches_ground_truth_and_reruns_idempotently(
 
 @pytest.fixture
 def postgres_database(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
-    name = f"voronka_e2e_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f"create database {name}")
-    monkeypatch.setenv("VORONKA_WAREHOUSE", "postgres")
-    monkeypatch.setenv("VORONKA_POSTGRES_DB", name)
-    monkeypatch.setenv("VORONKA_STATE_DIR", str(tmp_path / "state"))
-    try:
+    with pg_test_database() as name:
+        monkeypatch.setenv("VORONKA_WAREHOUSE", "postgres")
+        monkeypatch.setenv("VORONKA_POSTGRES_DB", name)
+        monkeypatch.setenv("VORONKA_STATE_DIR", str(tmp_path / "state"))
         yield name
-    finally:
-        admin.cursor().execute(f"drop database if exists {name} with (force)")
-        admin.close()
 
 
 @pytest.mark.postgres

@@ -23,7 +23,7 @@ import dagster as dg
 import duckdb
 import psycopg2
 import pytest
-from _support import PG_HOST, PG_PORT, pg_admin
+from _support import PG_HOST, PG_PORT, pg_admin, pg_test_database
 
 from orchestration.assets.publish import PUBLISHED_KEY, build_published_marts
 from orchestration.resources import WarehouseResource
@@ -181,16 +181,15 @@ def _backend_env(backend: str, mp: pytest.MonkeyPatch, tmp: Path) -> Iterator[st
         mp.setenv("VORONKA_PUBLISHED_PATH", str(tmp / "voronka.duckdb"))
         yield ""
         return
-    database = f"voronka_pub_{uuid.uuid4().hex[:8]}"
     role = f"voronka_bi_{uuid.uuid4().hex[:8]}"
-    pg_admin(f"create database {database}")
-    for name, value in {"VORONKA_WAREHOUSE": "postgres", "VORONKA_POSTGRES_DB": database,
-                        "VORONKA_BI_ROLE": role, "VORONKA_BI_PASSWORD": BI_PASSWORD}.items():
-        mp.setenv(name, value)
     try:
-        yield database
+        with pg_test_database() as database:  # dropped first: the role has grants in it
+            for name, value in {"VORONKA_WAREHOUSE": "postgres", "VORONKA_POSTGRES_DB": database,
+                                "VORONKA_BI_ROLE": role, "VORONKA_BI_PASSWORD": BI_PASSWORD,
+                                }.items():
+                mp.setenv(name, value)
+            yield database
     finally:
-        pg_admin(f"drop database if exists {database} with (force)")
         pg_admin(f"drop role if exists {role}")
 
 
