@@ -9,7 +9,9 @@ changing what the run does:
   numeric metadata) with its event-log timestamp, through the same listener hook the progress
   display uses (``voronka.runner.run_daily_refresh(on_event=...)``);
 - each emulator's request log (arrival time and status only: paths may carry secrets, such as
-  the Bitrix24 webhook code), the emulators run as threads of this process;
+  the Bitrix24 webhook code); the demo's emulators run in a forked child process, which
+  writes its logs to a file beside OUT.json when it stops (``voronka.demo``'s child function
+  is wrapped before the fork), and the logs join OUT.json;
 - the rate limiters the clients created (``extractors.http._LIMITERS``): the configured rates,
   and each limiter's grants (``Limiter.acquire``: when a call was let through and how long it
   was held back first), so the rate at the limit is measured where the limit is applied;
@@ -143,8 +145,29 @@ def install_hooks() -> None:
         return run_daily_refresh(*args, on_event=both, **kwargs)
 
     runner.run_daily_refresh = probed
+    install_child_emulator_report()
     install_limiter_hook()
     install_dbt_hooks()
+
+
+def child_report() -> Path:
+    return KEEP_DIR.with_name(KEEP_DIR.name + ".child-emulators.json")
+
+
+def install_child_emulator_report() -> None:
+    """The demo's emulators run in a forked child: when it stops serving, it writes their
+    request logs where ``main`` reads them (the start hook above is inherited by the fork)."""
+    import voronka.demo as demo
+
+    serve = demo._serve_until_the_pipe_closes
+
+    def serve_and_report(*args: Any) -> None:
+        try:
+            serve(*args)
+        finally:
+            child_report().write_text(json.dumps(emulator_logs()))
+
+    demo._serve_until_the_pipe_closes = serve_and_report
 
 
 def limiters() -> dict[str, dict[str, Any]]:
@@ -179,11 +202,14 @@ def main() -> int:
     code = voronka_main(argv)
     for call in DBT_CALLS:
         keep_dbt_artefacts(Path(call["target"]))
+    report = child_report()
+    served = json.loads(report.read_text()) if report.exists() else []
+    report.unlink(missing_ok=True)
     modules = {name: getattr(sys.modules.get(name), "__file__", None)
                for name in ("voronka", "emulators", "extractors", "orchestration", "warehouse")}
     out.write_text(json.dumps({"argv": argv, "rc": code, "started": started, "ended": time.time(),
                                "modules": modules, "events": EVENTS,
-                               "emulators": emulator_logs(), "limiters": limiters(),
+                               "emulators": emulator_logs() + served, "limiters": limiters(),
                                "dbt_calls": DBT_CALLS}))
     return code
 
