@@ -159,7 +159,9 @@ def install_child_emulator_report() -> None:
     request logs where ``main`` reads them (the start hook above is inherited by the fork)."""
     import voronka.demo as demo
 
-    serve = demo._serve_until_the_pipe_closes
+    serve = getattr(demo, "_serve_until_the_pipe_closes", None)
+    if serve is None:  # an earlier checkout: its emulators run in the demo's own process
+        return
 
     def serve_and_report(*args: Any) -> None:
         try:
