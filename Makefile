@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install demo test dev lint clean
 
-## uv installs the locked set in ~10 s where pip took ~75 s (the same versions: both read
+## uv installs the locked set in ~20 s where pip took ~75 s (the same versions: both read
 ## requirements.lock as constraints); pip does it where uv cannot (another index, no uv wheel).
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
