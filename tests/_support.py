@@ -59,6 +59,7 @@ def run_dbt(workdir: Path, env: dict[str, str], *args: str) -> tuple[int, str, d
     """`dbt <args>` in a subprocess with its own target and log dirs (tests may run in parallel),
     starting from the partial parse of the same target and vars that an earlier one kept."""
     target, logs = workdir / "dbt_target", workdir / "dbt_logs"
+    env = same_profile_in_every_workdir(workdir, env)
     key = parse_key({**os.environ, **env}, args)
     if not (target / PARSE_FILE).exists():
         seed_target(target, DBT_PROJECT, key)
@@ -73,6 +74,18 @@ def run_dbt(workdir: Path, env: dict[str, str], *args: str) -> tuple[int, str, d
     results_file = target / "run_results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     return proc.returncode, proc.stdout + proc.stderr, results
+
+
+def same_profile_in_every_workdir(workdir: Path, env: dict[str, str]) -> dict[str, str]:
+    """``env`` with a DuckDB file inside ``workdir`` named relative to it (dbt runs there).
+
+    dbt's partial parse holds only while the profile's connection settings are the same, and
+    the DuckDB path is one of them: each test's own absolute path made every test's build
+    parse the whole project (~4 s of a dbt start). Relative, it is the same in every test."""
+    path = env.get("VORONKA_DUCKDB_PATH")
+    if not path or not Path(path).is_absolute() or not Path(path).is_relative_to(workdir):
+        return env
+    return {**env, "VORONKA_DUCKDB_PATH": str(Path(path).relative_to(workdir))}
 
 
 def pg_admin(sql: str) -> None:
