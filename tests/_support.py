@@ -132,7 +132,7 @@ def pg_test_database() -> Iterator[str]:
     Its name is reused within a test run: the lowest slot this worker has free. dbt keeps its
     partial parse per database (the name is in every parsed node and in dbt's profile hash),
     so a build into a database an earlier test of the worker used skips the full parse
-    (~7 s of CPU), where a new name for every test parsed the project every time. The run's
+    (~4 s of a dbt start), where a new name for every test parsed the project every time. The run's
     id (or the process id without xdist) keeps two runs on one server apart."""
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID", f"p{os.getpid()}")[:8]
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
