@@ -85,3 +85,14 @@ def test_the_command_exits_with_its_code_after_flushing_and_running_exit_handler
     assert done.returncode == 3, done.stderr
     assert done.stdout == "unflushed output, exit handler ran\n"
     assert done.stderr == ""
+
+
+def test_a_first_demo_starts_from_scratch_without_saying_the_business_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from voronka.demo import demo_data_changed
+
+    monkeypatch.setenv("VORONKA_STATE_DIR", str(tmp_path / "voronka" / "state"))
+    assert demo_data_changed("a" * 16) is None  # nothing recorded: not "another business"
+    assert demo_data_changed("a" * 16) is False
+    assert demo_data_changed("b" * 16) is True

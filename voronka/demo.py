@@ -329,10 +329,11 @@ def business_fingerprint(business: SyntheticBusiness) -> str:
     return hashlib.sha256(canonical_json(sample).encode()).hexdigest()[:16]
 
 
-def demo_data_changed(fingerprint: str) -> bool:
-    """True (and remembers the new fingerprint) when the warehouse holds another business."""
+def demo_data_changed(fingerprint: str) -> bool | None:
+    """Whether the warehouse holds another business than ``fingerprint`` (remembered for the
+    next demo): True or False, or None when no demo has recorded one yet."""
     marker = settings.state_dir().parent / "demo_business"
-    changed = not marker.exists() or marker.read_text().strip() != fingerprint
+    changed = marker.read_text().strip() != fingerprint if marker.exists() else None
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(fingerprint)
     return changed
@@ -392,10 +393,11 @@ def run_demo(seed: int = 42, scale: float = 1.0, fresh: bool = False,
     ground_truth_dir = settings.REPO_ROOT / "data" / "ground_truth"
     with emulators_beside(seed, scale, files_dir, ground_truth_dir,
                           meanwhile=import_the_pipeline) as served:
-        if demo_data_changed(served.fingerprint) and not fresh:
+        changed = demo_data_changed(served.fingerprint)
+        if changed and not fresh:
             print("voronka demo: the synthetic business differs from the one in the demo "
                   "warehouse (another seed, scale or version); starting from scratch.")
-            fresh = True
+        fresh = fresh or changed is not False  # a first demo starts from scratch, silently
         reset_demo_state(fresh)
         os.environ.update(served.variables)
         from voronka.run import execute_with_progress
