@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -641,40 +642,55 @@ def sync_to_platforms(wh: Any, seg: Segment, platforms: Sequence[str], *, now: d
                       out_dir: str | Path | None, file_only: bool = False,
                       allow_small: bool = False, env: Mapping[str, str] | None = None,
                       client_factory: Any = None, dry_run: bool = False) -> list[SyncResult]:
-    """Sync ``seg`` to each platform in turn: its client from the environment (secrets never
-    leave it), or files only (``dry_run``: only plan, see ``plan_segment``). A platform
-    whose client cannot be configured fails on its own (status failed, the missing variable
-    named) without stopping the others."""
+    """Sync ``seg`` to each platform: its client from the environment (secrets never leave
+    it), or files only (``dry_run``: only plan, see ``plan_segment``). A platform whose client
+    cannot be configured fails on its own (status failed, the missing variable named) without
+    stopping the others. Results come in the order of ``platforms``.
+
+    Platforms' APIs are synced side by side, one thread each: each waits on its own rate limit
+    (a CRM's writes on ~7 requests a second), so in turn the segment took the sum of them,
+    and the last segment through the CRM's queue still had every other platform to go. The
+    segment's entries and leaves are recorded once first, so the platforms never race to."""
     from audiences.clients import client_from_env
 
     make_client = client_factory or (lambda name: client_from_env(name, env))
-    results = []
-    for name in platforms:
-        if dry_run:  # the client only names the account; nothing is sent
-            try:
-                client = None if file_only else make_client(name)
-            except ValueError:
-                client = None
-            try:
-                results.append(plan_segment(wh, seg, name, client, now=now))
-            finally:
-                if client is not None:
-                    client.close()
-            continue
-        if file_only and not get_destination(name).file_export:
-            results.append(SyncResult(seg.name, name, None, "skipped",
-                                      message=f"{name} has no file mode; configure its API"))
-            continue
-        if file_only:
-            results.append(sync_segment(wh, seg, name, None, now=now, out_dir=out_dir,
-                                        allow_small=allow_small))
-            continue
+
+    def one(name: str) -> SyncResult:
+        return _sync_one_platform(wh, seg, name, make_client, now=now, out_dir=out_dir,
+                                  file_only=file_only, allow_small=allow_small,
+                                  dry_run=dry_run)
+
+    if dry_run or file_only or len(platforms) < 2:
+        return [one(name) for name in platforms]
+    refresh_membership(wh, seg, now=now)
+    with ThreadPoolExecutor(len(platforms), thread_name_prefix=f"sync-{seg.name}") as pool:
+        return list(pool.map(one, platforms))
+
+
+def _sync_one_platform(wh: Any, seg: Segment, name: str, make_client: Any, *, now: datetime,
+                       out_dir: str | Path | None, file_only: bool, allow_small: bool,
+                       dry_run: bool) -> SyncResult:
+    """``sync_to_platforms`` for one platform."""
+    if dry_run:  # the client only names the account; nothing is sent
         try:
-            client = make_client(name)
-        except ValueError as exc:
-            results.append(SyncResult(seg.name, name, None, "failed", message=str(exc)))
-            continue
-        with client:
-            results.append(sync_segment(wh, seg, name, client, now=now, out_dir=out_dir,
-                                        allow_small=allow_small))
-    return results
+            client = None if file_only else make_client(name)
+        except ValueError:
+            client = None
+        try:
+            return plan_segment(wh, seg, name, client, now=now)
+        finally:
+            if client is not None:
+                client.close()
+    if file_only and not get_destination(name).file_export:
+        return SyncResult(seg.name, name, None, "skipped",
+                          message=f"{name} has no file mode; configure its API")
+    if file_only:
+        return sync_segment(wh, seg, name, None, now=now, out_dir=out_dir,
+                            allow_small=allow_small)
+    try:
+        client = make_client(name)
+    except ValueError as exc:
+        return SyncResult(seg.name, name, None, "failed", message=str(exc))
+    with client:
+        return sync_segment(wh, seg, name, client, now=now, out_dir=out_dir,
+                            allow_small=allow_small)

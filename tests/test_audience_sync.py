@@ -26,7 +26,7 @@ from audiences.clients.meta import MetaAudienceClient
 from audiences.clients.vk import VKAudienceClient
 from audiences.clients.yandex import YandexAudienceClient
 from audiences.segments import parse_segment
-from audiences.sync import refresh_membership, sync_segment
+from audiences.sync import refresh_membership, sync_segment, sync_to_platforms
 from emulators.audiences import (
     GoogleDataManagerEmulator,
     MetaAudiencesEmulator,
@@ -509,3 +509,31 @@ def test_two_concurrent_syncs_of_one_audience_create_it_once(shop: Shop, meta) -
     [audience] = meta.audiences
     assert meta.members(audience) == {meta_member(i) for i in range(130)}
     assert sorted((r.added, r.removed) for r in results) == [(0, 0), (130, 0)]
+
+
+def test_a_segments_platforms_sync_side_by_side_and_record_membership_once(
+        shop: Shop, meta, google, yandex) -> None:
+    """``sync_to_platforms`` (the Dagster asset's and the CLI's path) gives each platform its
+    own thread: every client is made before any of them is used (a sync in turn would wait
+    at the barrier for the next platform and break it), the results keep the platforms'
+    order, and the segment's entries are recorded once, not once per platform."""
+    import threading
+
+    all_made = threading.Barrier(3, timeout=10)
+    makers = {"meta": lambda: meta_client(meta), "google": lambda: google_client(google),
+              "yandex": lambda: yandex_client(yandex)}
+
+    def make_client(name: str) -> Any:
+        client = makers[name]()
+        all_made.wait()
+        return client
+
+    results = sync_to_platforms(shop.wh, LAPSED, ["yandex", "meta", "google"], now=at(0),
+                                out_dir=None, client_factory=make_client)
+    assert [(r.platform, r.status, r.added) for r in results] == [
+        ("yandex", "success", 130), ("meta", "success", 130), ("google", "success", 130)]
+    assert meta.members(results[1].audience_id) == {meta_member(i) for i in range(130)}
+    assert google.members(results[2].audience_id) == {google_member(i) for i in range(130)}
+    stints = state.history(shop.wh, "lapsed")
+    assert sorted(s["customer_id"] for s in stints) == sorted(cid(i) for i in range(130))
+    assert {s["entered_at"] for s in stints} == {at(0).replace(tzinfo=None)}

@@ -7,6 +7,7 @@ import uuid
 import dagster as dg
 import pytest
 
+from orchestration.assets.raw import PRIORITY_TAG
 from orchestration.executor import (
     API_TAG,
     CONCURRENT_TAG,
@@ -78,9 +79,10 @@ def test_tagged_steps_run_beside_each_other_and_the_rest_after_them(monkeypatch)
     assert materialized == {"amocrm", "bitrix24", "direct", "marts"}
 
 
-def test_steps_of_one_api_share_it_two_at_a_time(monkeypatch):
-    """Five entities of one CRM and one ad platform: never more than two CRM steps at once
-    (they wait on one limiter), and the ad platform does not wait behind them."""
+def test_steps_of_one_api_share_it_a_few_at_a_time(monkeypatch):
+    """Five entities of one CRM and one ad platform: never more than ``PER_API_CONCURRENT``
+    CRM steps at once (they wait on one limiter), and the ad platform does not wait behind
+    them."""
     monkeypatch.delenv(MAX_CONCURRENT_ENV, raising=False)
     overlap = Overlap()
     crm_now = {"now": 0, "most": 0}
@@ -105,6 +107,46 @@ def test_steps_of_one_api_share_it_two_at_a_time(monkeypatch):
     assert run(defs.resolve_job_def("refresh")).success
     assert crm_now["most"] == PER_API_CONCURRENT
     assert overlap.most == PER_API_CONCURRENT + 1  # the ad platform ran beside them
+
+
+def test_the_longest_pulls_of_an_api_start_first(monkeypatch):
+    """Dagster's priority tag orders an API's ready steps: the prioritized entity (last in the
+    plan's alphabetical order) is in the first wave, not left to start when the others end."""
+    monkeypatch.delenv(MAX_CONCURRENT_ENV, raising=False)
+    lock = threading.Lock()
+    order: list[str] = []
+
+    def entity(name: str, priority: int) -> dg.AssetsDefinition:
+        @dg.asset(name=name, op_tags={CONCURRENT_TAG: "extract", API_TAG: "crm",
+                                      PRIORITY_TAG: str(priority)})
+        def _entity() -> None:
+            with lock:
+                order.append(name)
+            time.sleep(0.2)
+
+        return _entity
+
+    names = [f"crm_{i}" for i in range(PER_API_CONCURRENT + 3)]
+    assets = [entity(n, 2 if n == names[-1] else 0) for n in names]
+    defs = dg.Definitions(assets=assets, executor=threaded_executor,
+                          jobs=[dg.define_asset_job("refresh", selection="*")])
+    assert run(defs.resolve_job_def("refresh")).success
+    assert order[0] == names[-1]
+    assert sorted(order) == names
+
+
+def test_the_pipeline_starts_its_longest_pulls_first():
+    """amoCRM's events and Bitrix24's stage history (append-only histories, the most requests
+    on any account) outrank the API's other entities; the rest keep the plan's order."""
+    from orchestration.assets.raw import build_raw_asset
+
+    def priority(source: str, entity: str) -> int:
+        return int(build_raw_asset(source, entity).op.tags[PRIORITY_TAG])
+
+    assert priority("amocrm", "events") > priority("amocrm", "leads") > priority(
+        "amocrm", "pipelines") == 0
+    assert priority("bitrix24", "stagehistory") > priority("bitrix24", "deals") > priority(
+        "bitrix24", "users") == 0
 
 
 def test_one_at_a_time_when_configured(monkeypatch):
