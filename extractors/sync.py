@@ -31,6 +31,7 @@ class Source(Protocol):
 
 
 class LandingWarehouse(Protocol):
+    def already_landed(self, records: list[RawRecord]) -> set[int]: ...
     def land(self, records: list[RawRecord], run_id: str) -> Any: ...
     def quarantine(self, items: list[QuarantinedRecord], run_id: str) -> int: ...
     def get_cursor(self, source: str, account: str, entity: str) -> str | None: ...
@@ -63,7 +64,15 @@ def _validate_and_land(
     records: list[RawRecord], warehouse: LandingWarehouse, run_id: str,
     validate: Validator | None, tally: _Tally,
 ) -> None:
-    """Quarantine what the validator rejects, land the rest."""
+    """Quarantine what the validator rejects, land the rest. Records landed before with the
+    same payload are counted as duplicates first, unvalidated: they passed when they landed,
+    and a re-run re-pulls many (settling windows, cursor overlaps) to change nothing."""
+    unchanged = warehouse.already_landed(records)
+    if unchanged:
+        tally.duplicates += len(unchanged)
+        records = [r for i, r in enumerate(records) if i not in unchanged]
+    if not records:
+        return
     good, bad = validate(records) if validate else (records, [])
     if len(good) + len(bad) != len(records):
         raise ValueError(

@@ -219,3 +219,28 @@ def test_bitrix24_cursor_never_passes_the_scan_start_so_early_edits_are_not_lost
     b24.edit_between_pages = set()
     sync_entity(source, "deals", wh, run_id="r2")
     assert _b24_latest(wh, "deals") == {str(r["ID"]): r["DATE_MODIFY"] for r in b24.data["deals"]}
+
+
+def test_a_repull_of_unchanged_records_is_neither_validated_nor_landed_again(
+        amo, wh, tmp_path):
+    """A full re-pull (no cursor) of 95 leads, one of them edited since: the 94 unchanged
+    count as duplicates without reaching the validator (they passed when they landed); the
+    edited one is validated and lands as a new version."""
+    amo.edit_between_pages = set()
+    seen: list[list[str]] = []
+
+    def recording(records: list) -> tuple[list, list]:
+        seen.append([r.record_id for r in records])
+        return records, []
+
+    source = amo_source(amo, tmp_path)
+    first = sync_entity(source, "leads", wh, run_id="r1", validate=recording)
+    assert (first.inserted, sum(len(batch) for batch in seen)) == (95, 95)
+    edited = amo.data["leads"][7]["id"]
+    amo.update_lead(edited, name="renamed")
+    wh.set_cursor(source.name, source.account, "leads", None)
+    seen.clear()
+    second = sync_entity(source, "leads", wh, run_id="r2", validate=recording)
+    assert (second.fetched, second.duplicates, second.inserted) == (95, 94, 1)
+    assert seen == [[str(edited)]]
+    assert wh.count_rows("raw.amocrm__leads") == 96

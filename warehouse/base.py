@@ -44,6 +44,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+LOOKUP_CHUNK = 500  # record ids per "in (...)" when looking up what landed before
+
+
 def raw_rows(records: Sequence[RawRecord], run_id: str, extracted_at: datetime) -> list[tuple]:
     """Rows for a raw table, deduplicated within the batch by the landing key."""
     seen: set[tuple[str, str, str]] = set()
@@ -126,6 +129,39 @@ class Warehouse(ABC):
                 self.ensure_raw_table(conn, table)
                 inserted += self._insert_raw(conn, table, raw_rows(batch, run_id, utcnow()))
         return LandResult(inserted=inserted, duplicates=len(records) - inserted)
+
+    def already_landed(self, records: Sequence[RawRecord]) -> set[int]:
+        """The positions of ``records`` landed before with the same payload (account,
+        record_id and payload hash: the raw tables' key). Landing them again adds nothing, and
+        they passed validation when they landed, so a re-pull of unchanged rows (a settling
+        window, an overlap, a re-run) skips both."""
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, r in enumerate(records):
+            groups.setdefault((r.table, r.account), []).append(i)
+        tables = set(self.list_tables(RAW_SCHEMA)) if groups else set()
+        found: set[int] = set()
+        for (table, account), positions in groups.items():
+            if table not in tables:  # nothing of this entity landed yet
+                continue
+            ids = sorted({records[i].record_id for i in positions})
+            seen = self._landed_keys(table, account, ids)
+            found.update(i for i in positions
+                         if (records[i].record_id, records[i].hash) in seen)
+        return found
+
+    def _landed_keys(self, table: str, account: str, ids: Sequence[str]) -> set[tuple[str, str]]:
+        """(record_id, payload_hash) of ``ids`` in raw.<table> for one account."""
+        seen: set[tuple[str, str]] = set()
+        p = self._param
+        with self.connect() as conn:
+            cur = conn.cursor()
+            for start in range(0, len(ids), LOOKUP_CHUNK):
+                chunk = list(ids[start:start + LOOKUP_CHUNK])
+                cur.execute(f"select record_id, payload_hash from {RAW_SCHEMA}.{table} "
+                            f"where account = {p} and record_id in ({self._marks(len(chunk))})",
+                            [account, *chunk])
+                seen.update((str(r[0]), str(r[1])) for r in cur.fetchall())
+        return seen
 
     def quarantine(self, items: Sequence[QuarantinedRecord], run_id: str) -> int:
         """Keep rejected records with their reason; they are never silently dropped."""

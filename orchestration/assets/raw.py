@@ -166,6 +166,9 @@ class RangeLanding:
     def __init__(self, warehouse: Any) -> None:
         self.warehouse = warehouse
 
+    def already_landed(self, records: list[RawRecord]) -> set[int]:
+        return self.warehouse.already_landed(records)
+
     def land(self, records: list[RawRecord], run_id: str) -> Any:
         return self.warehouse.land(records, run_id)
 
