@@ -366,7 +366,9 @@ def demo_instance(keep_history: bool) -> dg.DagsterInstance:
     health."""
     import dagster as dg
 
-    return dg.DagsterInstance.get() if keep_history else dg.DagsterInstance.ephemeral()
+    from voronka.instance import in_memory_instance
+
+    return dg.DagsterInstance.get() if keep_history else in_memory_instance()
 
 
 def import_the_pipeline() -> None:

@@ -97,7 +97,9 @@ def run_instance(history: bool) -> dg.DagsterInstance:
     from voronka.demo import ensure_dagster_home
 
     if not history:
-        return dg.DagsterInstance.ephemeral()
+        from voronka.instance import in_memory_instance
+
+        return in_memory_instance()
     ensure_dagster_home()
     return dg.DagsterInstance.get()
 
