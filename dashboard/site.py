@@ -135,6 +135,11 @@ def _write_assets(out_dir: Path, pages: list[Page]) -> None:
             target.write_text("Voronka.missingPage();\n", encoding="utf-8")
 
 
+STATE_PAGES = frozenset({"customers"})
+"""The pages that read the working warehouse's state (``_add_state``): the rest need only the
+published marts."""
+
+
 def _add_state(marts: Marts, state_query: Query | None) -> None:
     """Merge warehouse state the marts do not publish (audience segments and syncs, read by
     the customers page's `read_audience_state`) into the marts mapping."""
@@ -168,14 +173,22 @@ def _build(out_dir: Path, query: Query, lang: str,
     pages = load_pages()
     meta = report_meta(marts, lang)
     _write_assets(out_dir, pages)
+    failed = _write_pages(out_dir, pages, pages, marts, meta, lang)
+    return out_dir / "index.html", failed
+
+
+def _write_pages(out_dir: Path, pages: list[Page], every: list[Page], marts: Marts,
+                 meta: dict[str, Any], lang: str) -> list[str]:
+    """Render and write ``pages`` (``every`` page is in the navigation); the slugs of those
+    that failed or are missing."""
     failed = []
     for page in pages:
         payload = _payload(page, marts, lang)
         if "_error" in payload or "_missing" in payload:
             failed.append(page.spec.slug)
-        text = render_page(page, pages, payload, meta, lang)
+        text = render_page(page, every, payload, meta, lang)
         (out_dir / page.spec.filename).write_text(text, encoding="utf-8")
-    return out_dir / "index.html", failed
+    return failed
 
 
 @dataclass(frozen=True)
@@ -219,14 +232,55 @@ def default_out_dir(conf: object = None) -> Path:
 def build_published(out_dir: Path | None = None, lang: str = "ru",
                     conf: object = None) -> BuildReport:
     """Build from the PUBLISHED marts (what BI sees), timing it and weighing the folder."""
+    return finish_published(prepare_published(out_dir, lang, conf), conf)
+
+
+@dataclass
+class PreparedBuild:
+    """A build with every page written but those that read the working warehouse's state."""
+
+    out: Path
+    lang: str
+    marts: Marts
+    pages: list[Page]
+    meta: dict[str, Any]
+    failed: list[str]
+    seconds: float
+
+
+def prepare_published(out_dir: Path | None = None, lang: str = "ru",
+                      conf: object = None) -> PreparedBuild:
+    """The part of ``build_published`` that needs only the published marts: the assets and
+    every page but ``STATE_PAGES``. `voronka demo` runs it as soon as the marts are published,
+    beside the audience syncs (which change the state those pages show), and
+    ``finish_published`` after them."""
+    if lang not in ("ru", "en"):
+        raise ValueError(f"lang must be ru or en, got {lang!r}")
     out = Path(out_dir) if out_dir else default_out_dir(conf)
     started = time.monotonic()
-    with published_query(conf) as query, working_query(conf) as state_query:
-        if lang not in ("ru", "en"):
-            raise ValueError(f"lang must be ru or en, got {lang!r}")
-        out.mkdir(parents=True, exist_ok=True)
-        index, failed = _build(out, query, lang, state_query)
-    seconds = time.monotonic() - started
+    with published_query(conf) as query:
+        marts = read_marts(query)
+    out.mkdir(parents=True, exist_ok=True)
+    pages = load_pages()
+    meta = report_meta(marts, lang)
+    _write_assets(out, pages)
+    now = [p for p in pages if p.spec.slug not in STATE_PAGES]
+    failed = _write_pages(out, now, pages, marts, meta, lang)
+    return PreparedBuild(out, lang, marts, pages, meta, failed, time.monotonic() - started)
+
+
+def finish_published(prepared: PreparedBuild, conf: object = None) -> BuildReport:
+    """The pages that read the working warehouse's state, then the report of the whole
+    build (its time: both parts)."""
+    started = time.monotonic()
+    with working_query(conf) as state_query:
+        _add_state(prepared.marts, state_query)
+    later = [p for p in prepared.pages if p.spec.slug in STATE_PAGES]
+    failed = set(prepared.failed) | set(_write_pages(
+        prepared.out, later, prepared.pages, prepared.marts, prepared.meta, prepared.lang))
+    seconds = prepared.seconds + time.monotonic() - started
+    out = prepared.out
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     plotly = (out / "assets" / "plotly.min.js").stat().st_size
-    return BuildReport(index, seconds, total, plotly, tuple(failed))
+    in_order = tuple(p.spec.slug for p in prepared.pages if p.spec.slug in failed)
+    return BuildReport(out / "index.html", seconds, total, plotly, in_order)

@@ -230,3 +230,26 @@ def test_the_exposure_names_what_the_pages_read() -> None:
     for module in pages.glob("*.py"):
         read |= set(re.findall(r"\b((?:fct|dim)_[a-z0-9_]+)\b", module.read_text()))
     assert declared == read
+
+
+def test_a_build_prepared_during_the_run_is_the_whole_build(
+        marts: MartsBuild, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`voronka demo` prepares the pages of the published marts while the audience syncs
+    run and writes the pages of the audience state after them: the state pages wait for the
+    second part, and the two parts write exactly what one build writes."""
+    from dashboard.site import STATE_PAGES, build_published, finish_published, prepare_published
+
+    monkeypatch.setenv("VORONKA_WAREHOUSE", "duckdb")
+    monkeypatch.setenv("VORONKA_PUBLISHED_PATH", marts.env["VORONKA_DUCKDB_PATH"])
+    monkeypatch.setenv("VORONKA_DUCKDB_PATH", marts.env["VORONKA_DUCKDB_PATH"])
+    pages = {p.spec.slug: p.spec.filename for p in load_pages()}
+    prepared = prepare_published(tmp_path / "ahead", lang="en")
+    written = {p.name for p in (tmp_path / "ahead").glob("*.html")}
+    assert STATE_PAGES and written == {f for s, f in pages.items() if s not in STATE_PAGES}
+    report = finish_published(prepared)
+    whole = build_published(tmp_path / "whole", lang="en")
+    assert report.failed_pages == whole.failed_pages == ()
+    assert report.total_bytes == whole.total_bytes
+    for filename in pages.values():
+        assert (tmp_path / "ahead" / filename).read_bytes() == (
+            tmp_path / "whole" / filename).read_bytes(), filename

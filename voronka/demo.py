@@ -387,7 +387,7 @@ def import_the_pipeline() -> None:
 def run_demo(seed: int = 42, scale: float = 1.0, fresh: bool = False,
              keep_history: bool = False) -> int:
     """Generate, serve, extract, build, check, publish; print the summary. Returns exit code."""
-    from voronka.summary import print_dashboard, print_summary, published_by
+    from voronka.summary import DashboardAhead, print_dashboard, print_summary, published_by
 
     started = time.monotonic()
     ensure_dagster_home()
@@ -408,7 +408,9 @@ def run_demo(seed: int = 42, scale: float = 1.0, fresh: bool = False,
         print(f"voronka demo: {served.counts} served on 127.0.0.1; "
               "running daily_refresh (extract, land, dbt build, checks, publish) ...\n"
               f"  full Dagster and dbt log: {log_path}", flush=True)
-        result = execute_with_progress(demo_instance(keep_history), log_path, sys.stdout)
+        ahead = DashboardAhead()
+        result = execute_with_progress(demo_instance(keep_history), log_path, sys.stdout,
+                                       also=ahead.on_event)
     print_summary(result, wall_time_s=time.monotonic() - started, log_path=log_path)
-    print_dashboard(published=published_by(result))
+    print_dashboard(published=published_by(result), ahead=ahead)
     return 0 if result.success else 1

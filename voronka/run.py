@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from datetime import date
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from voronka import settings
 
@@ -107,17 +108,23 @@ def run_instance(history: bool) -> dg.DagsterInstance:
 def execute_with_progress(
     instance: dg.DagsterInstance, log_path: Path, terminal: IO[str],
     ad_spend_range: tuple[date, date] | None = None,
+    also: Callable[[Any], None] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Run ``daily_refresh`` with the live step display on ``terminal`` and Dagster's and
-    dbt's own output in ``log_path``."""
+    dbt's own output in ``log_path``; ``also`` sees every event after the display."""
     from voronka.progress import RunProgress
     from voronka.runner import run_daily_refresh
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log, RunProgress.to_stream(terminal) as progress, \
             redirect_stdout(log), redirect_stderr(log):
+        def on_event(entry: Any) -> None:
+            progress.on_event(entry)
+            if also is not None:
+                also(entry)
+
         return run_daily_refresh(instance=instance, ad_spend_range=ad_spend_range,
-                                 on_event=progress.on_event)
+                                 on_event=on_event)
 
 
 def failed_blocking_checks(result: dg.ExecuteInProcessResult) -> int:
