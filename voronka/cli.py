@@ -263,7 +263,11 @@ def run() -> None:
     one: ~3 s at the end of each `voronka demo` and `voronka run` here. What has to happen at
     exit still does: the exit handlers run (temporary folders, logging) and the output is
     flushed. A command that raises exits the usual way, with its traceback."""
-    code = main()
+    exit_without_teardown(main())
+
+
+def exit_without_teardown(code: int | None) -> None:
+    """Run the exit handlers, flush the output and end the process with ``code``."""
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with suppress(OSError):  # a reader that went away (`voronka query ... | head`)
