@@ -66,3 +66,34 @@ def test_a_run_never_removes_another_runs_target_only_a_killed_ones_leftovers(tm
     second = run_target_path("run-b", "key", project)
     assert first.is_dir() and (first / "compiled").is_dir() and second.is_dir()
     assert not killed.exists()
+
+
+def test_dbt_runs_in_the_warehouse_folder_so_a_warehouse_elsewhere_keeps_the_parse(
+        tmp_path: Path) -> None:
+    """dbt hashes the profile's DuckDB path into its partial parse: with the absolute path a
+    warehouse in another folder (a scratch or benchmark warehouse) parsed the whole project
+    again. Dagster's dbt (the script) runs in the warehouse's folder and names the file
+    relative to it, so a second warehouse of the same name elsewhere parses nothing."""
+    import json
+    import os
+    import subprocess
+
+    from orchestration.assets.dbt import DBT_EXECUTABLE, DBT_IN_WAREHOUSE_FOLDER, DBT_PROJECT
+
+    target = tmp_path / "target"
+    env = {**os.environ, "VORONKA_WAREHOUSE": "duckdb",
+           "VORONKA_DBT_EXECUTABLE": str(DBT_EXECUTABLE),
+           "DBT_PROJECT_DIR": str(DBT_PROJECT.project_dir),
+           "DBT_PROFILES_DIR": str(DBT_PROJECT.profiles_dir),
+           "DBT_LOG_LEVEL_FILE": "none", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+
+    def parse(folder: Path) -> dict:
+        folder.mkdir()
+        env["VORONKA_DUCKDB_PATH"] = str(folder / "warehouse.duckdb")
+        subprocess.run([str(DBT_IN_WAREHOUSE_FOLDER), "parse", "--quiet",
+                        "--target-path", str(target)],
+                       env=env, cwd=tmp_path, check=True, timeout=120)
+        return json.loads((target / "perf_info.json").read_text())
+
+    assert parse(tmp_path / "first")["parsed_path_count"] > 100  # the whole project
+    assert parse(tmp_path / "elsewhere")["parsed_path_count"] == 0

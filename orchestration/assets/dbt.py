@@ -42,6 +42,8 @@ DBT_PROJECT = DbtProject(
 
 STALE_RUN_DIR_S = 24 * 3600  # a run directory this old belongs to a run that was killed
 DBT_EXECUTABLE = Path(sys.executable).with_name("dbt")  # the venv's dbt, whatever PATH says
+# what Dagster runs: that dbt, in the DuckDB warehouse's folder (see the script)
+DBT_IN_WAREHOUSE_FOLDER = Path(__file__).resolve().parents[1] / "dbt_in_warehouse_folder.sh"
 
 
 def _newest_source_mtime(project_dir: Path) -> float:
@@ -326,7 +328,10 @@ class VenvDbtCliResource(DbtCliResource):
 
 
 def dbt_resource() -> DbtCliResource:
-    """No fixed target: profiles.yml takes it from VORONKA_WAREHOUSE when the run starts."""
+    """No fixed target: profiles.yml takes it from VORONKA_WAREHOUSE when the run starts.
+    dbt runs through ``DBT_IN_WAREHOUSE_FOLDER`` (its partial parse then holds for every
+    DuckDB warehouse file of one name, wherever it is)."""
+    os.environ["VORONKA_DBT_EXECUTABLE"] = str(DBT_EXECUTABLE)
     return VenvDbtCliResource(project_dir=DBT_PROJECT,
                               profiles_dir=str(DBT_PROJECT.profiles_dir),
-                              dbt_executable=str(DBT_EXECUTABLE))
+                              dbt_executable=str(DBT_IN_WAREHOUSE_FOLDER))
