@@ -222,6 +222,12 @@ if __name__ == "__main__":
     exit_code = main()
     try:
         from voronka.cli import exit_without_teardown  # loaded by main() already
-    except ImportError:  # a checkout from before it (measured as a "before")
-        sys.exit(exit_code)
+    except ImportError:  # a checkout from before it ("before" figures): what its run() did
+        import atexit
+        import os
+
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code or 0)
     exit_without_teardown(exit_code)
