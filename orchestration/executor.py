@@ -62,7 +62,10 @@ take every thread while other sources wait."""
 # request), the other two keep its limiter busy; with two, amoCRM sent 3 requests in 5 s
 # while both its steps were landing.
 PER_API_CONCURRENT = 3
-DEFAULT_MAX_CONCURRENT = 8
+# Every audience segment of the demo (eleven) at once: each waits on its platforms' limits; with
+# eight threads the largest (win-back, last in the plan's order) queued 3.5 s for a thread and
+# ended the run alone. Extraction stays below it (at most PER_API_CONCURRENT steps per API).
+DEFAULT_MAX_CONCURRENT = 12
 MAX_CONCURRENT_ENV = "VORONKA_MAX_CONCURRENT_STEPS"
 
 
