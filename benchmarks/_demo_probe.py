@@ -118,11 +118,16 @@ def install_limiter_hook() -> None:
     limiter_class.acquire = recorded_acquire
 
 
-def install_hooks() -> None:
+def install_hooks(argv: list[str]) -> None:
     """Register every emulator started, tee the run's events to ``record_event``, record the
-    limiters' grants and dbt's artefacts."""
+    limiters' grants and dbt's artefacts.
+
+    The run's and dbt's hooks import Dagster and dagster-dbt (~1.5 s). Imported here, before
+    the demo forks its emulators' child, they would delay the child's start and no longer
+    overlap its generating the business (as they do in a demo): they go in where the demo
+    imports them itself (``voronka.demo.import_the_pipeline``), when it has that step."""
     import emulators._base as base
-    import voronka.runner as runner
+    import voronka.demo as demo
 
     start = base.EmulatorServer.start
 
@@ -131,6 +136,24 @@ def install_hooks() -> None:
         return start(self)
 
     base.EmulatorServer.start = start_and_register
+    install_child_emulator_report()
+    install_limiter_hook()
+    import_the_pipeline = getattr(demo, "import_the_pipeline", None)
+    if import_the_pipeline is None or argv[:1] != ["demo"]:
+        install_run_hooks()
+        return
+
+    def importing_and_hooking() -> None:
+        import_the_pipeline()
+        install_run_hooks()
+
+    demo.import_the_pipeline = importing_and_hooking
+
+
+def install_run_hooks() -> None:
+    """Tee the run's events to ``record_event``; record dbt's calls and artefacts."""
+    import voronka.runner as runner
+
     run_daily_refresh = runner.run_daily_refresh
 
     def probed(*args: Any, on_event: Any = None, **kwargs: Any) -> Any:
@@ -145,8 +168,6 @@ def install_hooks() -> None:
         return run_daily_refresh(*args, on_event=both, **kwargs)
 
     runner.run_daily_refresh = probed
-    install_child_emulator_report()
-    install_limiter_hook()
     install_dbt_hooks()
 
 
@@ -197,7 +218,7 @@ def main() -> int:
     global KEEP_DIR
     out, argv = Path(sys.argv[1]), sys.argv[2:]
     KEEP_DIR = out.with_suffix("")
-    install_hooks()
+    install_hooks(argv)
     from voronka.cli import main as voronka_main
 
     started = time.time()
