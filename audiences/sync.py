@@ -650,7 +650,10 @@ def sync_to_platforms(wh: Any, seg: Segment, platforms: Sequence[str], *, now: d
     Platforms' APIs are synced side by side, one thread each: each waits on its own rate limit
     (a CRM's writes on ~7 requests a second), so in turn the segment took the sum of them,
     and the last segment through the CRM's queue still had every other platform to go. The
-    segment's entries and leaves are recorded once first, so the platforms never race to."""
+    segment's entries and leaves are recorded once first, so the platforms never race to.
+    On PostgreSQL they go in turn: each sync holds a session for its advisory lock beside its
+    working one, and eleven segments times six platforms would be ~130 connections, over a
+    default server's 100."""
     from audiences.clients import client_from_env
 
     make_client = client_factory or (lambda name: client_from_env(name, env))
@@ -660,7 +663,7 @@ def sync_to_platforms(wh: Any, seg: Segment, platforms: Sequence[str], *, now: d
                                   file_only=file_only, allow_small=allow_small,
                                   dry_run=dry_run)
 
-    if dry_run or file_only or len(platforms) < 2:
+    if dry_run or file_only or len(platforms) < 2 or getattr(wh, "kind", None) == "postgres":
         return [one(name) for name in platforms]
     refresh_membership(wh, seg, now=now)
     with ThreadPoolExecutor(len(platforms), thread_name_prefix=f"sync-{seg.name}") as pool:
