@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 
@@ -36,8 +37,10 @@ class RawRecord:
     def table(self) -> str:
         return raw_table_name(self.source, self.entity)
 
-    @property
+    @cached_property
     def hash(self) -> str:
+        """The payload's hash, computed once: validation, the landed-before lookup and
+        landing all key on it (a canonical JSON dump and a SHA-256 per record each time)."""
         return payload_hash(self.payload)
 
 
