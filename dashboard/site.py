@@ -168,13 +168,43 @@ def build_dashboard(out_dir: Path, query: Query, lang: str = "ru",
 def _build(out_dir: Path, query: Query, lang: str,
            state_query: Query | None) -> tuple[Path, list[str]]:
     """The build itself; also returns the slugs of pages that failed or are missing."""
+    prepared = _prepare(out_dir, query, lang)
+    return out_dir / "index.html", _finish(prepared, state_query)
+
+
+@dataclass
+class PreparedBuild:
+    """A build with every page written but those that read the working warehouse's state."""
+
+    out: Path
+    lang: str
+    marts: Marts
+    pages: list[Page]
+    meta: dict[str, Any]
+    failed: list[str]
+    seconds: float
+
+
+def _prepare(out_dir: Path, query: Query, lang: str) -> PreparedBuild:
+    """The marts read, the assets and every page but ``STATE_PAGES`` written."""
+    started = time.monotonic()
     marts = read_marts(query)
-    _add_state(marts, state_query)
     pages = load_pages()
     meta = report_meta(marts, lang)
     _write_assets(out_dir, pages)
-    failed = _write_pages(out_dir, pages, pages, marts, meta, lang)
-    return out_dir / "index.html", failed
+    now = [p for p in pages if p.spec.slug not in STATE_PAGES]
+    failed = _write_pages(out_dir, now, pages, marts, meta, lang)
+    return PreparedBuild(out_dir, lang, marts, pages, meta, failed, time.monotonic() - started)
+
+
+def _finish(prepared: PreparedBuild, state_query: Query | None) -> list[str]:
+    """``STATE_PAGES`` written with the state ``state_query`` reads; every failed or missing
+    page's slug, in the pages' order."""
+    _add_state(prepared.marts, state_query)
+    later = [p for p in prepared.pages if p.spec.slug in STATE_PAGES]
+    failed = set(prepared.failed) | set(_write_pages(
+        prepared.out, later, prepared.pages, prepared.marts, prepared.meta, prepared.lang))
+    return [p.spec.slug for p in prepared.pages if p.spec.slug in failed]
 
 
 def _write_pages(out_dir: Path, pages: list[Page], every: list[Page], marts: Marts,
@@ -235,19 +265,6 @@ def build_published(out_dir: Path | None = None, lang: str = "ru",
     return finish_published(prepare_published(out_dir, lang, conf), conf)
 
 
-@dataclass
-class PreparedBuild:
-    """A build with every page written but those that read the working warehouse's state."""
-
-    out: Path
-    lang: str
-    marts: Marts
-    pages: list[Page]
-    meta: dict[str, Any]
-    failed: list[str]
-    seconds: float
-
-
 def prepare_published(out_dir: Path | None = None, lang: str = "ru",
                       conf: object = None) -> PreparedBuild:
     """The part of ``build_published`` that needs only the published marts: the assets and
@@ -257,16 +274,9 @@ def prepare_published(out_dir: Path | None = None, lang: str = "ru",
     if lang not in ("ru", "en"):
         raise ValueError(f"lang must be ru or en, got {lang!r}")
     out = Path(out_dir) if out_dir else default_out_dir(conf)
-    started = time.monotonic()
     with published_query(conf) as query:
-        marts = read_marts(query)
-    out.mkdir(parents=True, exist_ok=True)
-    pages = load_pages()
-    meta = report_meta(marts, lang)
-    _write_assets(out, pages)
-    now = [p for p in pages if p.spec.slug not in STATE_PAGES]
-    failed = _write_pages(out, now, pages, marts, meta, lang)
-    return PreparedBuild(out, lang, marts, pages, meta, failed, time.monotonic() - started)
+        out.mkdir(parents=True, exist_ok=True)
+        return _prepare(out, query, lang)
 
 
 def finish_published(prepared: PreparedBuild, conf: object = None) -> BuildReport:
@@ -274,13 +284,9 @@ def finish_published(prepared: PreparedBuild, conf: object = None) -> BuildRepor
     build (its time: both parts)."""
     started = time.monotonic()
     with working_query(conf) as state_query:
-        _add_state(prepared.marts, state_query)
-    later = [p for p in prepared.pages if p.spec.slug in STATE_PAGES]
-    failed = set(prepared.failed) | set(_write_pages(
-        prepared.out, later, prepared.pages, prepared.marts, prepared.meta, prepared.lang))
+        failed = _finish(prepared, state_query)
     seconds = prepared.seconds + time.monotonic() - started
     out = prepared.out
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     plotly = (out / "assets" / "plotly.min.js").stat().st_size
-    in_order = tuple(p.spec.slug for p in prepared.pages if p.spec.slug in failed)
-    return BuildReport(out / "index.html", seconds, total, plotly, in_order)
+    return BuildReport(out / "index.html", seconds, total, plotly, tuple(failed))
