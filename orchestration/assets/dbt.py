@@ -45,6 +45,11 @@ DBT_EXECUTABLE = Path(sys.executable).with_name("dbt")  # the venv's dbt, whatev
 # what Dagster runs: that dbt, in the DuckDB warehouse's folder (see the script)
 DBT_IN_WAREHOUSE_FOLDER = Path(__file__).resolve().parents[1] / "dbt_in_warehouse_folder.sh"
 
+# dbt's debug file log goes to the run's own target folder, which the step removes when it
+# ends; every event also reaches Dagster (and data/logs) through stdout. Writing it cost ~10 %
+# of a build (~1.5 s of the demo's). Set the variable (to debug, say) to have it anyway.
+DBT_FILE_LOG_ENV = "DBT_LOG_LEVEL_FILE"
+
 
 def _newest_source_mtime(project_dir: Path) -> float:
     """When any model, macro, seed, test or project file last changed."""
@@ -211,11 +216,6 @@ def _unchanged_results(context: dg.AssetExecutionContext, manifest: Mapping[str,
             "why_not": f"no raw table it reads changed ({plan.reason})",
         })
 
-
-# dbt's debug file log goes to the run's own target folder, which the step removes when it
-# ends; every event also reaches Dagster (and data/logs) through stdout. Writing it cost ~10 %
-# of a build (~1.5 s of the demo's). Set the variable (to debug, say) to have it anyway.
-DBT_FILE_LOG_ENV = "DBT_LOG_LEVEL_FILE"
 
 # How long dbt may take to cancel its queries after SIGINT before it is killed (dagster-dbt
 # waits 25 s, then leaves it running).
