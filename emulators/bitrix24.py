@@ -279,6 +279,7 @@ class Bitrix24Emulator(EmulatorServer):
         operating_cost_s: float = 0.05,
         edit_between_pages: tuple[str, ...] = (),
         contact_userfields: tuple[dict[str, Any], ...] = (),
+        copy_data: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -287,8 +288,9 @@ class Bitrix24Emulator(EmulatorServer):
         unknown = set(data) - set(ENTITY_KEYS)
         if unknown:
             raise ValueError(f"unknown Bitrix24 entities in data: {sorted(unknown)}")
-        self.data: dict[str, list[dict]] = {k: copy.deepcopy(list(data.get(k, [])))
-                                            for k in ENTITY_KEYS}
+        # a copy, since the emulator edits its records, unless the caller hands them over
+        own = copy.deepcopy if copy_data else list
+        self.data: dict[str, list[dict]] = {k: own(list(data.get(k, []))) for k in ENTITY_KEYS}
         # the edits-between-pages fault (issue 12 item 1): after serving a page of one of
         # these entities, its first row not edited before gets a new DATE_MODIFY
         self.edit_between_pages = set(edit_between_pages)

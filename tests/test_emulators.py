@@ -10,7 +10,13 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from emulators import AmoCRMEmulator, FaultPlan, YandexDirectEmulator, serve_forever
+from emulators import (
+    AmoCRMEmulator,
+    Bitrix24Emulator,
+    FaultPlan,
+    YandexDirectEmulator,
+    serve_forever,
+)
 
 T0 = 1767225600  # 2026-01-01 00:00:00 UTC
 PIPELINE_ID = 7310455
@@ -868,3 +874,15 @@ def test_serve_forever_and_stop_closes_keepalive():
     finally:
         stop.set()
         runner.join(timeout=5)
+
+
+@pytest.mark.parametrize("emulator", [AmoCRMEmulator, Bitrix24Emulator])
+def test_records_are_copied_unless_the_caller_hands_them_over(emulator):
+    """An emulator edits its records (edits between pages, created leads), so it copies what
+    it is given; the demo hands its generated business over instead (a second copy was a
+    third of the emulators' memory at scale 10)."""
+    leads = [{"id": 1, "name": "lead"}]
+    copied = emulator({"leads": leads})
+    handed_over = emulator({"leads": leads}, copy_data=False)
+    assert copied.data["leads"] == leads and copied.data["leads"][0] is not leads[0]
+    assert handed_over.data["leads"][0] is leads[0]

@@ -177,24 +177,29 @@ def demo_environment(business: SyntheticBusiness, amocrm_url: str, direct_url: s
 @contextmanager
 def running_emulators(
     seed: int = 42, scale: float = 1.0, amocrm_port: int = 0, direct_port: int = 0,
-    direct_polls: int = 1, files_dir: Path | None = None,
+    direct_polls: int = 1, files_dir: Path | None = None, copy_data: bool = True,
 ) -> Iterator[DemoServers]:
     """Start every emulator on loopback, fed by the synthetic business, and write its order
-    files under ``files_dir`` (default: a temporary folder removed afterwards); stop after."""
+    files under ``files_dir`` (default: a temporary folder removed afterwards); stop after.
+
+    The CRM emulators edit their records (voronka's write-back), so they serve copies and
+    ``business`` stays as generated; ``copy_data=False`` hands the records over instead, for
+    a caller that never reads them again (the demo: a copy is 270 MB at scale 10)."""
     business = generate(seed=seed, scale=scale)
     with tempfile.TemporaryDirectory(prefix="voronka-files-") as scratch:
         folder = Path(files_dir) if files_dir is not None else Path(scratch)
         business.write_order_files(folder)
-        with _emulators(business, amocrm_port, direct_port, direct_polls, folder) as servers:
+        with _emulators(business, amocrm_port, direct_port, direct_polls, folder,
+                        copy_data) as servers:
             yield servers
 
 
 @contextmanager
 def _emulators(business: SyntheticBusiness, amocrm_port: int, direct_port: int,
-               direct_polls: int, files_dir: Path) -> Iterator[DemoServers]:
+               direct_polls: int, files_dir: Path, copy_data: bool) -> Iterator[DemoServers]:
     amocrm = AmoCRMEmulator(
         business.amocrm, account_id=business.account_id, subdomain=business.subdomain,
-        port=amocrm_port, **DEMO_AMOCRM,
+        port=amocrm_port, copy_data=copy_data, **DEMO_AMOCRM,
     )
     direct = YandexDirectEmulator(
         business.yandex_direct, token=DEMO_DIRECT_TOKEN, client_login=business.subdomain,
@@ -205,7 +210,7 @@ def _emulators(business: SyntheticBusiness, amocrm_port: int, direct_port: int,
     google = GoogleAdsEmulator(business.google_ads, **DEMO_GOOGLE)
     meta = MetaAdsEmulator(business.meta_ads, async_polls=1, **DEMO_META)
     bitrix24 = Bitrix24Emulator(business.bitrix24, portal=business.bitrix24_account,
-                                webhook_code=DEMO_BITRIX24_WEBHOOK_CODE)
+                                webhook_code=DEMO_BITRIX24_WEBHOOK_CODE, copy_data=copy_data)
     audiences = AudienceServers(
         MetaAudiencesEmulator(access_token=DEMO_META["access_token"],
                               ad_account_id=DEMO_META["ad_account_id"]),
@@ -248,7 +253,8 @@ def emulators_beside(seed: int, scale: float, files_dir: Path, ground_truth_dir:
     (Windows) everything runs in this process, one thing after the other."""
     if "fork" not in multiprocessing.get_all_start_methods():
         meanwhile()
-        with running_emulators(seed=seed, scale=scale, files_dir=files_dir) as servers:
+        with running_emulators(seed=seed, scale=scale, files_dir=files_dir,
+                               copy_data=False) as servers:
             yield serve_demo(servers.business, servers, ground_truth_dir)
         return
     context = multiprocessing.get_context("fork")
@@ -278,7 +284,8 @@ def _serve_until_the_pipe_closes(seed: int, scale: float, files_dir: Path,
     closes the pipe (at its end or its death; Ctrl-C is the parent's to handle)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parents_end.close()  # else this process holds the pipe open itself and never sees EOF
-    with running_emulators(seed=seed, scale=scale, files_dir=files_dir) as servers:
+    with running_emulators(seed=seed, scale=scale, files_dir=files_dir,
+                           copy_data=False) as servers:
         pipe.send(serve_demo(servers.business, servers, ground_truth_dir))
         # the business is millions of objects the emulators only read: out of the collector's
         # full passes, which otherwise stall every request for a walk over all of them and

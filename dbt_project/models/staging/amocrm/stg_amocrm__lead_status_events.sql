@@ -13,32 +13,54 @@ latest as (
 
 ),
 
+-- the event's own fields as text, each payload parsed once (macros/json.sql)
+fields as (
+
+    select
+        latest.account,
+        latest.record_id,
+        latest.extracted_at,
+        {{ json_str_columns('latest.payload', {
+            'entity_id': 'entity_id',
+            'created_by': 'created_by',
+            'pipeline_id_before': 'value_before.0.lead_status.pipeline_id',
+            'status_id_before': 'value_before.0.lead_status.id',
+            'pipeline_id_after': 'value_after.0.lead_status.pipeline_id',
+            'status_id_after': 'value_after.0.lead_status.id',
+            'created_at': 'created_at',
+            'event_type': 'type',
+            'entity_type': 'entity_type',
+        }) }}
+    from latest
+
+),
+
 renamed as (
 
     select
         ----------  ids
-        latest.account,
-        latest.record_id as event_id,
-        cast({{ json_str('latest.payload', 'entity_id') }} as bigint) as lead_id,
-        cast({{ json_str('latest.payload', 'created_by') }} as bigint) as created_by,
-        cast({{ json_str('latest.payload', 'value_before.0.lead_status.pipeline_id') }} as bigint)
+        fields.account,
+        fields.record_id as event_id,
+        cast(fields.entity_id as bigint) as lead_id,
+        cast(fields.created_by as bigint) as created_by,
+        cast(fields.pipeline_id_before as bigint)
             as pipeline_id_before,
-        cast({{ json_str('latest.payload', 'value_before.0.lead_status.id') }} as bigint)
+        cast(fields.status_id_before as bigint)
             as status_id_before,
-        cast({{ json_str('latest.payload', 'value_after.0.lead_status.pipeline_id') }} as bigint)
+        cast(fields.pipeline_id_after as bigint)
             as pipeline_id_after,
-        cast({{ json_str('latest.payload', 'value_after.0.lead_status.id') }} as bigint)
+        cast(fields.status_id_after as bigint)
             as status_id_after,
 
         ----------  timestamps (local, reporting time zone)
-        {{ epoch_to_local(json_str('latest.payload', 'created_at')) }} as changed_at,
+        {{ epoch_to_local('fields.created_at') }} as changed_at,
 
         ----------  lineage
-        latest.extracted_at as _extracted_at
+        fields.extracted_at as _extracted_at
 
-    from latest
-    where {{ json_str('latest.payload', 'type') }} = 'lead_status_changed'
-        and {{ json_str('latest.payload', 'entity_type') }} = 'lead'
+    from fields
+    where fields.event_type = 'lead_status_changed'
+        and fields.entity_type = 'lead'
 
 )
 

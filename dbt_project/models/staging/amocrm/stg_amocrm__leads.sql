@@ -15,6 +15,31 @@ latest as (
 
 ),
 
+-- the lead's own fields as text, each payload parsed once (macros/json.sql)
+fields as (
+
+    select
+        latest.account,
+        latest.record_id,
+        latest.extracted_at,
+        {{ json_str_columns('latest.payload', {
+            'pipeline_id': 'pipeline_id',
+            'status_id': 'status_id',
+            'responsible_user_id': 'responsible_user_id',
+            'loss_reason_id': 'loss_reason_id',
+            'created_by': 'created_by',
+            'company_id': '_embedded.companies.0.id',
+            'lead_name': 'name',
+            'price': 'price',
+            'is_deleted': 'is_deleted',
+            'created_at': 'created_at',
+            'updated_at': 'updated_at',
+            'closed_at': 'closed_at',
+        }) }}
+    from latest
+
+),
+
 -- UTM tags are `tracking_data` custom fields, identified by their predefined field_code
 custom_fields as (
 
@@ -63,21 +88,21 @@ renamed as (
 
     select
         ----------  ids
-        latest.account,
-        cast(latest.record_id as bigint) as lead_id,
-        cast({{ json_str('latest.payload', 'pipeline_id') }} as bigint) as pipeline_id,
-        cast({{ json_str('latest.payload', 'status_id') }} as bigint) as status_id,
-        cast({{ json_str('latest.payload', 'responsible_user_id') }} as bigint)
+        fields.account,
+        cast(fields.record_id as bigint) as lead_id,
+        cast(fields.pipeline_id as bigint) as pipeline_id,
+        cast(fields.status_id as bigint) as status_id,
+        cast(fields.responsible_user_id as bigint)
             as responsible_user_id,
-        cast({{ json_str('latest.payload', 'loss_reason_id') }} as bigint) as loss_reason_id,
-        cast({{ json_str('latest.payload', 'created_by') }} as bigint) as created_by,
+        cast(fields.loss_reason_id as bigint) as loss_reason_id,
+        cast(fields.created_by as bigint) as created_by,
         main_contact.contact_id as main_contact_id,
         -- a lead links at most one company
-        cast({{ json_str('latest.payload', '_embedded.companies.0.id') }} as bigint)
+        cast(fields.company_id as bigint)
             as company_id,
 
         ----------  text
-        {{ safe_text(json_str('latest.payload', 'name')) }} as lead_name,
+        {{ safe_text('fields.lead_name') }} as lead_name,
         {{ safe_text('utm.utm_source') }} as utm_source,
         {{ safe_text('utm.utm_medium') }} as utm_medium,
         {{ safe_text('utm.utm_campaign') }} as utm_campaign,
@@ -85,39 +110,39 @@ renamed as (
         {{ safe_text('utm.utm_term') }} as utm_term,
 
         ----------  numerics
-        cast({{ json_str('latest.payload', 'price') }} as numeric(18, 2)) as price,
+        cast(fields.price as numeric(18, 2)) as price,
 
         ----------  booleans
         -- deleted when the element says so, or when amoCRM listed it as deleted at or after
         -- the version we hold (a lead restored later comes back with a newer updated_at)
-        coalesce({{ json_str('latest.payload', 'is_deleted') }} = 'true', false)
+        coalesce(fields.is_deleted = 'true', false)
             or (
                 deleted_leads.lead_id is not null
                 and coalesce(
                     deleted_leads.deleted_at
-                        >= {{ epoch_to_local(json_str('latest.payload', 'updated_at')) }},
+                        >= {{ epoch_to_local('fields.updated_at') }},
                     true
                 )
             ) as is_deleted,
 
         ----------  timestamps (local, reporting time zone)
-        {{ epoch_to_local(json_str('latest.payload', 'created_at')) }} as created_at,
-        {{ epoch_to_local(json_str('latest.payload', 'updated_at')) }} as updated_at,
-        {{ epoch_to_local(json_str('latest.payload', 'closed_at')) }} as closed_at,
+        {{ epoch_to_local('fields.created_at') }} as created_at,
+        {{ epoch_to_local('fields.updated_at') }} as updated_at,
+        {{ epoch_to_local('fields.closed_at') }} as closed_at,
 
         ----------  lineage
-        latest.extracted_at as _extracted_at
+        fields.extracted_at as _extracted_at
 
-    from latest
+    from fields
     left join utm
-        on latest.account = utm.account
-        and latest.record_id = utm.record_id
+        on fields.account = utm.account
+        and fields.record_id = utm.record_id
     left join main_contact
-        on latest.account = main_contact.account
-        and latest.record_id = main_contact.record_id
+        on fields.account = main_contact.account
+        and fields.record_id = main_contact.record_id
     left join deleted_leads
-        on latest.account = deleted_leads.account
-        and cast(latest.record_id as bigint) = deleted_leads.lead_id
+        on fields.account = deleted_leads.account
+        and cast(fields.record_id as bigint) = deleted_leads.lead_id
 
 )
 

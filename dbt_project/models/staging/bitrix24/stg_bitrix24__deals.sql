@@ -15,19 +15,48 @@ latest as (
 
 ),
 
-fields as (
+-- the deal's fields as text, each payload parsed once (macros/json.sql); the payload stays
+-- for the loss-reason user field a var names
+parsed as (
 
     select
         latest.account,
         latest.record_id,
-        {{ json_str('latest.payload', 'STAGE_ID') }} as stage_id,
-        nullif(trim({{ json_str('latest.payload', 'CATEGORY_ID') }}), '') as category_text,
-        upper(nullif(trim({{ json_str('latest.payload', 'STAGE_SEMANTIC_ID') }}), ''))
-            as stage_semantic_text,
-        {{ yn_to_bool(json_str('latest.payload', 'CLOSED')) }} as closed_flag,
         latest.payload,
-        latest.extracted_at
+        latest.extracted_at,
+        {{ json_str_columns('latest.payload', {
+            'stage_id': 'STAGE_ID',
+            'category_raw': 'CATEGORY_ID',
+            'stage_semantic_raw': 'STAGE_SEMANTIC_ID',
+            'closed_raw': 'CLOSED',
+            'lead_id': 'LEAD_ID',
+            'contact_id': 'CONTACT_ID',
+            'company_id': 'COMPANY_ID',
+            'title': 'TITLE',
+            'opportunity': 'OPPORTUNITY',
+            'currency_id': 'CURRENCY_ID',
+            'assigned_by_id': 'ASSIGNED_BY_ID',
+            'utm_source': 'UTM_SOURCE',
+            'utm_medium': 'UTM_MEDIUM',
+            'utm_campaign': 'UTM_CAMPAIGN',
+            'utm_content': 'UTM_CONTENT',
+            'utm_term': 'UTM_TERM',
+            'date_create': 'DATE_CREATE',
+            'date_modify': 'DATE_MODIFY',
+            'closedate': 'CLOSEDATE',
+        }) }}
     from latest
+
+),
+
+fields as (
+
+    select
+        parsed.*,
+        nullif(trim(parsed.category_raw), '') as category_text,
+        upper(nullif(trim(parsed.stage_semantic_raw), '')) as stage_semantic_text,
+        {{ yn_to_bool('parsed.closed_raw') }} as closed_flag
+    from parsed
 
 ),
 
@@ -88,9 +117,9 @@ renamed as (
         ----------  ids
         account,
         cast(record_id as bigint) as deal_id,
-        {{ optional_id(json_str('payload', 'LEAD_ID')) }} as source_lead_id,
-        {{ optional_id(json_str('payload', 'CONTACT_ID')) }} as contact_id,
-        {{ optional_id(json_str('payload', 'COMPANY_ID')) }} as company_id,
+        {{ optional_id('lead_id') }} as source_lead_id,
+        {{ optional_id('contact_id') }} as contact_id,
+        {{ optional_id('company_id') }} as company_id,
         category_id,
         stage_id,
 
@@ -101,30 +130,30 @@ renamed as (
         is_closed,
 
         ----------  text
-        {{ safe_text(json_str('payload', 'TITLE')) }} as deal_title,
+        {{ safe_text('title') }} as deal_title,
         -- the loss-reason user field named by var `bitrix24_loss_reason_field` (null: none)
         {{ bitrix24_loss_reason_field('payload') }} as loss_reason_field_value,
 
         ----------  money
-        {{ parse_money(json_str('payload', 'OPPORTUNITY')) }} as amount,
-        nullif(upper(trim({{ json_str('payload', 'CURRENCY_ID') }})), '') as currency,
+        {{ parse_money('opportunity') }} as amount,
+        nullif(upper(trim(currency_id)), '') as currency,
 
         ----------  people
-        {{ optional_id(json_str('payload', 'ASSIGNED_BY_ID')) }} as responsible_user_id,
+        {{ optional_id('assigned_by_id') }} as responsible_user_id,
 
         ----------  UTM (trimmed, lower-cased, null when empty)
-        {{ tag_value(json_str('payload', 'UTM_SOURCE')) }} as utm_source,
-        {{ tag_value(json_str('payload', 'UTM_MEDIUM')) }} as utm_medium,
-        {{ tag_value(json_str('payload', 'UTM_CAMPAIGN')) }} as utm_campaign,
-        {{ tag_value(json_str('payload', 'UTM_CONTENT')) }} as utm_content,
-        {{ tag_value(json_str('payload', 'UTM_TERM')) }} as utm_term,
+        {{ tag_value('utm_source') }} as utm_source,
+        {{ tag_value('utm_medium') }} as utm_medium,
+        {{ tag_value('utm_campaign') }} as utm_campaign,
+        {{ tag_value('utm_content') }} as utm_content,
+        {{ tag_value('utm_term') }} as utm_term,
 
         ----------  timestamps (local, reporting time zone)
-        {{ iso_to_local(json_str('payload', 'DATE_CREATE')) }} as created_at,
-        {{ iso_to_local(json_str('payload', 'DATE_MODIFY')) }} as updated_at,
+        {{ iso_to_local('date_create') }} as created_at,
+        {{ iso_to_local('date_modify') }} as updated_at,
         -- CLOSEDATE of an open deal is only the planned close date: kept for closed deals
         case
-            when is_closed then {{ iso_to_local(json_str('payload', 'CLOSEDATE')) }}
+            when is_closed then {{ iso_to_local('closedate') }}
         end as closed_at,
 
         ----------  lineage

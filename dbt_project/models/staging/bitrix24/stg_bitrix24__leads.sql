@@ -15,17 +15,42 @@ latest as (
 
 ),
 
-fields as (
+-- the lead's fields as text, each payload parsed once (macros/json.sql); the payload stays
+-- for the loss-reason user field a var names
+parsed as (
 
     select
         latest.account,
         latest.record_id,
-        {{ json_str('latest.payload', 'STATUS_ID') }} as status_id,
-        upper(nullif(trim({{ json_str('latest.payload', 'STATUS_SEMANTIC_ID') }}), ''))
-            as status_semantic_text,
         latest.payload,
-        latest.extracted_at
+        latest.extracted_at,
+        {{ json_str_columns('latest.payload', {
+            'status_id': 'STATUS_ID',
+            'status_semantic_raw': 'STATUS_SEMANTIC_ID',
+            'contact_id': 'CONTACT_ID',
+            'title': 'TITLE',
+            'opportunity': 'OPPORTUNITY',
+            'currency_id': 'CURRENCY_ID',
+            'assigned_by_id': 'ASSIGNED_BY_ID',
+            'utm_source': 'UTM_SOURCE',
+            'utm_medium': 'UTM_MEDIUM',
+            'utm_campaign': 'UTM_CAMPAIGN',
+            'utm_content': 'UTM_CONTENT',
+            'utm_term': 'UTM_TERM',
+            'date_create': 'DATE_CREATE',
+            'date_modify': 'DATE_MODIFY',
+            'date_closed': 'DATE_CLOSED',
+        }) }}
     from latest
+
+),
+
+fields as (
+
+    select
+        parsed.*,
+        upper(nullif(trim(parsed.status_semantic_raw), '')) as status_semantic_text
+    from parsed
 
 ),
 
@@ -56,7 +81,7 @@ renamed as (
         ----------  ids
         account,
         cast(record_id as bigint) as lead_id,
-        {{ optional_id(json_str('payload', 'CONTACT_ID')) }} as contact_id,
+        {{ optional_id('contact_id') }} as contact_id,
         status_id,
 
         ----------  semantics: P in work, S converted, F junk
@@ -65,28 +90,28 @@ renamed as (
         status_semantic = 'F' as is_junk,
 
         ----------  text
-        {{ safe_text(json_str('payload', 'TITLE')) }} as lead_title,
+        {{ safe_text('title') }} as lead_title,
         -- the loss-reason user field named by var `bitrix24_loss_reason_field` (null: none)
         {{ bitrix24_loss_reason_field('payload') }} as loss_reason_field_value,
 
         ----------  money
-        {{ parse_money(json_str('payload', 'OPPORTUNITY')) }} as amount,
-        nullif(upper(trim({{ json_str('payload', 'CURRENCY_ID') }})), '') as currency,
+        {{ parse_money('opportunity') }} as amount,
+        nullif(upper(trim(currency_id)), '') as currency,
 
         ----------  people
-        {{ optional_id(json_str('payload', 'ASSIGNED_BY_ID')) }} as responsible_user_id,
+        {{ optional_id('assigned_by_id') }} as responsible_user_id,
 
         ----------  UTM (trimmed, lower-cased, null when empty)
-        {{ tag_value(json_str('payload', 'UTM_SOURCE')) }} as utm_source,
-        {{ tag_value(json_str('payload', 'UTM_MEDIUM')) }} as utm_medium,
-        {{ tag_value(json_str('payload', 'UTM_CAMPAIGN')) }} as utm_campaign,
-        {{ tag_value(json_str('payload', 'UTM_CONTENT')) }} as utm_content,
-        {{ tag_value(json_str('payload', 'UTM_TERM')) }} as utm_term,
+        {{ tag_value('utm_source') }} as utm_source,
+        {{ tag_value('utm_medium') }} as utm_medium,
+        {{ tag_value('utm_campaign') }} as utm_campaign,
+        {{ tag_value('utm_content') }} as utm_content,
+        {{ tag_value('utm_term') }} as utm_term,
 
         ----------  timestamps (local, reporting time zone)
-        {{ iso_to_local(json_str('payload', 'DATE_CREATE')) }} as created_at,
-        {{ iso_to_local(json_str('payload', 'DATE_MODIFY')) }} as updated_at,
-        {{ iso_to_local(json_str('payload', 'DATE_CLOSED')) }} as closed_at,
+        {{ iso_to_local('date_create') }} as created_at,
+        {{ iso_to_local('date_modify') }} as updated_at,
+        {{ iso_to_local('date_closed') }} as closed_at,
 
         ----------  lineage
         extracted_at as _extracted_at

@@ -15,38 +15,60 @@ latest as (
 
 ),
 
+-- the history record's own fields as text, each payload parsed once (macros/json.sql)
+fields as (
+
+    select
+        latest.account,
+        latest.extracted_at,
+        {{ json_str_columns('latest.payload', {
+            'history_id': 'ID',
+            'entity_type_id': '_entityTypeId',
+            'owner_id': 'OWNER_ID',
+            'history_type_id': 'TYPE_ID',
+            'category_id': 'CATEGORY_ID',
+            'stage_id': 'STAGE_ID',
+            'status_id': 'STATUS_ID',
+            'stage_semantic_id': 'STAGE_SEMANTIC_ID',
+            'status_semantic_id': 'STATUS_SEMANTIC_ID',
+            'created_time': 'CREATED_TIME',
+        }) }}
+    from latest
+
+),
+
 renamed as (
 
     select
         ----------  ids
-        latest.account,
-        cast({{ json_str('latest.payload', 'ID') }} as bigint) as history_id,
-        case cast({{ json_str('latest.payload', '_entityTypeId') }} as integer)
+        fields.account,
+        cast(fields.history_id as bigint) as history_id,
+        case cast(fields.entity_type_id as integer)
             when 1 then 'lead'
             when 2 then 'deal'
         end as entity_type,
-        cast({{ json_str('latest.payload', 'OWNER_ID') }} as bigint) as owner_id,
+        cast(fields.owner_id as bigint) as owner_id,
         -- 1 created, 2 moved, 3 final stage, 5 category changed
-        cast({{ json_str('latest.payload', 'TYPE_ID') }} as integer) as history_type_id,
+        cast(fields.history_type_id as integer) as history_type_id,
 
         ----------  stage: deals have CATEGORY_ID / STAGE_*, leads STATUS_*
-        cast({{ json_str('latest.payload', 'CATEGORY_ID') }} as integer) as category_id,
+        cast(fields.category_id as integer) as category_id,
         coalesce(
-            {{ json_str('latest.payload', 'STAGE_ID') }},
-            {{ json_str('latest.payload', 'STATUS_ID') }}
+            fields.stage_id,
+            fields.status_id
         ) as stage_id,
         upper(coalesce(
-            {{ json_str('latest.payload', 'STAGE_SEMANTIC_ID') }},
-            {{ json_str('latest.payload', 'STATUS_SEMANTIC_ID') }}
+            fields.stage_semantic_id,
+            fields.status_semantic_id
         )) as stage_semantic,
 
         ----------  timestamps (local, reporting time zone)
-        {{ iso_to_local(json_str('latest.payload', 'CREATED_TIME')) }} as changed_at,
+        {{ iso_to_local('fields.created_time') }} as changed_at,
 
         ----------  lineage
-        latest.extracted_at as _extracted_at
+        fields.extracted_at as _extracted_at
 
-    from latest
+    from fields
 
 )
 

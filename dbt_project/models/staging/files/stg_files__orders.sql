@@ -19,32 +19,61 @@ latest as (
 
 ),
 
-fields as (
+-- the order's fields as text, each payload parsed once (macros/json.sql)
+parsed as (
 
     select
         account,
         record_id,
-        trim({{ json_str('payload', 'order_id') }}) as order_id,
-        trim({{ json_str('payload', 'order_date') }}) as order_date_text,
-        {{ json_str('payload', 'amount') }} as amount_text,
-        {{ json_str('payload', 'gross_margin') }} as gross_margin_text,
-        {{ json_str('payload', 'currency') }} as currency_text,
-        -- set by the files source when a foreign currency was converted (rates file)
-        cast({{ json_str('payload', '_rate') }} as numeric(18, 6)) as exchange_rate,
-        {{ json_str('payload', 'quantity') }} as quantity_text,
-        nullif(trim({{ json_str('payload', 'customer_id') }}), '') as shop_customer_id,
-        nullif(trim({{ json_str('payload', 'customer_phone') }}), '') as customer_phone,
-        nullif(trim({{ json_str('payload', 'customer_email') }}), '') as customer_email,
-        {{ safe_text("nullif(trim(" ~ json_str('payload', 'customer_name') ~ "), '')") }}
-            as customer_name,
-        {{ safe_text("nullif(trim(" ~ json_str('payload', 'product') ~ "), '')") }}
-            as product,
-        {{ tag_value(json_str('payload', 'utm_source')) }} as utm_source,
-        {{ tag_value(json_str('payload', 'utm_medium')) }} as utm_medium,
-        {{ tag_value(json_str('payload', 'utm_campaign')) }} as utm_campaign,
-        {{ json_str('payload', '_file') }} as file_name,
-        {{ json_str('payload', '_line') }} as file_line
+        {{ json_str_columns('payload', {
+            'order_id': 'order_id',
+            'order_date': 'order_date',
+            'amount': 'amount',
+            'gross_margin': 'gross_margin',
+            'currency': 'currency',
+            'exchange_rate': '_rate',
+            'quantity': 'quantity',
+            'customer_id': 'customer_id',
+            'customer_phone': 'customer_phone',
+            'customer_email': 'customer_email',
+            'customer_name': 'customer_name',
+            'product': 'product',
+            'utm_source': 'utm_source',
+            'utm_medium': 'utm_medium',
+            'utm_campaign': 'utm_campaign',
+            'file_name': '_file',
+            'file_line': '_line',
+        }) }}
     from latest
+
+),
+
+fields as (
+
+    select
+        parsed.account,
+        parsed.record_id,
+        trim(parsed.order_id) as order_id,
+        trim(parsed.order_date) as order_date_text,
+        parsed.amount as amount_text,
+        parsed.gross_margin as gross_margin_text,
+        parsed.currency as currency_text,
+        -- set by the files source when a foreign currency was converted (rates file)
+        cast(parsed.exchange_rate as numeric(18, 6)) as exchange_rate,
+        parsed.quantity as quantity_text,
+        nullif(trim(parsed.customer_id), '') as shop_customer_id,
+        nullif(trim(parsed.customer_phone), '') as customer_phone,
+        nullif(trim(parsed.customer_email), '') as customer_email,
+        {{ safe_text("nullif(trim(parsed.customer_name), '')") }}
+            as customer_name,
+        {{ safe_text("nullif(trim(parsed.product), '')") }}
+            as product,
+        {{ tag_value('parsed.utm_source') }} as utm_source,
+        {{ tag_value('parsed.utm_medium') }} as utm_medium,
+        {{ tag_value('parsed.utm_campaign') }} as utm_campaign,
+        parsed.file_name,
+        parsed.file_line
+    from parsed
 
 ),
 
