@@ -105,17 +105,21 @@ def install_limiter_hook() -> None:
     import extractors.http as http
 
     limiter_class = getattr(http, "Limiter", None)
-    if limiter_class is None or not hasattr(limiter_class, "acquire"):
+    # every grant goes through _acquire where it exists (acquire and slot); older checkouts
+    # have acquire alone
+    name = next((n for n in ("_acquire", "acquire") if hasattr(limiter_class, n)), None)
+    if limiter_class is None or name is None:
         return
-    acquire = limiter_class.acquire
+    acquire = getattr(limiter_class, name)
 
     def recorded_acquire(self: Any, *args: Any, **kwargs: Any) -> Any:
-        waited = acquire(self, *args, **kwargs)
+        granted = acquire(self, *args, **kwargs)
+        waited = granted[0] if isinstance(granted, tuple) else granted
         held = waited if isinstance(waited, int | float) else -1.0
         ACQUIRES.setdefault(id(self), []).append([time.time(), held])
-        return waited
+        return granted
 
-    limiter_class.acquire = recorded_acquire
+    setattr(limiter_class, name, recorded_acquire)
 
 
 def install_hooks(argv: list[str]) -> None:

@@ -33,8 +33,8 @@ import threading
 import time
 import weakref
 from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -494,6 +494,20 @@ class Limiter(ABC):
 
     def acquire(self) -> float:
         """Block until a call is allowed; return the seconds waited."""
+        return self._acquire(in_flight=False)[0]
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """A call's turn, held while the call is out: wait for it, send inside, and the
+        limiter learns when the answer came (see ``_answered``)."""
+        ticket = self._acquire(in_flight=True)[1]
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._answered(ticket, self._clock())
+
+    def _acquire(self, in_flight: bool) -> tuple[float, Any]:
         waited = 0.0
         while True:
             with self._lock:
@@ -502,10 +516,17 @@ class Limiter(ABC):
                 if wait <= 0:
                     wait = self._take(now)
                     if wait <= 0:
-                        return waited
+                        return waited, self._granted(now, in_flight)
             wait = max(wait, 0.001)
             self._sleep(wait)
             waited += wait
+
+    def _granted(self, now: float, in_flight: bool) -> Any:
+        """Note the call just allowed (under the lock); what ``_answered`` gets back."""
+        return None
+
+    def _answered(self, ticket: Any, now: float) -> None:  # noqa: B027 - most kinds ignore it
+        """The call of ``ticket`` has its answer (under the lock)."""
 
     def pause(self, seconds: float, sleep: Callable[[float], None] | None = None) -> None:
         """Hold every caller of this limiter for ``seconds`` (the server said Retry-After).
@@ -537,8 +558,13 @@ class RateLimiter(Limiter):
     ``RateLimiter(7)`` is amoCRM's 7 req/s; ``RateLimiter(2, per=10)`` is Yandex Direct's
     20 requests per 10 s. Two rules hold together:
 
-    - the window: a log of send times allows at most ``capacity`` calls in ``per + margin_s``
-      (the server counts arrival times, which jitter relative to our send times);
+    - the window: a log of calls allows at most ``capacity`` in ``per + margin_s``. The
+      server counts arrivals, which can come later than the grant: a sender that lost the
+      interpreter lock after its grant (a collector pass, another thread's C call) sent
+      120 ms late, right before the next call on time, and the server saw 8 in its second.
+      So a call made through ``slot`` counts from its answer, which comes after its
+      arrival, and until then it counts as arriving now (a call made after ``acquire``
+      alone counts from its grant, plus the margin);
     - the pace: a virtual schedule (GCRA) one ``1 / rate_per_s`` apart, with a burst of
       ``capacity`` allowed after an idle spell (``burst=False``: none, every call paced).
 
@@ -569,23 +595,33 @@ class RateLimiter(Limiter):
         # the burst after idling
         self._tolerance = (self.capacity - 1) * self.interval if burst else 0.0
         self._next_due = clock()  # GCRA's theoretical arrival time of the next call
-        self._times: deque[float] = deque()
+        # the window's calls: [counted from, out]; a call still out never leaves the window
+        self._calls: list[list[Any]] = []
 
     def _take(self, now: float) -> float:
-        while self._times and self._times[0] <= now - self.window:
-            self._times.popleft()
+        self._calls = [c for c in self._calls if c[1] or c[0] > now - self.window]
         pace_wait = self._next_due - self._tolerance - now
-        window_wait = (self._times[0] + self.window - now
-                       if len(self._times) >= self.capacity else 0.0)
+        window_wait = 0.0
+        if len(self._calls) >= self.capacity:
+            answered = [c[0] for c in self._calls if not c[1]]
+            # every call still out: look again after one pace interval
+            window_wait = min(answered) + self.window - now if answered else self.interval
         wait = max(pace_wait, window_wait)
         if wait > 0:
             return wait
-        self._times.append(now)
         self._next_due = max(self._next_due, now) + self.interval
         return 0.0
 
+    def _granted(self, now: float, in_flight: bool) -> list[Any]:
+        call = [now, in_flight]
+        self._calls.append(call)
+        return call
+
+    def _answered(self, ticket: list[Any], now: float) -> None:
+        ticket[0], ticket[1] = now, False
+
     def _fill(self, now: float) -> None:
-        self._times.extend([now] * (self.capacity - len(self._times)))
+        self._calls += [[now, False] for _ in range(self.capacity - len(self._calls))]
         self._next_due = max(self._next_due, now + self._tolerance + self.interval)
 
 
@@ -961,14 +997,13 @@ class HttpClient:
             # before this call's slot: a token refresh takes its own, instead of going out
             # in this call's slot with this call right behind it (two arrivals at once)
             hdrs.update(self.auth())
-        if self.limiter is not None:
-            self.limiter.acquire()
-            _raise_if_cancelled(self.source, shown)
         if headers:
             hdrs.update(headers)
-        started = time.monotonic()
-        resp = self.session.request(method, url, headers=hdrs, timeout=self.timeout,
-                                    auth=_NoNetrcAuth(), **kwargs)
+        with self.limiter.slot() if self.limiter is not None else nullcontext():
+            _raise_if_cancelled(self.source, shown)
+            started = time.monotonic()
+            resp = self.session.request(method, url, headers=hdrs, timeout=self.timeout,
+                                        auth=_NoNetrcAuth(), **kwargs)
         log.debug("%s %s %s -> %s in %.3fs", self.source, method, shown, resp.status_code,
                   time.monotonic() - started)
         if self.on_response is not None:
