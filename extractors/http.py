@@ -42,7 +42,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
+import requests.adapters
 import requests.auth
+import urllib3
+import urllib3.connection
 
 from warehouse.records import RawRecord
 
@@ -498,14 +501,29 @@ class Limiter(ABC):
 
     @contextmanager
     def slot(self) -> Iterator[None]:
-        """A call's turn, held while the call is out: wait for it, send inside, and the
-        limiter learns when the answer came (see ``_answered``)."""
+        """A call's turn, held while the call is out: wait for it and send inside. The
+        limiter learns when the request went out (``SendStampingAdapter``, the client's
+        connections) or, failing that, when the answer came (see ``_sent``)."""
         ticket = self._acquire(in_flight=True)[1]
+        _SENDING.note = lambda: self._note_sent(ticket)
         try:
             yield
         finally:
+            _SENDING.note = None
             with self._lock:
-                self._answered(ticket, self._clock())
+                self._sent(ticket, self._clock(), final=True)
+
+    def _note_sent(self, ticket: Any) -> None:
+        with self._lock:
+            self._sent(ticket, self._clock(), final=False)
+
+    def _granted(self, now: float, in_flight: bool) -> Any:
+        """Note the call just allowed (under the lock); what ``_sent`` gets back."""
+        return None
+
+    def _sent(self, ticket: Any, now: float, final: bool) -> None:  # noqa: B027 - optional
+        """The call of ``ticket`` went out (``final``: its slot ended; it went out, or
+        failed to, by now) (under the lock)."""
 
     def _acquire(self, in_flight: bool) -> tuple[float, Any]:
         waited = 0.0
@@ -521,12 +539,6 @@ class Limiter(ABC):
             self._sleep(wait)
             waited += wait
 
-    def _granted(self, now: float, in_flight: bool) -> Any:
-        """Note the call just allowed (under the lock); what ``_answered`` gets back."""
-        return None
-
-    def _answered(self, ticket: Any, now: float) -> None:  # noqa: B027 - most kinds ignore it
-        """The call of ``ticket`` has its answer (under the lock)."""
 
     def pause(self, seconds: float, sleep: Callable[[float], None] | None = None) -> None:
         """Hold every caller of this limiter for ``seconds`` (the server said Retry-After).
@@ -562,9 +574,10 @@ class RateLimiter(Limiter):
       server counts arrivals, which can come later than the grant: a sender that lost the
       interpreter lock after its grant (a collector pass, another thread's C call) sent
       120 ms late, right before the next call on time, and the server saw 8 in its second.
-      So a call made through ``slot`` counts from its answer, which comes after its
-      arrival, and until then it counts as arriving now (a call made after ``acquire``
-      alone counts from its grant, plus the margin);
+      So a call made through ``slot`` counts from when its request was written to the
+      socket (the margin covers the way to the server), or from its answer when the
+      connection does not say, and until then as arriving now; a call made after
+      ``acquire`` alone counts from its grant;
     - the pace: a virtual schedule (GCRA) one ``1 / rate_per_s`` apart, with a burst of
       ``capacity`` allowed after an idle spell (``burst=False``: none, every call paced).
 
@@ -595,7 +608,7 @@ class RateLimiter(Limiter):
         # the burst after idling
         self._tolerance = (self.capacity - 1) * self.interval if burst else 0.0
         self._next_due = clock()  # GCRA's theoretical arrival time of the next call
-        # the window's calls: [counted from, out]; a call still out never leaves the window
+        # the window's calls: [counted from, not sent yet]; one not sent never leaves it
         self._calls: list[list[Any]] = []
 
     def _take(self, now: float) -> float:
@@ -617,8 +630,10 @@ class RateLimiter(Limiter):
         self._calls.append(call)
         return call
 
-    def _answered(self, ticket: list[Any], now: float) -> None:
-        ticket[0], ticket[1] = now, False
+    def _sent(self, ticket: list[Any], now: float, final: bool) -> None:
+        # counted from the request's last write; from the slot's end when none was reported
+        if not final or ticket[1]:
+            ticket[0], ticket[1] = now, False
 
     def _fill(self, now: float) -> None:
         self._calls += [[now, False] for _ in range(self.capacity - len(self._calls))]
@@ -723,6 +738,54 @@ def bucket_for(key: str, rate_per_s: float, burst: int) -> LeakyBucketLimiter:
                       lambda: LeakyBucketLimiter(rate_per_s, burst))
     assert isinstance(limiter, LeakyBucketLimiter)
     return limiter
+
+
+_SENDING = threading.local()  # .note: tells this thread's limiter slot its request went out
+
+
+def _note_sent() -> None:
+    note = getattr(_SENDING, "note", None)
+    if note is not None:
+        note()
+
+
+class _StampingHTTPConnection(urllib3.connection.HTTPConnection):
+    def send(self, data: Any) -> None:
+        super().send(data)
+        _note_sent()
+
+
+class _StampingHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def send(self, data: Any) -> None:
+        super().send(data)
+        _note_sent()
+
+
+class _StampingHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _StampingHTTPConnection
+
+
+class _StampingHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _StampingHTTPSConnection
+
+
+class SendStampingAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter whose connections tell the limiter slot they send in when the
+    request's bytes were written (``Limiter.slot``): the moment a server's window counts,
+    give or take the way there, whatever held this thread between its turn and the write."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _StampingHTTPPool,
+                                                   "https": _StampingHTTPSPool}
+
+
+def stamping_session() -> requests.Session:
+    """A session whose requests report their send time to the limiter slot they go in."""
+    session = requests.Session()
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, SendStampingAdapter())
+    return session
 
 
 # --------------------------------------------------------------------------------------------
@@ -834,7 +897,7 @@ class HttpClient:
         register_redactor(self.redactor)  # urllib3's request logs are scrubbed too
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self.session = session or requests.Session()
+        self.session = session or stamping_session()
 
     # -- helpers ------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from extractors.http import (
     RateLimiter,
     Redactor,
     RequestsCancelled,
+    SendStampingAdapter,
     bucket_for,
     cancel_requests,
     describe_error_body,
@@ -222,10 +223,10 @@ def test_limiter_against_the_emulator_sends_no_request_over_its_limit(amo):
     assert len(statuses) == 20 and set(statuses) == {200}
 
 
-class StallingAdapter(requests.adapters.HTTPAdapter):
-    """Sends every ``every``-th request ``stall_s`` after its turn, the way a sender that
-    lost the interpreter lock right after its grant does (a collector pass, a long C call in
-    another thread)."""
+class StallingAdapter(SendStampingAdapter):
+    """The client's adapter, sending every ``every``-th request ``stall_s`` after its turn,
+    the way a sender that lost the interpreter lock right after its grant does (a collector
+    pass, a long C call in another thread)."""
 
     def __init__(self, every: int, stall_s: float) -> None:
         super().__init__()
@@ -241,7 +242,7 @@ def test_a_call_sent_late_after_its_turn_does_not_crowd_the_servers_second(amo):
     """Real time, real server: amoCRM's paced 6.5 req/s leaves 8 calls 1.08 s apart, 30 ms
     over the server's second with the window's margin. A call that goes out 120 ms after its
     grant lands right before the next one on time: counted from its grant, the server saw
-    8 in a second (a 429 in a loaded scale-10 demo); counted from its answer, not once."""
+    8 in a second (a 429 in a loaded scale-10 demo); counted from its send, not once."""
     adapter = StallingAdapter(every=8, stall_s=0.12)
     limiter = RateLimiter(6.5, burst=False)
     clients = [client_for(amo, limiter=limiter, max_retries=0) for _ in range(3)]
@@ -260,6 +261,24 @@ def test_a_call_sent_late_after_its_turn_does_not_crowd_the_servers_second(amo):
         t.join(30)
     statuses = [r["status"] for r in amo.request_log]
     assert len(statuses) == 30 and set(statuses) == {200}, statuses
+
+
+def test_a_slow_answer_does_not_hold_the_window_for_the_calls_behind_it(amo):
+    """A call counts in the window from its request's write (what the server counts), not
+    from its answer: behind a call answered in 0.8 s, 2 calls per 1.05 s still go out on time
+    (counted from the answer, the third would wait until 1.85 s)."""
+    amo.faults.add("slow", seconds=0.8)
+    limiter = RateLimiter(2.0, burst=False)  # one call every 0.5 s, 2 in any 1.05 s
+    clients = [client_for(amo, limiter=limiter) for _ in range(3)]
+    threads = [threading.Thread(target=c.get, args=("/api/v4/users",)) for c in clients]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)  # the slow one first
+    for t in threads:
+        t.join(10)
+    arrivals = sorted(r["t"] for r in amo.request_log)
+    assert len(arrivals) == 3 and [r["status"] for r in amo.request_log] == [200] * 3
+    assert arrivals[2] - arrivals[0] == pytest.approx(1.05, abs=0.3)
 
 
 def test_cancelled_requests_stop_every_client_until_resumed(amo):
