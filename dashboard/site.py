@@ -276,15 +276,21 @@ def prepare_published(out_dir: Path | None = None, lang: str = "ru",
     out = Path(out_dir) if out_dir else default_out_dir(conf)
     with published_query(conf) as query:
         out.mkdir(parents=True, exist_ok=True)
-        return _prepare(out, query, lang)
+        prepared = _prepare(out, query, lang)
+        prepared.marts.query = None  # its connection closes here; finish_published reopens
+        return prepared
 
 
 def finish_published(prepared: PreparedBuild, conf: object = None) -> BuildReport:
     """The pages that read the working warehouse's state, then the report of the whole
     build (its time: both parts)."""
     started = time.monotonic()
-    with working_query(conf) as state_query:
-        failed = _finish(prepared, state_query)
+    with published_query(conf) as query, working_query(conf) as state_query:
+        prepared.marts.query = query  # the marts the state pages read first
+        try:
+            failed = _finish(prepared, state_query)
+        finally:
+            prepared.marts.query = None
     seconds = prepared.seconds + time.monotonic() - started
     out = prepared.out
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
