@@ -821,15 +821,26 @@ def _ulid(ts: int, rng: random.Random) -> str:
 
 
 def _event_payloads(leads: list[Lead], rng: random.Random) -> list[dict]:
+    """amoCRM's lead_status_changed events. Their nested values are read, never edited, so
+    one object serves every event with the same status (and a lead's events share their
+    `_embedded`): a copy in each of 57k events was a fifth of the emulators' memory at
+    scale 10."""
+    statuses: dict[tuple[int, int], list[dict]] = {}
+
+    def status(status_id: int, pipeline_id: int) -> list[dict]:
+        return statuses.setdefault((status_id, pipeline_id), [
+            {"lead_status": {"id": status_id, "pipeline_id": pipeline_id}}])
+
     events = []
     for lead in sorted(leads, key=lambda x: x.id):
+        embedded = {"entity": {"id": lead.id}}
         for ts, src, dst in lead.moves:
             events.append({
                 "id": _ulid(ts, rng), "type": "lead_status_changed", "entity_id": lead.id,
                 "entity_type": "lead", "created_by": lead.responsible, "created_at": ts,
-                "value_before": [{"lead_status": {"id": src, "pipeline_id": lead.pipeline_id}}],
-                "value_after": [{"lead_status": {"id": dst, "pipeline_id": lead.pipeline_id}}],
-                "account_id": C.ACCOUNT_ID, "_embedded": {"entity": {"id": lead.id}},
+                "value_before": status(src, lead.pipeline_id),
+                "value_after": status(dst, lead.pipeline_id),
+                "account_id": C.ACCOUNT_ID, "_embedded": embedded,
             })
     events.sort(key=lambda e: (e["created_at"], e["id"]))
     return events
