@@ -469,7 +469,8 @@ def report(r: dict[str, Any], runs: list[dict[str, Any]], small: float, large: f
         f"{_f(r.get('build_s'))} s, resolve {_f(r.get('resolve_s'), '.3f')} s"
         for r in identity.get("rows", []))
     raw_steps = runs[0]["cold_small"]["extraction"].get("steps", 0)
-    per_source = [run["cold_small"]["extraction"]["sources"] for run in runs]
+    per_source = [run["cold_small"]["extraction"]["sources"] for run in runs
+                  if "cold_small" in run]  # a run stopped after its first part has none
     ex = {name: statistics.median(sources.get(name, 0.0) for sources in per_source)
           for name in per_source[0]}
     lines = [
