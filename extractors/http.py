@@ -539,7 +539,6 @@ class Limiter(ABC):
             self._sleep(wait)
             waited += wait
 
-
     def pause(self, seconds: float, sleep: Callable[[float], None] | None = None) -> None:
         """Hold every caller of this limiter for ``seconds`` (the server said Retry-After).
 
@@ -616,9 +615,9 @@ class RateLimiter(Limiter):
         pace_wait = self._next_due - self._tolerance - now
         window_wait = 0.0
         if len(self._calls) >= self.capacity:
-            answered = [c[0] for c in self._calls if not c[1]]
-            # every call still out: look again after one pace interval
-            window_wait = min(answered) + self.window - now if answered else self.interval
+            sent = [c[0] for c in self._calls if not c[1]]
+            # none of them sent yet: look again after one pace interval
+            window_wait = min(sent) + self.window - now if sent else self.interval
         wait = max(pace_wait, window_wait)
         if wait > 0:
             return wait
