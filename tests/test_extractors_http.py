@@ -11,7 +11,7 @@ import random
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -70,6 +70,18 @@ def client_for(amo: AmoCRMEmulator, sleep: RecordingSleep | None = None, **kwarg
               "sleep": sleep or RecordingSleep(), "rng": random.Random(1), "source": "amocrm",
               **kwargs}
     return HttpClient(amo.base_url, **params)
+
+
+def each_on_a_thread(work: Callable[..., object], *args_each: tuple, timeout: float = 30,
+                     stagger_s: float = 0.0) -> None:
+    """Run ``work(*args)`` for each of ``args_each`` on threads of their own, side by side
+    (``stagger_s`` apart), and wait for them all."""
+    threads = [threading.Thread(target=work, args=args) for args in args_each]
+    for t in threads:
+        t.start()
+        time.sleep(stagger_s)
+    for t in threads:
+        t.join(timeout)
 
 
 # -- rate limiter ----------------------------------------------------------------------------
@@ -214,11 +226,7 @@ def test_limiter_against_the_emulator_sends_no_request_over_its_limit(amo):
         for _ in range(5):
             client.get("/api/v4/users")
 
-    threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    each_on_a_thread(worker, *[(c,) for c in clients])
     statuses = [r["status"] for r in amo.request_log]
     assert len(statuses) == 20 and set(statuses) == {200}
 
@@ -254,11 +262,7 @@ def test_a_call_sent_late_after_its_turn_does_not_crowd_the_servers_second(amo):
             with contextlib.suppress(ApiError):  # a 429: in the log below
                 client.get("/api/v4/users")
 
-    threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    each_on_a_thread(worker, *[(c,) for c in clients])
     statuses = [r["status"] for r in amo.request_log]
     assert len(statuses) == 30 and set(statuses) == {200}, statuses
 
@@ -270,12 +274,9 @@ def test_a_slow_answer_does_not_hold_the_window_for_the_calls_behind_it(amo):
     amo.faults.add("slow", seconds=0.8)
     limiter = RateLimiter(2.0, burst=False)  # one call every 0.5 s, 2 in any 1.05 s
     clients = [client_for(amo, limiter=limiter) for _ in range(3)]
-    threads = [threading.Thread(target=c.get, args=("/api/v4/users",)) for c in clients]
-    for t in threads:
-        t.start()
-        time.sleep(0.05)  # the slow one first
-    for t in threads:
-        t.join(10)
+    # the slow one first
+    each_on_a_thread(lambda c: c.get("/api/v4/users"), *[(c,) for c in clients],
+                     stagger_s=0.05)
     arrivals = sorted(r["t"] for r in amo.request_log)
     assert len(arrivals) == 3 and [r["status"] for r in amo.request_log] == [200] * 3
     assert arrivals[2] - arrivals[0] == pytest.approx(1.05, abs=0.3)
