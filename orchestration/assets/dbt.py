@@ -147,6 +147,7 @@ def voronka_dbt_models(
     suite, not in every run."""
     warehouse.export_for_dbt()
     os.environ.setdefault(DBT_FILE_LOG_ENV, "none")
+    os.environ["VORONKA_DBT_EXECUTABLE"] = str(DBT_EXECUTABLE)  # what the script runs
     wh = warehouse.open()
     manifest = json.loads(DBT_PROJECT.manifest_path.read_text())
     with wh.writer():
@@ -330,8 +331,7 @@ class VenvDbtCliResource(DbtCliResource):
 def dbt_resource() -> DbtCliResource:
     """No fixed target: profiles.yml takes it from VORONKA_WAREHOUSE when the run starts.
     dbt runs through ``DBT_IN_WAREHOUSE_FOLDER`` (its partial parse then holds for every
-    DuckDB warehouse file of one name, wherever it is)."""
-    os.environ["VORONKA_DBT_EXECUTABLE"] = str(DBT_EXECUTABLE)
+    DuckDB warehouse file of one name, wherever it is; the asset tells it which dbt)."""
     return VenvDbtCliResource(project_dir=DBT_PROJECT,
                               profiles_dir=str(DBT_PROJECT.profiles_dir),
                               dbt_executable=str(DBT_IN_WAREHOUSE_FOLDER))
