@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import bisect
 import collections
 import contextlib
 import json
@@ -90,15 +91,21 @@ class SlidingWindow:
         self._lock = threading.Lock()
 
     def hit(self, now: float | None = None) -> bool:
-        """Record one request; return True when it exceeds the limit (it is still counted)."""
+        """Record one request arriving at ``now``; return True when it exceeds the limit (it
+        is still counted): more than ``limit`` arrivals in a window that holds it. Handler
+        threads may record arrivals out of order, so the log stays sorted and every window
+        ending at an arrival from ``now`` on is counted."""
         if not self.limit:
             return False
         now = time.monotonic() if now is None else now
         with self._lock:
-            while self._times and self._times[0] <= now - self.window_s:
-                self._times.popleft()
-            self._times.append(now)
-            return len(self._times) > self.limit
+            times = self._times
+            while times and times[0] <= now - self.window_s:
+                times.popleft()
+            bisect.insort(times, now)
+            ends = [t for t in times if t >= now]  # windows (t - window_s, t] holding now
+            return any(bisect.bisect_right(times, t) - bisect.bisect_right(times, t - self.window_s)
+                       > self.limit for t in ends if t < now + self.window_s)
 
     def reset(self) -> None:
         with self._lock:
@@ -108,8 +115,12 @@ class SlidingWindow:
 class Request:
     """What a route handler sees of an HTTP request."""
 
-    def __init__(self, method: str, raw_path: str, headers: Any, body: bytes) -> None:
+    def __init__(self, method: str, raw_path: str, headers: Any, body: bytes,
+                 arrived: float | None = None) -> None:
         self.method = method
+        # when the server had it (monotonic): what a rate window counts, not when a handler
+        # thread got round to it (the emulators share an interpreter lock with their callers)
+        self.arrived = time.monotonic() if arrived is None else arrived
         parts = urlsplit(raw_path)
         self.path = parts.path
         self.query_string = parts.query
@@ -337,10 +348,10 @@ def _make_handler(emulator: EmulatorServer) -> type[BaseHTTPRequestHandler]:
             return
 
         def _serve(self) -> None:
-            t = time.time()
+            t, arrived = time.time(), time.monotonic()
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length > 0 else b""
-            request = Request(self.command, self.path, self.headers, body)
+            request = Request(self.command, self.path, self.headers, body, arrived)
             entry = emulator._log_start(request, t)
             try:
                 response = emulator._dispatch(request, entry)

@@ -394,7 +394,7 @@ class AmoCRMEmulator(EmulatorServer):
 
     # -- routing -----------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
-        if self.rate_window.hit():
+        if self.rate_window.hit(request.arrived):
             return problem(
                 429,
                 "You have sent too many requests (more than "

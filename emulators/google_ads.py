@@ -287,7 +287,7 @@ class GoogleAdsEmulator(EmulatorServer):
         if cid != self.customer_id or not allowed:
             return self._error(403, {"authorizationError": "USER_PERMISSION_DENIED"},
                                PERMISSION_MESSAGE)
-        if self.rate_limit and self._window(cid).hit():
+        if self.rate_limit and self._window(cid).hit(request.arrived):
             return self._temporarily_exhausted(self.retry_delay_s)
         try:
             body = request.json()

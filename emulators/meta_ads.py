@@ -202,7 +202,7 @@ class MetaAdsEmulator(EmulatorServer):
                               f"{parts[0]} was requested", 12)
         params = self._params(request)
         token = self._authenticate(request, params)
-        if self.buc_call_limit and self._calls.hit():
+        if self.buc_call_limit and self._calls.hit(request.arrived):
             with self._lock:
                 self.usage["call_count"] = 100
             raise _GraphError(

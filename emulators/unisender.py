@@ -187,7 +187,7 @@ class UniSenderEmulator(EmulatorServer):
         params = dict(pairs)
         if params.get("api_key") != self.api_key:
             raise UniSenderError("invalid_api_key", "Invalid API key")
-        if self.rate_window.hit():
+        if self.rate_window.hit(request.arrived):
             raise UniSenderError(
                 "api_call_limit_exceeded_for_api_key",
                 f"API call limit exceeded ({self.rate_limit_per_min} calls per minute)")

@@ -149,7 +149,7 @@ class YandexDirectEmulator(EmulatorServer):
         scheme, _, token = auth.partition(" ")
         token = token.strip()
         window = self._window(token or "<anonymous>")
-        if window.hit():
+        if window.hit(request.arrived):
             return self._error(request, 429, 56,
                                f"No more than {self.rate_limit} requests per "
                                f"{self.rate_window_s:g} seconds are allowed")
