@@ -335,27 +335,33 @@ def _joined(ids: Mapping[str, str]) -> str | None:
 
 def sync_segment(wh: Any, seg: Segment, platform: str, client: Any = None, *,
                  now: datetime, out_dir: str | Path | None = None, allow_small: bool = False,
-                 audience_id: str | Mapping[str, str] | None = None) -> SyncResult:
+                 audience_id: str | Mapping[str, str] | None = None,
+                 membership: Membership | None = None) -> SyncResult:
     """Bring ``platform``'s audience of ``seg`` up to date with the segment's current members.
 
     ``client``: the platform's audience client (``audiences.clients``); None writes the
     changes as files into ``out_dir`` instead. ``audience_id``: an existing platform audience
-    to use on the first sync (VK: ``{list type: id}``); otherwise one is created. Returns a
-    ``SyncResult``; platform errors do not raise, they give status ``failed``."""
+    to use on the first sync (VK: ``{list type: id}``); otherwise one is created.
+    ``membership``: the segment's ``refresh_membership`` of this run, when the caller has it
+    (one segment going to six platforms computed it seven times); else computed here. Returns
+    a ``SyncResult``; platform errors do not raise, they give status ``failed``."""
     p = get_destination(platform)
     with state.sync_lock(wh, seg.name, p.name):
         return _sync_locked(wh, seg, p, client, now=now, out_dir=out_dir,
-                            allow_small=allow_small, audience_id=audience_id)
+                            allow_small=allow_small, audience_id=audience_id,
+                            membership=membership)
 
 
 def _sync_locked(wh: Any, seg: Segment, p: Destination, client: Any, *, now: datetime,
                  out_dir: str | Path | None, allow_small: bool,
-                 audience_id: str | Mapping[str, str] | None) -> SyncResult:
+                 audience_id: str | Mapping[str, str] | None,
+                 membership: Membership | None) -> SyncResult:
     if client is None and not p.file_export:
         raise ValueError(f"{p.name} has no file mode (it needs its API: raw identifiers or CRM "
                          f"ids never go to files); configure its client")
     run_id = new_run_id(now)
-    membership = refresh_membership(wh, seg, now=now, run_id=run_id)
+    if membership is None:
+        membership = refresh_membership(wh, seg, now=now, run_id=run_id)
     value_based = bool(seg.value) and p.value_based_seeds
     identifiers = p.identifiers(wh, membership.customer_ids, client)
     rows = desired_rows(p, identifiers, membership.values if value_based else None)
@@ -641,7 +647,8 @@ def configured_platforms(env: Mapping[str, str]) -> list[str]:
 def sync_to_platforms(wh: Any, seg: Segment, platforms: Sequence[str], *, now: datetime,
                       out_dir: str | Path | None, file_only: bool = False,
                       allow_small: bool = False, env: Mapping[str, str] | None = None,
-                      client_factory: Any = None, dry_run: bool = False) -> list[SyncResult]:
+                      client_factory: Any = None, dry_run: bool = False,
+                      membership: Membership | None = None) -> list[SyncResult]:
     """Sync ``seg`` to each platform: its client from the environment (secrets never leave
     it), or files only (``dry_run``: only plan, see ``plan_segment``). A platform whose client
     cannot be configured fails on its own (status failed, the missing variable named) without
@@ -650,10 +657,11 @@ def sync_to_platforms(wh: Any, seg: Segment, platforms: Sequence[str], *, now: d
     Platforms' APIs are synced side by side, one thread each: each waits on its own rate limit
     (a CRM's writes on ~7 requests a second), so in turn the segment took the sum of them,
     and the last segment through the CRM's queue still had every other platform to go. The
-    segment's entries and leaves are recorded once first, so the platforms never race to.
-    On PostgreSQL they go in turn: each sync holds a session for its advisory lock beside its
-    working one, and eleven segments times six platforms would be ~130 connections, over a
-    default server's 100."""
+    segment's entries and leaves are recorded once first (``refresh_membership``, unless the
+    caller passes this run's ``membership``), so the platforms never race to, and every
+    platform syncs that membership. On PostgreSQL they go in turn: each sync holds a session
+    for its advisory lock beside its working one, and eleven segments times six platforms
+    would be ~130 connections, over a default server's 100."""
     from audiences.clients import client_from_env
 
     make_client = client_factory or (lambda name: client_from_env(name, env))
@@ -661,18 +669,21 @@ def sync_to_platforms(wh: Any, seg: Segment, platforms: Sequence[str], *, now: d
     def one(name: str) -> SyncResult:
         return _sync_one_platform(wh, seg, name, make_client, now=now, out_dir=out_dir,
                                   file_only=file_only, allow_small=allow_small,
-                                  dry_run=dry_run)
+                                  dry_run=dry_run, membership=membership)
 
-    if dry_run or file_only or len(platforms) < 2 or getattr(wh, "kind", None) == "postgres":
+    if dry_run:
         return [one(name) for name in platforms]
-    refresh_membership(wh, seg, now=now)
+    if membership is None:
+        membership = refresh_membership(wh, seg, now=now)
+    if file_only or len(platforms) < 2 or getattr(wh, "kind", None) == "postgres":
+        return [one(name) for name in platforms]
     with ThreadPoolExecutor(len(platforms), thread_name_prefix=f"sync-{seg.name}") as pool:
         return list(pool.map(one, platforms))
 
 
 def _sync_one_platform(wh: Any, seg: Segment, name: str, make_client: Any, *, now: datetime,
                        out_dir: str | Path | None, file_only: bool, allow_small: bool,
-                       dry_run: bool) -> SyncResult:
+                       dry_run: bool, membership: Membership | None) -> SyncResult:
     """``sync_to_platforms`` for one platform."""
     if dry_run:  # the client only names the account; nothing is sent
         try:
@@ -689,11 +700,11 @@ def _sync_one_platform(wh: Any, seg: Segment, name: str, make_client: Any, *, no
                           message=f"{name} has no file mode; configure its API")
     if file_only:
         return sync_segment(wh, seg, name, None, now=now, out_dir=out_dir,
-                            allow_small=allow_small)
+                            allow_small=allow_small, membership=membership)
     try:
         client = make_client(name)
     except ValueError as exc:
         return SyncResult(seg.name, name, None, "failed", message=str(exc))
     with client:
         return sync_segment(wh, seg, name, client, now=now, out_dir=out_dir,
-                            allow_small=allow_small)
+                            allow_small=allow_small, membership=membership)

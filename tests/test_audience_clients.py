@@ -122,6 +122,16 @@ def test_meta_batches_25001_rows_into_three_calls_of_one_session(meta):
     assert len(meta.members(ca)) == 25_001
 
 
+def test_meta_limit_is_100_calls_a_minute_like_the_ads_extractor(meta):
+    """Meta's 100 calls per 60 s are one window of 100 (with the pace of 1.67 a second once
+    it is spent), as in ``extractors.meta_ads``; a one-second window of ceil(1.67) = 2 calls
+    held the third call of every sync back."""
+    client = MetaAudienceClient(meta.base_url, META_TOKEN, http_options=options(None))
+    limiter = client.http.limiter
+    assert (limiter.rate_per_s, limiter.capacity) == (pytest.approx(100 / 60), 100)
+    assert [limiter.acquire() for _ in range(10)] == [0.0] * 10
+
+
 def test_meta_add_then_remove_leaves_expected_members(meta):
     ca = meta.create_audience()
     client = meta_client(meta)

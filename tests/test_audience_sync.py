@@ -543,3 +543,35 @@ def test_a_segments_platforms_sync_side_by_side_and_record_membership_once(
     stints = state.history(shop.wh, "lapsed")
     assert sorted(s["customer_id"] for s in stints) == sorted(cid(i) for i in range(130))
     assert {s["entered_at"] for s in stints} == {at(0).replace(tzinfo=None)}
+
+
+def test_a_segment_is_computed_once_for_all_its_platforms(
+        shop: Shop, meta, google, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The segment's query runs once per sync of its platforms, not again in each platform's
+    sync (eleven segments times six platforms ran it 88 times a run, the Dagster asset's own
+    computation included), and not at all when the caller passes the membership it has."""
+    import audiences.sync as sync
+
+    computed: list[str] = []
+    matching = sync._matching
+
+    def counted(wh: Any, seg: Any) -> Any:
+        computed.append(seg.name)
+        return matching(wh, seg)
+
+    monkeypatch.setattr(sync, "_matching", counted)
+    clients = {"meta": lambda: meta_client(meta), "google": lambda: google_client(google)}
+    results = sync_to_platforms(shop.wh, LAPSED, ["meta", "google"], now=at(0), out_dir=None,
+                                client_factory=lambda name: clients[name]())
+    assert [(r.platform, r.status, r.added) for r in results] == [
+        ("meta", "success", 130), ("google", "success", 130)]
+    assert computed == ["lapsed"]
+
+    computed.clear()
+    members = refresh_membership(shop.wh, LAPSED, now=at(1))
+    results = sync_to_platforms(shop.wh, LAPSED, ["meta", "google"], now=at(1), out_dir=None,
+                                client_factory=lambda name: clients[name](),
+                                membership=members)
+    assert [(r.platform, r.status, r.added, r.removed) for r in results] == [
+        ("meta", "success", 0, 0), ("google", "success", 0, 0)]
+    assert computed == ["lapsed"]  # refresh_membership's, none in the syncs

@@ -78,7 +78,7 @@ class AudienceClientBase:
 
     def __init__(self, base_url: str, token: Token, *, rate_limit_per_s: float | None,
                  http_options: HttpOptions | None, auth_scheme: str = "Bearer",
-                 limiter_key: str | None = None) -> None:
+                 limiter_key: str | None = None, rate_window_s: float = 1.0) -> None:
         if not token:
             raise ValueError(f"{self.source} needs a token")
         self.base_url = base_url.rstrip("/")
@@ -92,7 +92,7 @@ class AudienceClientBase:
         limiter = None
         if rate_limit_per_s:
             limiter = limiter_for(limiter_key or f"{self.source}:{self.base_url}",
-                                  rate_limit_per_s)
+                                  rate_limit_per_s, per=rate_window_s)
         self.http = HttpClient(
             self.base_url,
             limiter=limiter,

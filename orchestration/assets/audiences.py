@@ -125,7 +125,7 @@ def build_audience_asset(seg: Segment) -> dg.AssetsDefinition:
                 "skipped": dg.MetadataValue.text(f"not synced: {exc}")})
         chosen = segment_platforms(seg, platforms or list(FILE_DESTINATIONS))
         results = sync_to_platforms(wh, seg, chosen, now=now, out_dir=out_dir,
-                                    file_only=not platforms)
+                                    file_only=not platforms, membership=membership)
         for r in results:
             context.log.info("%s -> %s: %s (+%d -%d, pending %d) %s", seg.name, r.platform,
                              r.status, r.added, r.removed, r.pending, r.message)
