@@ -68,19 +68,6 @@ def gx_runtime() -> _Runtime:
         return _runtime
 
 
-def warm_up() -> None:
-    """Import GX and build its context now, where this process has nothing better to do."""
-    gx_runtime()
-
-
-def warm_up_in_background() -> threading.Thread:
-    """Import GX and build its context on a side thread: a run's first steps wait on API rate
-    limits, so the ~3 s import overlaps them instead of delaying the first validation."""
-    thread = threading.Thread(target=gx_runtime, name="gx-warm-up", daemon=True)
-    thread.start()
-    return thread
-
-
 def expectations_module() -> Any:
     """`great_expectations.expectations`, imported on first use."""
     return gx_runtime().gx.expectations

@@ -100,7 +100,9 @@ def test_a_shop_with_order_files_runs_then_skips_then_rebuilds_only_what_a_new_f
     in `.env`, one command, published marts whose revenue is the files' revenue, the steps
     shown as they finish. The second run lands nothing and skips dbt, checks and
     publication; after a new orders file the third builds only what the orders feed, and its
-    marts equal a forced full build's."""
+    marts equal a forced full build's. Great Expectations is imported by the first run, which
+    validates the orders, and not by the second, which has nothing to validate (Python's
+    import log, ``PYTHONPROFILEIMPORTTIME``, says which modules each run loaded)."""
     business = synthetic.generate(seed=5, scale=0.1)
     files_dir = tmp_path / "files"
     business.write_order_files(files_dir)
@@ -117,8 +119,10 @@ def test_a_shop_with_order_files_runs_then_skips_then_rebuilds_only_what_a_new_f
     write_env_file(tmp_path / ".env", settings)
     published = tmp_path / "voronka.duckdb"
 
-    first = run_voronka(cwd=tmp_path)
+    import_log = {**clean_environment(), "PYTHONPROFILEIMPORTTIME": "1"}
+    first = run_voronka(cwd=tmp_path, env=import_log)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "| great_expectations\n" in first.stderr
     out = first.stdout
     assert "sources files" in out and str(tmp_path / ".env") in out
     assert "ok" in out and "raw files__orders" in out and "publish marts for BI" in out
@@ -135,8 +139,9 @@ def test_a_shop_with_order_files_runs_then_skips_then_rebuilds_only_what_a_new_f
     assert "Dashboard: " in out and dashboard.exists()
     built = dashboard.stat().st_mtime_ns
 
-    second = run_voronka(cwd=tmp_path)
+    second = run_voronka(cwd=tmp_path, env=import_log)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "great_expectations" not in second.stderr  # nothing new to validate
     assert "skipped, nothing new landed since the last successful build" in second.stdout
     assert "nothing new to act on" in second.stdout
     assert "publish marts for BI" not in second.stdout

@@ -83,12 +83,10 @@ def run_daily_refresh(
     """Build the Definitions now (they read the environment) and execute `daily_refresh`
     in-process, ad spend over ``ad_spend_range`` (default: see the module docstring).
     ``on_event`` sees every event of the run as it happens (the progress display)."""
-    from expectations import warm_up_in_background
     from orchestration.definitions import ad_spend_platforms_enabled, build_defs
     from orchestration.executor import execute_in_process_threaded
     from orchestration.partitions import in_process_range, range_tags
 
-    warm_up_in_background()
     _clean_stale_temporaries()
     defs = build_defs()
     job = defs.resolve_job_def("daily_refresh")
