@@ -43,29 +43,37 @@ first_month as (
 
 ),
 
-grid as (
+account_months as (
 
-    select months.*, statuses.account, statuses.status_id, statuses.status_name,
-           statuses.status_sort, statuses.status_type,
+    select months.*, first_month.account,
            cast(months.period_stop as timestamp) as stop_at,
            cast(months.month as timestamp) as month_at,
            cast(months.next_month as timestamp) as next_month_at
     from months
     inner join first_month
         on months.month >= first_month.first_month
-    inner join statuses
-        on first_month.account = statuses.account
 
 ),
 
+grid as (
+
+    select account_months.*, statuses.status_id, statuses.status_name,
+           statuses.status_sort, statuses.status_type
+    from account_months
+    inner join statuses
+        on account_months.account = statuses.account
+
+),
+
+-- one row per buyer and month (from the account's months, not the grid's month x status)
 buyer_months as (
 
-    select distinct grid.account, grid.month, grid.month_at, grid.next_month_at, grid.stop_at,
-           spells.amocrm_customer_id
-    from grid
+    select distinct account_months.account, account_months.month, account_months.month_at,
+           account_months.next_month_at, account_months.stop_at, spells.amocrm_customer_id
+    from account_months
     inner join spells
-        on grid.account = spells.account
-        and spells.valid_from < grid.stop_at
+        on account_months.account = spells.account
+        and spells.valid_from < account_months.stop_at
 
 ),
 
