@@ -74,8 +74,8 @@ class MetaAudienceClient(AudienceClientBase):
                  ad_account_id: str | None = None) -> None:
         if not 1 <= max_batch <= MAX_ROWS_PER_CALL:
             raise ValueError(f"max_batch must be 1..{MAX_ROWS_PER_CALL} (Meta's limit)")
-        # 100 calls a minute, counted over the minute as the ads extractor does: in a window
-        # of one second it is 2 per 1.05 s, a short sync's calls at 1.9 a second
+        # 100 calls a minute, counted over the minute as the ads extractor does (a one-second
+        # window would allow ceil(1.67) = 2 per 1.05 s: 1.9 calls a second in a short sync)
         super().__init__(base_url, token, rate_limit_per_s=rate_limit_per_s,
                          http_options=http_options, rate_window_s=60.0)
         self.ad_account_id = ad_account_path(ad_account_id) if ad_account_id else None
