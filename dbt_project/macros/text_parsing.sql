@@ -102,6 +102,15 @@
     {{ voronka.safe_text("nullif(lower(trim(" ~ text ~ ")), '')") }}
 {%- endmacro %}
 
+{#- The UTM columns of a record, each a `tag_value` named after its tag: `prefix` qualifies the
+    source columns ('parsed.'), `names` picks the tags (all five by default). -#}
+{% macro utm_columns(prefix='', names=('utm_source', 'utm_medium', 'utm_campaign',
+                                        'utm_content', 'utm_term')) -%}
+    {%- for name in names %}
+        {{ voronka.tag_value(prefix ~ name) }} as {{ name }}{{ ',' if not loop.last }}
+    {%- endfor %}
+{%- endmacro %}
+
 {#-
     The calendar day at the start of an ISO date or timestamp text ('1984-06-17',
     '1984-06-17T00:00:00+03:00') -> date, its time and offset ignored (a birthday is a day,

@@ -102,11 +102,7 @@ renamed as (
         {{ optional_id('assigned_by_id') }} as responsible_user_id,
 
         ----------  UTM (trimmed, lower-cased, null when empty)
-        {{ tag_value('utm_source') }} as utm_source,
-        {{ tag_value('utm_medium') }} as utm_medium,
-        {{ tag_value('utm_campaign') }} as utm_campaign,
-        {{ tag_value('utm_content') }} as utm_content,
-        {{ tag_value('utm_term') }} as utm_term,
+        {{ utm_columns() }},
 
         ----------  timestamps (local, reporting time zone)
         {{ iso_to_local('date_create') }} as created_at,

@@ -68,9 +68,7 @@ fields as (
             as customer_name,
         {{ safe_text("nullif(trim(parsed.product), '')") }}
             as product,
-        {{ tag_value('parsed.utm_source') }} as utm_source,
-        {{ tag_value('parsed.utm_medium') }} as utm_medium,
-        {{ tag_value('parsed.utm_campaign') }} as utm_campaign,
+        {{ utm_columns('parsed.', ['utm_source', 'utm_medium', 'utm_campaign']) }},
         parsed.file_name,
         parsed.file_line
     from parsed
